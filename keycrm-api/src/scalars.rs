@@ -249,17 +249,17 @@ impl From<Decimal> for rust_decimal::Decimal {
     }
 }
 
-impl From<i64> for Decimal {
-    fn from(value: i64) -> Self {
-        Self(value.into())
-    }
+macro_rules! decimal_from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Decimal {
+            fn from(value: $t) -> Self {
+                Self(value.into())
+            }
+        }
+    )*};
 }
 
-impl From<u32> for Decimal {
-    fn from(value: u32) -> Self {
-        Self(value.into())
-    }
-}
+decimal_from_int!(i32, i64, u32, u64);
 
 impl FromStr for Decimal {
     type Err = ParseError;
