@@ -17,7 +17,7 @@ fn order(id: usize) -> serde_json::Value {
         "source_uuid": format!("WMS-{id}"),
         "source_id": 1,
         "status_id": 3,
-        "grand_total": if id % 2 == 0 { serde_json::json!("1249.50") } else { serde_json::json!(1249.5) },
+        "grand_total": if id.is_multiple_of(2) { serde_json::json!("1249.50") } else { serde_json::json!(1249.5) },
         "total_discount": 0,
         "payment_status": "part_paid",
         "created_at": "2024-03-14T07:05:10.000000Z",
@@ -57,8 +57,18 @@ fn main() {
 
     let mb = bytes.len() as f64 / 1e6;
     println!("order page: 50 orders, {} bytes", bytes.len());
-    println!("typed   Page<Order>       {:>8.1} µs/page  {:>8.0} orders/s  {:>6.1} MB/s", typed * 1e6, 50.0 / typed, mb / typed);
-    println!("untyped serde_json::Value {:>8.1} µs/page  {:>8.0} orders/s  {:>6.1} MB/s", untyped * 1e6, 50.0 / untyped, mb / untyped);
+    println!(
+        "typed   Page<Order>       {:>8.1} µs/page  {:>8.0} orders/s  {:>6.1} MB/s",
+        typed * 1e6,
+        50.0 / typed,
+        mb / typed
+    );
+    println!(
+        "untyped serde_json::Value {:>8.1} µs/page  {:>8.0} orders/s  {:>6.1} MB/s",
+        untyped * 1e6,
+        50.0 / untyped,
+        mb / untyped
+    );
     println!("ratio typed/untyped: {:.2}", typed / untyped);
 }
 

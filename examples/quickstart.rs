@@ -14,9 +14,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(client) => client,
         Err(Error::Config { message }) => {
             println!("keycrm-rs quickstart: {message}.");
-            println!("This example reads your KeyCRM account (orders and stock) and changes nothing:");
+            println!(
+                "This example reads your KeyCRM account (orders and stock) and changes nothing:"
+            );
             println!("    KEYCRM_API_KEY=<your key> cargo run --example quickstart");
-            println!("The key is in KeyCRM under Settings -> API. KEYCRM_BASE_URL overrides the API address.");
+            println!(
+                "The key is in KeyCRM under Settings -> API. KEYCRM_BASE_URL overrides the API address."
+            );
             return Ok(());
         }
         Err(other) => return Err(other.into()),
@@ -36,7 +40,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         orders.data.len()
     );
     for order in &orders.data {
-        let buyer = order.buyer.as_ref().and_then(|b| b.full_name.clone()).unwrap_or_default();
+        let buyer = order
+            .buyer
+            .as_ref()
+            .and_then(|b| b.full_name.clone())
+            .unwrap_or_default();
         let lines = order.products.as_ref().map_or(0, Vec::len);
         println!(
             "  #{:<8} {:<10} total {:>10} {} ({} lines, created {})",
@@ -49,7 +57,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    let stocks = client.offer_stock_list().limit(10).send().await?.into_inner();
+    let stocks = client
+        .offer_stock_list()
+        .limit(10)
+        .send()
+        .await?
+        .into_inner();
     println!("stock of the first {} offers:", stocks.data.len());
     for stock in &stocks.data {
         println!(

@@ -115,11 +115,10 @@ pub enum Error {
         meta: ErrorMeta,
     },
     /// The connection failed (refused, reset, TLS, DNS).
-    #[error("could not talk to KeyCRM: {source}")]
+    #[error("could not talk to KeyCRM: {message}")]
     Transport {
-        /// The underlying error, with the URL (which can carry filter values) removed.
-        #[source]
-        source: reqwest::Error,
+        /// What failed, with the URL (which can carry filter values) removed.
+        message: String,
         /// Request context.
         meta: ErrorMeta,
     },
@@ -132,6 +131,15 @@ pub enum Error {
         message: String,
         /// Request context.
         meta: ErrorMeta,
+    },
+    /// A list stream asked for a page and the service answered another one (or repeated the
+    /// previous page), so following it would loop.
+    #[error("KeyCRM did not advance to page {requested} (it answered page {})", received.map_or("?".to_string(), |p| p.to_string()))]
+    PageNotAdvancing {
+        /// The page asked for.
+        requested: u64,
+        /// The page the service said it returned.
+        received: Option<i64>,
     },
     /// The request could not be built from the given input (nothing was sent).
     #[error("invalid request: {message}")]
@@ -176,7 +184,9 @@ impl Error {
             | Error::Timeout { meta }
             | Error::Transport { meta, .. }
             | Error::Decode { meta, .. } => Some(meta),
-            Error::InvalidRequest { .. } | Error::Config { .. } => None,
+            Error::InvalidRequest { .. }
+            | Error::Config { .. }
+            | Error::PageNotAdvancing { .. } => None,
         }
     }
 
@@ -257,29 +267,59 @@ impl Error {
 impl From<progenitor_client::Error<types::Error>> for Error {
     fn from(err: progenitor_client::Error<types::Error>) -> Self {
         use progenitor_client::Error as P;
-        let meta = ErrorMeta::new(None, 1);
         match err {
-            P::InvalidRequest(message) => Error::InvalidRequest { message },
-            P::Custom(message) => Error::InvalidRequest { message },
+            P::InvalidRequest(message) | P::Custom(message) => Error::InvalidRequest { message },
             P::CommunicationError(e) | P::ResponseBodyError(e) | P::InvalidUpgrade(e) => {
-                Error::from_reqwest(e, meta)
+                Error::from_reqwest(e, ErrorMeta::new(None, 1))
             }
             P::ErrorResponse(rv) => {
                 let status = rv.status().as_u16();
+                let meta = meta_from_headers(rv.headers());
                 let retry_after = retry_after(rv.headers());
                 Error::from_status(status, Some(rv.into_inner()), retry_after, meta)
             }
-            P::InvalidResponsePayload(bytes, e) => Error::decode(&bytes, &e, meta),
+            P::InvalidResponsePayload(bytes, e) => {
+                Error::decode(&bytes, &e, ErrorMeta::new(None, 1))
+            }
             P::UnexpectedResponse(response) => {
-                let status = response.status().as_u16();
-                let retry_after = retry_after(response.headers());
-                Error::from_status(status, None, retry_after, meta)
+                Error::from_response_head(response.status().as_u16(), response.headers())
             }
         }
     }
 }
 
 impl Error {
+    /// Maps a response the generated code did not expect (its body already consumed by the
+    /// runtime, which left the service's message in a header), or a synthesised transport
+    /// failure, to an error.
+    pub(crate) fn from_response_head(status: u16, headers: &reqwest::header::HeaderMap) -> Self {
+        use crate::runtime::{
+            FAILURE_HEADER, FAILURE_MESSAGE_HEADER, FAILURE_STATUS, MESSAGE_HEADER,
+        };
+        let meta = meta_from_headers(headers);
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        if status == FAILURE_STATUS
+            && let Some(kind) = text(FAILURE_HEADER)
+        {
+            return match kind.as_str() {
+                "timeout" => Error::Timeout { meta },
+                _ => Error::Transport {
+                    message: text(FAILURE_MESSAGE_HEADER).unwrap_or_else(|| kind.clone()),
+                    meta,
+                },
+            };
+        }
+        let body = text(MESSAGE_HEADER).map(|message| types::Error {
+            message: Some(message),
+            errors: Default::default(),
+        });
+        Error::from_status(status, body, retry_after(headers), meta)
+    }
+
     pub(crate) fn from_reqwest(e: reqwest::Error, meta: ErrorMeta) -> Self {
         if e.is_timeout() {
             Error::Timeout { meta }
@@ -293,11 +333,41 @@ impl Error {
             }
         } else {
             Error::Transport {
-                source: e.without_url(),
+                message: reqwest_text(&e),
                 meta,
             }
         }
     }
+}
+
+/// Attempt count and correlation id that the runtime stamped on a final response.
+pub(crate) fn meta_from_headers(headers: &reqwest::header::HeaderMap) -> ErrorMeta {
+    use crate::runtime::{ATTEMPTS_HEADER, CORRELATION_HEADER};
+    let attempts = headers
+        .get(ATTEMPTS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let correlation_id = headers
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    ErrorMeta::new(correlation_id, attempts)
+}
+
+/// The text of a reqwest error and its causes, without the URL (which can carry filter values).
+pub(crate) fn reqwest_text(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<url>");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Reads `Retry-After` as delta-seconds or as an HTTP date.

@@ -33,6 +33,7 @@
 #[allow(
     missing_docs,
     unused_imports,
+    unreachable_patterns,
     clippy::all,
     clippy::pedantic,
     rustdoc::bare_urls,
@@ -42,8 +43,13 @@
 #[rustfmt::skip]
 mod generated;
 
+pub mod clock;
 mod error;
+pub mod filter;
+mod idempotent;
+mod limiter;
 mod page;
+mod paginate;
 mod runtime;
 mod scalars;
 mod upload;
@@ -52,7 +58,11 @@ pub use generated::{ByteStream, ClientInfo};
 pub use generated::{Client, ResponseValue, builder, types};
 
 pub use error::{Error, ErrorMeta, Result};
+pub use limiter::ClientStats;
 pub use page::Page;
-pub use runtime::{ApiKey, ClientBuilder, DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, Runtime};
+pub use paginate::{DEFAULT_STREAM_LIMIT, ListRequest, Paginate, count_items, count_pages};
+pub use runtime::{
+    ApiKey, CORRELATION_HEADER, ClientBuilder, DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, Runtime,
+};
 pub use scalars::{Date, Decimal, ParseError, Timestamp};
 pub use upload::MAX_UPLOAD_BYTES;

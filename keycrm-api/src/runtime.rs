@@ -1,15 +1,20 @@
 //! The hand-written side of the client: configuration, the API key, and the hooks every
-//! generated request goes through.
+//! generated request goes through (authentication, quota pacing, retries, tracing).
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo};
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode};
+use tracing::Instrument;
 
 use crate::Client;
-use crate::error::{Error, Result};
+use crate::clock::{Clock, TokioClock};
+use crate::error::{Error, Result, reqwest_text, retry_after};
+use crate::limiter::{ClientStats, Counters, Limiter};
 
 /// The production base URL of the KeyCRM Open API.
 pub const DEFAULT_BASE_URL: &str = "https://openapi.keycrm.app/v1";
@@ -19,6 +24,20 @@ pub const ENV_API_KEY: &str = "KEYCRM_API_KEY";
 
 /// Environment variable read by [`Client::from_env`] for an alternative base URL.
 pub const ENV_BASE_URL: &str = "KEYCRM_BASE_URL";
+
+/// The request header that carries a correlation id, when enabled.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// Response header the runtime adds: how many times the request was sent.
+pub(crate) const ATTEMPTS_HEADER: &str = "x-keycrm-rs-attempts";
+/// Response header of a synthesised response that stands for a transport failure.
+pub(crate) const FAILURE_HEADER: &str = "x-keycrm-rs-failure";
+/// Response header of a synthesised failure: the error text, without the URL.
+pub(crate) const FAILURE_MESSAGE_HEADER: &str = "x-keycrm-rs-failure-message";
+/// Response header the runtime adds to an error response: the service's `message`.
+pub(crate) const MESSAGE_HEADER: &str = "x-keycrm-rs-message";
+/// The status of a synthesised failure response (never sent by a server we talk to).
+pub(crate) const FAILURE_STATUS: u16 = 599;
 
 /// A KeyCRM API key. Its `Debug` and `Display` never show the key.
 #[derive(Clone, PartialEq, Eq)]
@@ -68,7 +87,8 @@ impl From<String> for ApiKey {
     }
 }
 
-/// State shared by a [`Client`] and all its clones (the generator's "inner type").
+/// State shared by a [`Client`] and all its clones (the generator's "inner type"): the
+/// key, the quota limiter, retry settings and counters.
 #[derive(Clone)]
 pub struct Runtime {
     shared: Arc<Shared>,
@@ -77,6 +97,21 @@ pub struct Runtime {
 struct Shared {
     auth: HeaderValue,
     user_agent: String,
+    limiter: Limiter,
+    counters: Counters,
+    retry: RetryPolicy,
+    correlation_ids: bool,
+    sequence: AtomicU64,
+}
+
+impl Runtime {
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        self.shared.retry
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        self.shared.limiter.clock()
+    }
 }
 
 impl fmt::Debug for Runtime {
@@ -84,16 +119,57 @@ impl fmt::Debug for Runtime {
         f.debug_struct("Runtime")
             .field("api_key", &"[redacted]")
             .field("user_agent", &self.shared.user_agent)
-            .finish()
+            .field("retry", &self.shared.retry)
+            .field("correlation_ids", &self.shared.correlation_ids)
+            .finish_non_exhaustive()
     }
+}
+
+/// How failed requests are retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RetryPolicy {
+    max_retries: u32,
+    base_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    pub(crate) fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+
+    /// The backoff before retry number `retry` (0-based), with fresh jitter.
+    pub(crate) fn backoff_for(&self, retry: u32) -> Duration {
+        self.backoff(retry, seed_from_clock())
+    }
+
+    /// Exponential backoff with "equal jitter": half fixed, half random, capped.
+    fn backoff(&self, retry: u32, seed: u64) -> Duration {
+        let exp = self.base_backoff.saturating_mul(1u32 << retry.min(16));
+        let capped = exp.min(self.max_backoff);
+        let half = capped / 2;
+        let jitter = half.mul_f64((splitmix(seed) >> 11) as f64 / (1u64 << 53) as f64);
+        half + jitter
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 /// Configures and builds a [`Client`].
 ///
 /// ```
+/// use std::time::Duration;
 /// let client = keycrm_api::Client::builder()
 ///     .api_key("my-key")
 ///     .application("acme-warehouse")
+///     .requests_per_minute(60)
+///     .max_retries(3)
+///     .timeout(Duration::from_secs(30))
 ///     .build()
 ///     .unwrap();
 /// # let _ = client;
@@ -105,6 +181,13 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     timeout: Duration,
     application: Option<String>,
+    requests_per_minute: u32,
+    burst: u32,
+    max_retries: u32,
+    base_backoff: Duration,
+    max_backoff: Duration,
+    correlation_ids: bool,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -115,6 +198,12 @@ impl fmt::Debug for ClientBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
             .field("application", &self.application)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("burst", &self.burst)
+            .field("max_retries", &self.max_retries)
+            .field("base_backoff", &self.base_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("correlation_ids", &self.correlation_ids)
             .finish()
     }
 }
@@ -127,6 +216,13 @@ impl Default for ClientBuilder {
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
             application: None,
+            requests_per_minute: 60,
+            burst: 1,
+            max_retries: 3,
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            correlation_ids: false,
+            clock: None,
         }
     }
 }
@@ -150,7 +246,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Time allowed for a whole request, from sending to the end of the body (default 30 s).
+    /// Time allowed for one attempt, from sending to the end of the body (default 30 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -159,6 +255,51 @@ impl ClientBuilder {
     /// Your application's name, appended to the user agent (`keycrm-rs/0.1.0 acme-warehouse`).
     pub fn application(mut self, name: impl Into<String>) -> Self {
         self.application = Some(name.into());
+        self
+    }
+
+    /// The request quota to pace at (default 60 per minute, KeyCRM's limit per key; some
+    /// accounts have 20). Requests are spaced evenly, one every `60 s / n`, across all clones
+    /// and tasks of the client. `0` turns pacing off (a 429 still pauses every task).
+    pub fn requests_per_minute(mut self, n: u32) -> Self {
+        self.requests_per_minute = n;
+        self
+    }
+
+    /// How many requests may go out at once before even spacing applies (default 1: none).
+    pub fn burst(mut self, n: u32) -> Self {
+        self.burst = n.max(1);
+        self
+    }
+
+    /// How many times a retryable failure is retried (default 3, so at most 4 attempts).
+    ///
+    /// GET, PUT and DELETE retry 429, 5xx, timeouts and connection failures. POST retries
+    /// only what certainly was not processed: 429 and a connection that could not be opened.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// First and largest backoff between retries (default 500 ms and 30 s); the delay doubles
+    /// per retry, with jitter. A `Retry-After` from the service takes precedence.
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.base_backoff = base;
+        self.max_backoff = max.max(base);
+        self
+    }
+
+    /// Send a generated `X-Correlation-ID` with each request (the same id on its retries); it
+    /// appears on errors and in traces (default off).
+    pub fn correlation_ids(mut self, enabled: bool) -> Self {
+        self.correlation_ids = enabled;
+        self
+    }
+
+    /// The clock for quota pacing and retry backoff (default: `tokio::time`). Tests pass a
+    /// [`VirtualClock`](crate::clock::VirtualClock) to run waits instantly and inspect them.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
         self
     }
 
@@ -173,6 +314,9 @@ impl ClientBuilder {
         let base_url = normalize_base_url(&self.base_url)?;
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::config("timeouts must be greater than zero"));
+        }
+        if self.base_backoff.is_zero() {
+            return Err(Error::config("the base backoff must be greater than zero"));
         }
         let mut user_agent = format!("keycrm-rs/{}", env!("CARGO_PKG_VERSION"));
         if let Some(app) = self
@@ -199,10 +343,30 @@ impl ClientBuilder {
             shared: Arc::new(Shared {
                 auth: key.header()?,
                 user_agent,
+                limiter: Limiter::new(
+                    self.requests_per_minute,
+                    self.burst,
+                    self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
+                ),
+                counters: Counters::default(),
+                retry: RetryPolicy {
+                    max_retries: self.max_retries,
+                    base_backoff: self.base_backoff,
+                    max_backoff: self.max_backoff,
+                },
+                correlation_ids: self.correlation_ids,
+                sequence: AtomicU64::new(seed_from_clock()),
             }),
         };
         Ok(Client::new_with_client(&base_url, http, runtime))
     }
+}
+
+fn seed_from_clock() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    splitmix(nanos ^ u64::from(std::process::id()))
 }
 
 /// Checks that `url` is an absolute http(s) URL and removes trailing slashes.
@@ -229,9 +393,10 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// Builds a client from `KEYCRM_API_KEY` and, if set, `KEYCRM_BASE_URL`.
+    /// Builds a client from `KEYCRM_API_KEY` and, if set, `KEYCRM_BASE_URL`, with default
+    /// settings otherwise.
     ///
-    /// A missing or empty key is a [`Error::Config`], not a panic.
+    /// A missing or empty key is an [`Error::Config`], not a panic.
     pub fn from_env() -> Result<Client> {
         let key = std::env::var(ENV_API_KEY)
             .ok()
@@ -242,10 +407,10 @@ impl Client {
                 ))
             })?;
         let mut builder = Client::builder().api_key(key);
-        if let Ok(url) = std::env::var(ENV_BASE_URL) {
-            if !url.trim().is_empty() {
-                builder = builder.base_url(url);
-            }
+        if let Ok(url) = std::env::var(ENV_BASE_URL)
+            && !url.trim().is_empty()
+        {
+            builder = builder.base_url(url);
         }
         builder.build()
     }
@@ -254,6 +419,44 @@ impl Client {
     pub fn user_agent(&self) -> &str {
         &self.inner().shared.user_agent
     }
+
+    /// Counters of this client and all its clones: requests, retries, quota waits, 429s.
+    pub fn stats(&self) -> ClientStats {
+        self.inner().shared.counters.snapshot()
+    }
+
+    fn next_correlation_id(&self) -> String {
+        let n = self.inner().shared.sequence.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}", splitmix(n))
+    }
+}
+
+/// What to do after one attempt.
+enum Outcome {
+    Done,
+    /// Retry after at least this long (`None`: the computed backoff).
+    Retry(Option<Duration>),
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::PUT | Method::DELETE | Method::HEAD | Method::OPTIONS
+    )
+}
+
+/// `/v1/order/123/payment/7` -> `/v1/order/{id}/payment/{id}`: bounded cardinality, no data.
+fn path_template(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+                "{id}"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 impl ClientHooks<Runtime> for Client {
@@ -262,13 +465,217 @@ impl ClientHooks<Runtime> for Client {
         request: &mut reqwest::Request,
         _info: &OperationInfo,
     ) -> std::result::Result<(), progenitor_client::Error<E>> {
+        let correlation = self
+            .inner()
+            .shared
+            .correlation_ids
+            .then(|| self.next_correlation_id());
         let headers = request.headers_mut();
         headers.insert(AUTHORIZATION, self.inner().shared.auth.clone());
         headers
             .entry(ACCEPT)
             .or_insert(HeaderValue::from_static("application/json"));
+        if let Some(id) = correlation
+            && let Ok(value) = HeaderValue::from_str(&id)
+        {
+            headers.insert(HeaderName::from_static(CORRELATION_HEADER), value);
+        }
         Ok(())
     }
+
+    async fn exec(
+        &self,
+        request: reqwest::Request,
+        info: &OperationInfo,
+    ) -> reqwest::Result<reqwest::Response> {
+        let shared = &self.inner().shared;
+        let counters = &shared.counters;
+        let method = request.method().clone();
+        let idempotent = is_idempotent(&method);
+        let template = path_template(request.url().path());
+        let correlation = request
+            .headers()
+            .get(CORRELATION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut pending = Some(request);
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let waited = shared.limiter.acquire().await;
+            if !waited.is_zero() {
+                counters.waits.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .waited_micros
+                    .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+            }
+            let current = pending.take().expect("a request for every attempt");
+            let can_retry = attempt <= shared.retry.max_retries;
+            let spare = if can_retry { current.try_clone() } else { None };
+
+            let span = tracing::info_span!(
+                "keycrm.request",
+                operation = info.operation_id,
+                method = %method,
+                path = %template,
+                attempt,
+                status = tracing::field::Empty,
+                elapsed_ms = tracing::field::Empty,
+                correlation_id = correlation.as_deref().unwrap_or(""),
+            );
+            let started = std::time::Instant::now();
+            counters.requests.fetch_add(1, Ordering::Relaxed);
+            let result = self
+                .client()
+                .execute(current)
+                .instrument(span.clone())
+                .await;
+            let elapsed = started.elapsed();
+            span.record("elapsed_ms", elapsed.as_secs_f64() * 1e3);
+
+            let outcome = match &result {
+                Ok(response) => {
+                    let status = response.status();
+                    span.record("status", status.as_u16());
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        // Not processed: safe to retry for every method, after the gate.
+                        let wait = retry_after(response.headers()).unwrap_or_else(|| {
+                            shared.retry.backoff(
+                                attempt - 1,
+                                shared.sequence.fetch_add(1, Ordering::Relaxed),
+                            )
+                        });
+                        shared
+                            .limiter
+                            .close_gate(shared.limiter.clock().now() + wait);
+                        Outcome::Retry(Some(Duration::ZERO))
+                    } else if status.is_server_error() {
+                        counters.server_errors.fetch_add(1, Ordering::Relaxed);
+                        if idempotent {
+                            Outcome::Retry(retry_after(response.headers()))
+                        } else {
+                            Outcome::Done
+                        }
+                    } else {
+                        Outcome::Done
+                    }
+                }
+                Err(e) => {
+                    counters.transport_errors.fetch_add(1, Ordering::Relaxed);
+                    span.record("status", 0u16);
+                    // A connection that could not be opened carried nothing: safe for POST too.
+                    if idempotent || (e.is_connect() && !e.is_timeout()) {
+                        Outcome::Retry(None)
+                    } else {
+                        Outcome::Done
+                    }
+                }
+            };
+            span.in_scope(|| tracing::debug!(target: "keycrm", "request finished"));
+
+            match (outcome, spare) {
+                (Outcome::Retry(hint), Some(again)) if can_retry => {
+                    counters.retries.fetch_add(1, Ordering::Relaxed);
+                    let delay = hint.unwrap_or_else(|| {
+                        shared
+                            .retry
+                            .backoff(attempt - 1, shared.sequence.fetch_add(1, Ordering::Relaxed))
+                    });
+                    if !delay.is_zero() {
+                        shared.limiter.clock().sleep(delay).await;
+                    }
+                    pending = Some(again);
+                }
+                _ => return Ok(finish(result, attempt, correlation.as_deref()).await),
+            }
+        }
+    }
+}
+
+/// Prepares the final response for `Error::from`, which cannot read bodies or see the
+/// request: stamps the attempt count and correlation id on it; makes an error body that is
+/// not a JSON object (an HTML proxy page, an empty 404) into `{}` so that the status still
+/// maps to its error, copying the service's `message` into a header for statuses the
+/// description does not declare; and turns a transport failure into a synthesised response
+/// (the hooks can only return `reqwest::Error`, which cannot carry the attempt count).
+async fn finish(
+    result: reqwest::Result<reqwest::Response>,
+    attempts: u32,
+    correlation: Option<&str>,
+) -> reqwest::Response {
+    let mut response = match result {
+        Ok(response)
+            if response.status().is_client_error() || response.status().is_server_error() =>
+        {
+            let status = response.status();
+            let headers = response.headers().clone();
+            match response.bytes().await {
+                Ok(body) => rebuild_error_response(status, headers, &body),
+                Err(e) => failure_response(&e),
+            }
+        }
+        Ok(response) => response,
+        Err(e) => failure_response(&e),
+    };
+    let headers = response.headers_mut();
+    headers.insert(HeaderName::from_static(ATTEMPTS_HEADER), attempts.into());
+    if let Some(value) = correlation.and_then(|c| HeaderValue::from_str(c).ok()) {
+        headers.insert(HeaderName::from_static(CORRELATION_HEADER), value);
+    }
+    response
+}
+
+fn rebuild_error_response(
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: &[u8],
+) -> reqwest::Response {
+    let parsed: Option<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_slice(body).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|m| m.get("message"))
+        .and_then(|m| m.as_str())
+        .map(|m| m.chars().take(512).collect::<String>());
+    let body = if parsed.is_some() {
+        body.to_vec()
+    } else {
+        b"{}".to_vec()
+    };
+    let mut builder = http::Response::builder().status(status);
+    for (name, value) in &headers {
+        if name != reqwest::header::CONTENT_LENGTH && name != reqwest::header::CONTENT_TYPE {
+            builder = builder.header(name, value);
+        }
+    }
+    builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json");
+    if let Some(value) =
+        message.and_then(|m| HeaderValue::from_bytes(m.replace(['\r', '\n'], " ").as_bytes()).ok())
+    {
+        builder = builder.header(MESSAGE_HEADER, value);
+    }
+    reqwest::Response::from(builder.body(body).expect("a valid rebuilt response"))
+}
+
+fn failure_response(e: &reqwest::Error) -> reqwest::Response {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    };
+    let message = reqwest_text(e);
+    let message = HeaderValue::from_str(&message.replace(['\r', '\n'], " "))
+        .unwrap_or_else(|_| HeaderValue::from_static("transport failure"));
+    let response = http::Response::builder()
+        .status(FAILURE_STATUS)
+        .header(FAILURE_HEADER, kind)
+        .header(FAILURE_MESSAGE_HEADER, message)
+        .body(Vec::<u8>::new())
+        .expect("a valid synthesised response");
+    reqwest::Response::from(response)
 }
 
 #[cfg(test)]
@@ -302,6 +709,11 @@ mod tests {
             Client::builder().build(),
             Err(Error::Config { .. })
         ));
+        let zero = Client::builder()
+            .api_key("k")
+            .timeout(Duration::ZERO)
+            .build();
+        assert!(matches!(zero, Err(Error::Config { .. })));
     }
 
     #[test]
@@ -316,5 +728,41 @@ mod tests {
             client.user_agent(),
             format!("keycrm-rs/{} acme", env!("CARGO_PKG_VERSION"))
         );
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let policy = RetryPolicy {
+            max_retries: 3,
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(4),
+        };
+        for seed in 0..50 {
+            let d0 = policy.backoff(0, seed);
+            assert!(
+                d0 >= Duration::from_millis(250) && d0 <= Duration::from_millis(500),
+                "{d0:?}"
+            );
+            let d2 = policy.backoff(2, seed);
+            assert!(
+                d2 >= Duration::from_secs(1) && d2 <= Duration::from_secs(2),
+                "{d2:?}"
+            );
+            let d9 = policy.backoff(9, seed);
+            assert!(
+                d9 >= Duration::from_secs(2) && d9 <= Duration::from_secs(4),
+                "{d9:?}"
+            );
+        }
+        assert_ne!(policy.backoff(1, 1), policy.backoff(1, 2), "jitter varies");
+    }
+
+    #[test]
+    fn path_templates_hide_ids() {
+        assert_eq!(
+            path_template("/v1/order/123/payment/7"),
+            "/v1/order/{id}/payment/{id}"
+        );
+        assert_eq!(path_template("/v1/offers/stocks"), "/v1/offers/stocks");
     }
 }

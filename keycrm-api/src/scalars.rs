@@ -282,10 +282,10 @@ impl fmt::Display for Decimal {
 impl Serialize for Decimal {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let d = self.0.normalize();
-        if d.scale() == 0 {
-            if let Ok(i) = i64::try_from(d) {
-                return serializer.serialize_i64(i);
-            }
+        if d.scale() == 0
+            && let Ok(i) = i64::try_from(d)
+        {
+            return serializer.serialize_i64(i);
         }
         let f: f64 = d.to_string().parse().map_err(serde::ser::Error::custom)?;
         serializer.serialize_f64(f)

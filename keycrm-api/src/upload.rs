@@ -2,7 +2,7 @@
 
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo};
 
-use crate::error::{Error, ErrorMeta, Result, retry_after};
+use crate::error::{Error, ErrorMeta, Result, meta_from_headers, retry_after};
 use crate::{Client, types};
 
 /// The largest file KeyCRM accepts (10 MB, counted as 10 × 1024 × 1024 bytes).
@@ -61,22 +61,23 @@ impl Client {
             .await
             .map_err(|e| Error::from_reqwest(e, ErrorMeta::new(None, 1)))?;
         let status = response.status();
-        let retry = retry_after(response.headers());
+        let headers = response.headers().clone();
+        let meta = meta_from_headers(&headers);
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| Error::from_reqwest(e, ErrorMeta::new(None, 1)))?;
+            .map_err(|e| Error::from_reqwest(e, meta.clone()))?;
         if status.is_success() {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| Error::decode(&bytes, &e, ErrorMeta::new(None, 1)))
-        } else {
-            let body = serde_json::from_slice::<types::Error>(&bytes).ok();
-            Err(Error::from_status(
+            return serde_json::from_slice(&bytes).map_err(|e| Error::decode(&bytes, &e, meta));
+        }
+        match serde_json::from_slice::<types::Error>(&bytes) {
+            Ok(body) => Err(Error::from_status(
                 status.as_u16(),
-                body,
-                retry,
-                ErrorMeta::new(None, 1),
-            ))
+                Some(body),
+                retry_after(&headers),
+                meta,
+            )),
+            Err(_) => Err(Error::from_response_head(status.as_u16(), &headers)),
         }
     }
 }

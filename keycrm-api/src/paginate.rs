@@ -1,0 +1,239 @@
+//! Pagination as streams: every list operation's builder can yield its pages or its items
+//! lazily, one request per page, holding one page in memory.
+
+use std::future::Future;
+use std::num::NonZeroU64;
+
+use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
+
+use crate::error::{Error, Result};
+use crate::{Page, builder, types};
+
+/// The page size streams use when the builder sets none: the service's maximum.
+pub const DEFAULT_STREAM_LIMIT: u64 = 50;
+
+/// A configured list request (a generated builder such as [`builder::OrderList`]) that can
+/// be sent for any page. Implemented for every paginated operation; use it through
+/// [`Paginate`].
+pub trait ListRequest<'a>: Clone + Send + Sync + 'a {
+    /// The item type of the list.
+    type Item: Clone + PartialEq + Send + 'a;
+
+    /// The same request for another page.
+    fn with_page(self, page: NonZeroU64) -> Self;
+
+    /// The same request with another page size.
+    fn with_limit(self, limit: NonZeroU64) -> Self;
+
+    /// Whether the caller already chose a page size.
+    fn limit_is_set(&self) -> bool;
+
+    /// Sends the request.
+    fn fetch(self) -> impl Future<Output = Result<Page<Self::Item>>> + Send + 'a;
+}
+
+/// Streams over the pages and items of a list request.
+///
+/// ```no_run
+/// use futures_util::TryStreamExt;
+/// use keycrm_api::Paginate;
+/// # async fn demo(client: keycrm_api::Client) -> keycrm_api::Result<()> {
+/// let mut orders = std::pin::pin!(client
+///     .order_list()
+///     .filter_status_id("1,2")
+///     .include("buyer")
+///     .items());
+/// while let Some(order) = orders.try_next().await? {
+///     println!("{:?}", order.id);
+/// }
+/// # Ok(()) }
+/// ```
+pub trait Paginate<'a>: ListRequest<'a> {
+    /// Every page, starting at page 1, until the service says there is no next page
+    /// (`next_page_url` null, `current_page >= last_page`, or an empty page). Uses pages of
+    /// [`DEFAULT_STREAM_LIMIT`] unless the builder set `limit`. Fails with
+    /// [`Error::PageNotAdvancing`] instead of looping when the service repeats a page.
+    fn pages(self) -> impl Stream<Item = Result<Page<Self::Item>>> + Send + 'a {
+        let request = if self.limit_is_set() {
+            self
+        } else {
+            self.with_limit(NonZeroU64::new(DEFAULT_STREAM_LIMIT).expect("non-zero"))
+        };
+        let start = Walk {
+            request,
+            next: Some(1),
+            previous: None,
+        };
+        stream::try_unfold(start, |mut walk| async move {
+            let Some(number) = walk.next else {
+                return Ok(None);
+            };
+            let page = walk
+                .request
+                .clone()
+                .with_page(NonZeroU64::new(number).expect("pages start at 1"))
+                .fetch()
+                .await?;
+            if let Some(current) = page.current_page
+                && u64::try_from(current).ok() != Some(number)
+            {
+                return Err(Error::PageNotAdvancing {
+                    requested: number,
+                    received: Some(current),
+                });
+            }
+            let edges = page.data.first().cloned().zip(page.data.last().cloned());
+            if edges.is_some() && edges == walk.previous {
+                return Err(Error::PageNotAdvancing {
+                    requested: number,
+                    received: page.current_page,
+                });
+            }
+            walk.previous = edges;
+            walk.next = page.has_next().then_some(number + 1);
+            Ok(Some((page, walk)))
+        })
+    }
+
+    /// Every item of every page, in order (see [`Paginate::pages`]).
+    fn items(self) -> impl Stream<Item = Result<Self::Item>> + Send + 'a {
+        self.pages()
+            .map_ok(|page| stream::iter(page.data.into_iter().map(Ok)))
+            .try_flatten()
+    }
+
+    /// Collects every item into a vector. Mind the size of the list: each page is a request
+    /// against the quota.
+    fn collect_all(self) -> impl Future<Output = Result<Vec<Self::Item>>> + Send + 'a {
+        self.items().try_collect()
+    }
+}
+
+impl<'a, T: ListRequest<'a>> Paginate<'a> for T {}
+
+struct Walk<R, T> {
+    request: R,
+    next: Option<u64>,
+    /// First and last item of the previous page, to catch a page that repeats.
+    previous: Option<(T, T)>,
+}
+
+/// Implements [`ListRequest`] for the generated list builders.
+macro_rules! list_requests {
+    ($($builder:ident => $item:ident),* $(,)?) => {
+        $(
+            impl<'a> ListRequest<'a> for builder::$builder<'a> {
+                type Item = types::$item;
+
+                fn with_page(self, page: NonZeroU64) -> Self {
+                    self.page(page)
+                }
+
+                fn with_limit(self, limit: NonZeroU64) -> Self {
+                    self.limit(limit)
+                }
+
+                fn limit_is_set(&self) -> bool {
+                    // The builder's fields are private to the generated module; its Debug
+                    // output is the one window onto them.
+                    !format!("{self:?}").contains("limit: Ok(None)")
+                }
+
+                fn fetch(self) -> impl Future<Output = Result<Page<Self::Item>>> + Send + 'a {
+                    async move { Ok(self.send().await?.into_inner()) }
+                }
+            }
+        )*
+
+        /// Names of the builders that implement [`ListRequest`], for the completeness test.
+        #[cfg(test)]
+        const LIST_BUILDERS: &[&str] = &[$(stringify!($builder)),*];
+    };
+}
+
+list_requests! {
+    OrderList => Order,
+    OrderTagList => Tag,
+    OrderSourceList => Source,
+    OrderStatusList => Status,
+    OrderPaymentMethodList => PaymentMethod,
+    OrderExpenseTypeList => ExpenseType,
+    OrderDeliveryServiceList => DeliveryService,
+    OrderProductStatusList => ProductStatus,
+    ExternalTransactionList => ExternalTransaction,
+    BuyerList => Buyer,
+    CompanyList => Company,
+    UserList => User,
+    CallList => Call,
+    ProductList => Product,
+    CategoryList => Category,
+    OfferList => Offer,
+    OfferStockList => OfferStock,
+    StorageList => File,
+    PipelineList => Pipeline,
+    PipelineStatusList => PipelineStatus,
+    PipelineCardList => PipelineCard,
+}
+
+/// Stream item counts without holding items: `count_items(client.order_list())`.
+pub async fn count_items<'a, R: ListRequest<'a>>(request: R) -> Result<u64> {
+    request
+        .items()
+        .try_fold(0u64, |n, _| async move { Ok(n + 1) })
+        .await
+}
+
+/// Drains a stream of pages, keeping only the page count (useful in tests and benches).
+pub async fn count_pages<'a, R: ListRequest<'a>>(request: R) -> Result<u64> {
+    let mut pages = std::pin::pin!(request.pages());
+    let mut n = 0;
+    while let Some(page) = pages.next().await {
+        page?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every generated operation that answers a `Page` has a `ListRequest` impl.
+    #[test]
+    fn every_paginated_builder_streams() {
+        let generated = include_str!("generated.rs");
+        let mut missing = Vec::new();
+        for (i, _) in generated.match_indices("ResponseValue<crate::Page<crate::types::") {
+            let before = &generated[..i];
+            let start =
+                before.rfind("impl<'a> ").expect("inside a builder impl") + "impl<'a> ".len();
+            let name: String = before[start..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric())
+                .collect();
+            if !LIST_BUILDERS.contains(&name.as_str()) {
+                missing.push(name);
+            }
+        }
+        assert!(missing.is_empty(), "add to list_requests!: {missing:?}");
+        assert_eq!(LIST_BUILDERS.len(), 21);
+    }
+
+    #[test]
+    fn a_limit_set_by_the_caller_is_seen() {
+        let client = crate::Client::builder().api_key("k").build().unwrap();
+        assert!(!client.order_list().limit_is_set());
+        assert!(
+            client
+                .order_list()
+                .limit(NonZeroU64::new(20).unwrap())
+                .limit_is_set()
+        );
+        assert!(
+            client
+                .offer_stock_list()
+                .limit(NonZeroU64::new(5).unwrap())
+                .limit_is_set()
+        );
+    }
+}
