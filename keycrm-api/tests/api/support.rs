@@ -2,8 +2,10 @@
 //! client pointed at it, fixture loading and checks every request must pass.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use keycrm_api::Client;
+use keycrm_api::clock::VirtualClock;
 use serde_json::Value;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockBuilder, MockServer, Request, ResponseTemplate};
@@ -14,10 +16,17 @@ pub const API_KEY: &str = "test-key-123";
 /// Starts a mock server with a lowest-priority catch-all that answers 500 and must never be
 /// hit (`expect(0)`, verified when the server drops), and a client pointed at it.
 pub async fn setup() -> (MockServer, Client) {
+    let (server, client, _clock) = setup_with_clock().await;
+    (server, client)
+}
+
+/// Like [`setup`], also returning the client's virtual clock (to inspect retry waits).
+pub async fn setup_with_clock() -> (MockServer, Client, Arc<VirtualClock>) {
     let server = MockServer::start().await;
     catch_all(&server).await;
-    let client = client_for(&server.uri());
-    (server, client)
+    let clock = Arc::new(VirtualClock::new());
+    let client = configured(&server.uri(), clock.clone());
+    (server, client, clock)
 }
 
 /// Mounts the catch-all guard on `server`.
@@ -31,11 +40,18 @@ pub async fn catch_all(server: &MockServer) {
         .await;
 }
 
-/// A client for `base_url` with the test key.
+/// A client for `base_url` with the test key, the default retry policy, no quota pacing
+/// (tests are not rate-limited) and a virtual clock, so retry waits take no real time.
 pub fn client_for(base_url: &str) -> Client {
+    configured(base_url, Arc::new(VirtualClock::new()))
+}
+
+fn configured(base_url: &str, clock: Arc<VirtualClock>) -> Client {
     Client::builder()
         .api_key(API_KEY)
         .base_url(base_url)
+        .requests_per_minute(0)
+        .clock(clock)
         .build()
         .expect("the test client builds")
 }
@@ -44,7 +60,10 @@ pub fn client_for(base_url: &str) -> Client {
 pub fn api(verb: &str, route: &str) -> MockBuilder {
     Mock::given(method(verb))
         .and(path(route.to_string()))
-        .and(header("authorization", format!("Bearer {API_KEY}").as_str()))
+        .and(header(
+            "authorization",
+            format!("Bearer {API_KEY}").as_str(),
+        ))
         .and(header("accept", "application/json"))
 }
 
@@ -82,7 +101,12 @@ pub async fn requests(server: &MockServer) -> Vec<Request> {
 /// The one request the server received (fails when there were more or none).
 pub async fn only_request(server: &MockServer) -> Request {
     let mut all = requests(server).await;
-    assert_eq!(all.len(), 1, "expected exactly one request, got {}", all.len());
+    assert_eq!(
+        all.len(),
+        1,
+        "expected exactly one request, got {}",
+        all.len()
+    );
     all.remove(0)
 }
 
@@ -130,7 +154,7 @@ pub fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// The request body parsed as JSON.
-pub fn body_json(request: &Request) -> Value {
+pub fn sent_json(request: &Request) -> Value {
     serde_json::from_slice(&request.body).expect("the request body is JSON")
 }
 
@@ -142,4 +166,11 @@ pub fn dec(text: &str) -> keycrm_api::Decimal {
 /// A timestamp from its text.
 pub fn ts(text: &str) -> keycrm_api::Timestamp {
     text.parse().expect("a valid timestamp literal")
+}
+
+/// Finishes a generated type builder (`types::X::builder()...`), panicking on a missing field.
+pub fn built<T>(builder: impl TryInto<T, Error: std::fmt::Display>) -> T {
+    builder
+        .try_into()
+        .unwrap_or_else(|e| panic!("incomplete test body: {e}"))
 }
