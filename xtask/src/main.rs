@@ -271,3 +271,131 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         "generator panicked".to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 59 (method, path) pairs of KeyCRM's Open API v1, as its vendor documents them.
+    const VENDOR_OPERATIONS: &[(&str, &str)] = &[
+        ("DELETE", "/order/{orderId}/attachment/{fileId}"),
+        ("DELETE", "/order/{orderId}/tag/{tagId}"),
+        ("DELETE", "/pipelines/cards/{cardId}/attachment/{fileId}"),
+        ("GET", "/buyer"),
+        ("GET", "/buyer/{buyerId}"),
+        ("GET", "/calls"),
+        ("GET", "/companies"),
+        ("GET", "/companies/{companyId}"),
+        ("GET", "/custom-fields"),
+        ("GET", "/offers"),
+        ("GET", "/offers/stocks"),
+        ("GET", "/order"),
+        ("GET", "/order/delivery-service"),
+        ("GET", "/order/expense-type"),
+        ("GET", "/order/payment-method"),
+        ("GET", "/order/product-status"),
+        ("GET", "/order/source"),
+        ("GET", "/order/status"),
+        ("GET", "/order/tag"),
+        ("GET", "/order/{orderId}"),
+        ("GET", "/payments/external-transactions"),
+        ("GET", "/pipelines"),
+        ("GET", "/pipelines/cards"),
+        ("GET", "/pipelines/cards/{cardId}"),
+        ("GET", "/pipelines/{pipelineId}/statuses"),
+        ("GET", "/products"),
+        ("GET", "/products/categories"),
+        ("GET", "/products/{productId}"),
+        ("GET", "/storage"),
+        ("GET", "/storage/attachment/{entityType}/{entityId}"),
+        ("GET", "/users"),
+        ("POST", "/buyer"),
+        ("POST", "/buyer/import"),
+        ("POST", "/companies"),
+        ("POST", "/order"),
+        ("POST", "/order/import"),
+        ("POST", "/order/{orderId}/attachment/{fileId}"),
+        ("POST", "/order/{orderId}/expense"),
+        ("POST", "/order/{orderId}/payment"),
+        ("POST", "/order/{orderId}/tag/{tagId}"),
+        ("POST", "/payments/{paymentId}/external-transactions"),
+        ("POST", "/pipelines/cards"),
+        ("POST", "/pipelines/cards/{cardId}/attachment/{fileId}"),
+        ("POST", "/pipelines/cards/{cardId}/payment"),
+        ("POST", "/products"),
+        ("POST", "/products/categories"),
+        ("POST", "/products/import"),
+        ("POST", "/products/{productId}/offers"),
+        ("POST", "/storage/upload"),
+        ("PUT", "/buyer/{buyerId}"),
+        ("PUT", "/companies/{companyId}"),
+        ("PUT", "/offers"),
+        ("PUT", "/offers/stocks"),
+        ("PUT", "/order/{orderId}"),
+        ("PUT", "/order/{orderId}/expense/{expenseId}"),
+        ("PUT", "/order/{orderId}/payment/{paymentId}"),
+        ("PUT", "/pipelines/cards/{cardId}"),
+        ("PUT", "/pipelines/cards/{cardId}/payment/{paymentId}"),
+        ("PUT", "/products/{productId}"),
+    ];
+
+    fn spec() -> OpenAPI {
+        let text = std::fs::read_to_string(workspace_root().join("openapi/keycrm.yaml")).unwrap();
+        serde_yaml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn every_vendor_operation_is_described_and_has_a_client_method() {
+        let spec = spec();
+        let generated =
+            std::fs::read_to_string(workspace_root().join("keycrm-api/src/generated.rs")).unwrap();
+        let upload =
+            std::fs::read_to_string(workspace_root().join("keycrm-api/src/upload.rs")).unwrap();
+        let mut ours = Vec::new();
+        let mut ids = std::collections::BTreeSet::new();
+        for (path, item) in &spec.paths.paths {
+            let item = item.as_item().expect("no external path items");
+            for (method, op) in item.iter() {
+                ours.push((method.to_uppercase(), path.clone()));
+                let id = op.operation_id.clone().expect("every operation has an id");
+                assert!(ids.insert(id.clone()), "duplicate operationId {id}");
+                let method_def = format!("pub fn {id}(");
+                let handwritten = op.extensions.contains_key(HANDWRITTEN);
+                let source = if handwritten { &upload } else { &generated };
+                assert!(
+                    source.contains(&method_def) || source.contains(&format!("pub async fn {id}(")),
+                    "{id} has no method on Client"
+                );
+            }
+        }
+        ours.sort();
+        let mut vendor: Vec<(String, String)> = VENDOR_OPERATIONS
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        vendor.sort();
+        assert_eq!(ours, vendor);
+        assert_eq!(ids.len(), 59);
+        assert!(
+            ids.iter()
+                .all(|id| id.chars().all(|c| c.is_ascii_lowercase() || c == '_')),
+            "noun_verb ids"
+        );
+    }
+
+    #[test]
+    fn page_schemas_map_to_the_generic_page() {
+        let pages = page_schemas(&spec());
+        assert_eq!(pages.len(), 21);
+        assert!(pages.contains(&("OrderPage".to_string(), "Order".to_string())));
+    }
+
+    #[test]
+    fn only_the_upload_is_handwritten() {
+        let mut spec = spec();
+        assert_eq!(
+            strip_handwritten(&mut spec),
+            vec!["storage_upload".to_string()]
+        );
+    }
+}
