@@ -4,8 +4,8 @@
 //! (all 59 operations), with KeyCRM's own formats read tolerantly and errors that never leak
 //! the API key or customer data.
 //!
-//! This facade re-exports the client crate as [`api`]; the two-way sync engine will follow as
-//! `keycrm::sync`.
+//! This facade re-exports the client crate as [`api`] and the two-way sync engine crate as
+//! [`sync`] (being built: its model, conflict planner, store and configuration are in place).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), keycrm::Error> {
@@ -18,6 +18,7 @@
 //! ```
 
 pub use keycrm_api as api;
+pub use keycrm_sync as sync;
 pub use keycrm_api::{Client, ClientBuilder, Error, Page, Result};
 
 /// The README's examples, compiled as doctests so that they stay true.

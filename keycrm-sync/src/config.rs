@@ -1,0 +1,370 @@
+//! The engine's configuration: what an operator sets, loadable from a TOML file and from
+//! environment variables, validated with errors that name the setting.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A secret string (API key, webhook token) whose `Debug`/`Display` never show it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_empty() {
+            "Secret(<empty>)"
+        } else {
+            "Secret([redacted])"
+        })
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A bad setting: which one, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid sync setting `{setting}`: {reason}")]
+pub struct ConfigError {
+    /// The setting's name as written in TOML (`sync_interval_secs`) or the environment.
+    pub setting: String,
+    /// What is wrong and what is expected.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            setting: setting.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Everything an operator configures. Field names are the TOML keys; the environment
+/// variables are `KEYCRM_` plus the key in upper case (`KEYCRM_SYNC_INTERVAL_SECS`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// KeyCRM API base URL.
+    pub base_url: String,
+    /// KeyCRM API key (required).
+    pub api_key: Secret,
+    /// Token expected in the webhook URL (`?token=...`); empty disables webhook intake.
+    pub webhook_secret: Secret,
+    /// KeyCRM requests per minute (the account's quota).
+    pub requests_per_minute: u32,
+    /// Records per batch (order import: at most 50; product import: at most 100).
+    pub batch_size: u32,
+    /// Attempts before an outbox item is dead-lettered.
+    pub retry_attempts: u32,
+    /// Seconds between background runs.
+    pub sync_interval_secs: u64,
+    /// Records processed concurrently (requests still share the one quota).
+    pub max_concurrency: u32,
+    /// Whether webhooks are applied as they arrive (else only on the next run).
+    pub realtime: bool,
+    /// Overlap of reconciliation windows, in seconds (`updated_between` from cursor - overlap).
+    pub overlap_secs: u64,
+    /// Days to keep conflict/audit logs and processed webhooks.
+    pub retention_days: u32,
+    /// Refuse a stock push that would zero more than this share (0..=1) of the pushed SKUs.
+    pub max_zeroed_share: f64,
+    /// Plan and log every write without sending it.
+    pub dry_run: bool,
+    /// KeyCRM order source id used for orders created by the host.
+    pub source_id: Option<i64>,
+    /// Host order status name -> KeyCRM status id.
+    pub status_ids: BTreeMap<String, i64>,
+    /// Host payment method name -> KeyCRM payment method id.
+    pub payment_method_ids: BTreeMap<String, i64>,
+    /// Host warehouse code -> KeyCRM warehouse id.
+    pub warehouse_ids: BTreeMap<String, i64>,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            base_url: keycrm_api::DEFAULT_BASE_URL.to_string(),
+            api_key: Secret::default(),
+            webhook_secret: Secret::default(),
+            requests_per_minute: 60,
+            batch_size: 50,
+            retry_attempts: 5,
+            sync_interval_secs: 300,
+            max_concurrency: 4,
+            realtime: true,
+            overlap_secs: 120,
+            retention_days: 90,
+            max_zeroed_share: 0.5,
+            dry_run: false,
+            source_id: None,
+            status_ids: BTreeMap::new(),
+            payment_method_ids: BTreeMap::new(),
+            warehouse_ids: BTreeMap::new(),
+        }
+    }
+}
+
+/// The scalar settings that environment variables may set.
+const ENV_KEYS: &[&str] = &[
+    "base_url",
+    "api_key",
+    "webhook_secret",
+    "requests_per_minute",
+    "batch_size",
+    "retry_attempts",
+    "sync_interval_secs",
+    "max_concurrency",
+    "realtime",
+    "overlap_secs",
+    "retention_days",
+    "max_zeroed_share",
+    "dry_run",
+    "source_id",
+];
+
+impl SyncConfig {
+    /// Reads a TOML file, then validates.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("file", format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Parses TOML text, then validates.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let config: SyncConfig = toml::from_str(text).map_err(|e| {
+            let setting = e
+                .message()
+                .split('`')
+                .nth(1)
+                .map_or_else(|| "toml".to_string(), str::to_string);
+            ConfigError::new(setting, e.message().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Defaults overridden by `KEYCRM_*` environment variables, then validated.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::default().with_env(|name| std::env::var(name).ok())
+    }
+
+    /// Overrides settings from a variable lookup (`KEYCRM_<KEY>`), then validates. The
+    /// lookup is a parameter so that tests need not touch the process environment.
+    pub fn with_env(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        for key in ENV_KEYS {
+            let name = format!("KEYCRM_{}", key.to_ascii_uppercase());
+            let Some(raw) = lookup(&name) else { continue };
+            let raw = raw.trim().to_string();
+            let bad =
+                |expected: &str| ConfigError::new(name.clone(), format!("expected {expected}"));
+            match *key {
+                "base_url" => self.base_url = raw,
+                "api_key" => self.api_key = Secret::new(raw),
+                "webhook_secret" => self.webhook_secret = Secret::new(raw),
+                "requests_per_minute" => {
+                    self.requests_per_minute = raw.parse().map_err(|_| bad("a whole number"))?
+                }
+                "batch_size" => self.batch_size = raw.parse().map_err(|_| bad("a whole number"))?,
+                "retry_attempts" => {
+                    self.retry_attempts = raw.parse().map_err(|_| bad("a whole number"))?
+                }
+                "sync_interval_secs" => {
+                    self.sync_interval_secs = raw.parse().map_err(|_| bad("seconds"))?
+                }
+                "max_concurrency" => {
+                    self.max_concurrency = raw.parse().map_err(|_| bad("a whole number"))?
+                }
+                "realtime" => {
+                    self.realtime = parse_bool(&raw).ok_or_else(|| bad("true or false"))?
+                }
+                "overlap_secs" => self.overlap_secs = raw.parse().map_err(|_| bad("seconds"))?,
+                "retention_days" => self.retention_days = raw.parse().map_err(|_| bad("days"))?,
+                "max_zeroed_share" => {
+                    self.max_zeroed_share =
+                        raw.parse().map_err(|_| bad("a share between 0 and 1"))?
+                }
+                "dry_run" => self.dry_run = parse_bool(&raw).ok_or_else(|| bad("true or false"))?,
+                "source_id" => {
+                    self.source_id = Some(raw.parse().map_err(|_| bad("a KeyCRM source id"))?)
+                }
+                _ => unreachable!("every ENV_KEYS entry is handled"),
+            }
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.api_key.is_empty() {
+            return Err(ConfigError::new(
+                "api_key",
+                "required: the KeyCRM API key (KEYCRM_API_KEY)",
+            ));
+        }
+        let url = self.base_url.trim();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::new("base_url", "must be an http(s) URL"));
+        }
+        if self.requests_per_minute == 0 {
+            return Err(ConfigError::new(
+                "requests_per_minute",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=50).contains(&self.batch_size) {
+            return Err(ConfigError::new(
+                "batch_size",
+                "must be 1..=50 (KeyCRM imports at most 50 orders per call)",
+            ));
+        }
+        if self.retry_attempts == 0 {
+            return Err(ConfigError::new("retry_attempts", "must be at least 1"));
+        }
+        if self.sync_interval_secs == 0 {
+            return Err(ConfigError::new(
+                "sync_interval_secs",
+                "must be at least 1 second",
+            ));
+        }
+        if self.max_concurrency == 0 {
+            return Err(ConfigError::new("max_concurrency", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.max_zeroed_share) {
+            return Err(ConfigError::new(
+                "max_zeroed_share",
+                "must be between 0 and 1",
+            ));
+        }
+        if self.retention_days == 0 {
+            return Err(ConfigError::new("retention_days", "must be at least 1 day"));
+        }
+        Ok(())
+    }
+
+    /// The background run interval.
+    pub fn sync_interval(&self) -> Duration {
+        Duration::from_secs(self.sync_interval_secs)
+    }
+
+    /// The reconciliation overlap.
+    pub fn overlap(&self) -> Duration {
+        Duration::from_secs(self.overlap_secs)
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_sets_everything_and_validates() {
+        let config = SyncConfig::from_toml_str(
+            r#"
+            api_key = "k-123"
+            webhook_secret = "w-456"
+            batch_size = 25
+            sync_interval_secs = 60
+            realtime = false
+            source_id = 3
+            [status_ids]
+            shipped = 4
+            [warehouse_ids]
+            main = 1
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.batch_size, 25);
+        assert_eq!(config.sync_interval(), Duration::from_secs(60));
+        assert!(!config.realtime);
+        assert_eq!(config.status_ids["shipped"], 4);
+        assert_eq!(config.warehouse_ids["main"], 1);
+        assert_eq!(config.requests_per_minute, 60, "defaults fill the rest");
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("k-123") && !shown.contains("w-456"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = SyncConfig::from_toml_str("api_key = \"k\"\nbatch_size = 500\n").unwrap_err();
+        assert_eq!(err.setting, "batch_size");
+        let err = SyncConfig::from_toml_str("api_key = \"k\"\nbatch_sise = 5\n").unwrap_err();
+        assert!(err.reason.contains("batch_sise"), "{err}");
+        let err = SyncConfig::from_toml_str("batch_size = 5\n").unwrap_err();
+        assert_eq!(err.setting, "api_key");
+        let err =
+            SyncConfig::from_toml_str("api_key = \"k\"\nmax_zeroed_share = 2.0\n").unwrap_err();
+        assert_eq!(err.setting, "max_zeroed_share");
+    }
+
+    #[test]
+    fn environment_overrides_with_typed_errors() {
+        let env = |name: &str| match name {
+            "KEYCRM_API_KEY" => Some("env-key".to_string()),
+            "KEYCRM_SYNC_INTERVAL_SECS" => Some("30".to_string()),
+            "KEYCRM_REALTIME" => Some("off".to_string()),
+            _ => None,
+        };
+        let config = SyncConfig::default().with_env(env).unwrap();
+        assert_eq!(config.api_key.expose(), "env-key");
+        assert_eq!(config.sync_interval_secs, 30);
+        assert!(!config.realtime);
+        let bad = |name: &str| match name {
+            "KEYCRM_API_KEY" => Some("k".to_string()),
+            "KEYCRM_BATCH_SIZE" => Some("lots".to_string()),
+            _ => None,
+        };
+        let err = SyncConfig::default().with_env(bad).unwrap_err();
+        assert_eq!(err.setting, "KEYCRM_BATCH_SIZE");
+        assert_eq!(err.reason, "expected a whole number");
+    }
+}

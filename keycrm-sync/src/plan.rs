@@ -1,0 +1,1450 @@
+//! The conflict planner: a pure three-way merge of one record, field by field, against its base.
+//!
+//! [`plan`] takes the last agreed state of a record (the *base* snapshot, see rule 5 of the sync
+//! principles), the host's current record (*local*) and KeyCRM's current record (*remote*), and
+//! returns a [`Plan`]: the agreed record, what to write to each side, and a log entry for every
+//! value that was overwritten or refused. It does no IO and reads no clock: every time it uses
+//! comes in with the snapshots, so the same input always gives the same plan.
+//!
+//! # Rules, per field
+//!
+//! Fields are the flat dotted names of [`Fields`]. A field that is absent from a snapshot, or
+//! present with the JSON value `null`, has *no value*; the two are the same thing everywhere in this
+//! module (the merged record never holds `null`, and `null` in [`Plan::to_local`] /
+//! [`Plan::to_remote`] means "remove the field").
+//!
+//! 1. **One side changed** (its value differs from the base): that side's value is taken, no
+//!    conflict. Removing a field is a change like any other.
+//! 2. **Both sides changed to the same value**: it is taken, no conflict.
+//! 3. **Both sides changed to different values**: the field's owner wins if [`Policy::owners`] names
+//!    one (reason [`ConflictReason::Owner`]); otherwise [`Policy::default`] decides (reason
+//!    [`ConflictReason::BothChanged`]): [`Resolution::RemoteWins`], [`Resolution::LocalWins`] or
+//!    [`Resolution::NewestWins`], which compares the snapshots' `updated_at` (UTC): the later one
+//!    wins, a missing time loses to a present one, and when both are equal or both missing
+//!    **Remote wins** (the deterministic tiebreak). The losing value goes to [`Plan::conflicts`].
+//!    Owners only decide true conflicts: a change made by the non-owner side while the owner kept
+//!    its value is a one-side change and is taken (rule 1).
+//! 4. **No base** (the first meeting of two existing records, `base: None`): every present value
+//!    counts as a change, so a field present on one side only is taken from it, and a field present
+//!    on both with different values is a both-changed conflict (rule 3).
+//! 5. **A side without a record** (`local: None` or `remote: None`) has no opinion: it counts as
+//!    unchanged for every field, so the merged record comes from the other side (and the base), and
+//!    that side's `to_*` map holds the whole merged record, ready to create. The planner never
+//!    deletes a record: turning absence into a tombstone is decided by the engine, and only after a
+//!    complete pass (rule 8 of the sync principles).
+//! 6. **Status moves only forward** when [`Policy::status_field`] is set and
+//!    [`Policy::allow_status_backwards`] is false. Ranks come from [`Policy::status_rank`], keyed
+//!    by [`status_key`]. The *floor* is the highest rank among the base status and both sides'
+//!    current statuses: the status the planner settles on may not rank below it, because that
+//!    would move the base or a side's record backwards. When the merged status (from rules 1-5)
+//!    ranks below the floor, the backwards move is refused: the merged status becomes a value of
+//!    the floor's rank (preferring the side that rule 3 would prefer, then the other side, then the
+//!    base) and a [`ConflictReason::StatusBackwards`] conflict names the refused side or sides.
+//!    Statuses absent from the rank map are not ranked and never refused; nor is a removal.
+//!    Without a base this compares the two sides' current statuses, as the issue asks; with a base
+//!    it also keeps a side that is already further along from being pulled back by a both-changed
+//!    resolution (base `new`, local `packed`, remote `shipped`: `shipped` is kept whatever the
+//!    default resolution says).
+//! 7. **Echo**: when local, remote and the merged record are equal, the plan is a no-op
+//!    ([`Plan::is_noop`]): nothing to write, nothing to log.
+//!
+//! At most one [`Conflict`] is logged per field (a refused status move takes precedence over the
+//! both-changed reason; the conflict still carries both sides' values). Conflicts are ordered by
+//! field name, as are all maps ([`Fields`] is a `BTreeMap`).
+//!
+//! # Example
+//!
+//! ```
+//! use keycrm_sync::model::{EntityKind, Fields, Snapshot};
+//! use keycrm_sync::plan::{plan, PlanInput, Policy, Resolution, Side};
+//! use serde_json::json;
+//!
+//! let fields = |pairs: &[(&str, serde_json::Value)]| -> Fields {
+//!     pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+//! };
+//! let base = Snapshot::new(fields(&[("note", json!("a")), ("shipping.city", json!("Kyiv"))]), None);
+//! let local = Snapshot::new(fields(&[("note", json!("b")), ("shipping.city", json!("Lviv"))]), None);
+//! let remote = Snapshot::new(fields(&[("note", json!("c")), ("shipping.city", json!("Kyiv"))]), None);
+//! let policy = Policy::new(Resolution::RemoteWins).with_owner("shipping", Side::Local);
+//!
+//! let plan = plan(&PlanInput {
+//!     kind: EntityKind::Order,
+//!     base: Some(&base),
+//!     local: Some(&local),
+//!     remote: Some(&remote),
+//!     policy: &policy,
+//! });
+//! assert_eq!(plan.merged["note"], json!("c")); // both changed: remote wins by default
+//! assert_eq!(plan.merged["shipping.city"], json!("Lviv")); // changed locally only
+//! assert_eq!(plan.to_remote, fields(&[("shipping.city", json!("Lviv"))]));
+//! assert_eq!(plan.to_local, fields(&[("note", json!("c"))]));
+//! assert_eq!(plan.conflicts.len(), 1); // local's "b" was overwritten and is logged
+//! ```
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{EntityKind, Fields, Snapshot, content_hash};
+
+/// One of the two systems kept in agreement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// The host system embedding the engine (a warehouse, a shop).
+    Local,
+    /// KeyCRM.
+    Remote,
+}
+
+impl Side {
+    /// The other side.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Local => Side::Remote,
+            Side::Remote => Side::Local,
+        }
+    }
+
+    /// The stable name used in storage and logs (`local`, `remote`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Local => "local",
+            Side::Remote => "remote",
+        }
+    }
+}
+
+/// How a field changed on both sides to different values is resolved when it has no owner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// KeyCRM's value wins.
+    RemoteWins,
+    /// The host's value wins.
+    LocalWins,
+    /// The side whose snapshot has the later `updated_at` (UTC) wins; a missing time loses to a
+    /// present one; equal or both missing: Remote wins. The default.
+    #[default]
+    NewestWins,
+}
+
+/// Which sides' backwards status moves were refused (see [`ConflictReason::StatusBackwards`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refused {
+    /// The host moved the status backwards.
+    Local,
+    /// KeyCRM moved the status backwards.
+    Remote,
+    /// Both sides moved the status backwards (the base status is kept).
+    Both,
+}
+
+impl Refused {
+    /// Whether `side`'s move was refused.
+    pub fn includes(self, side: Side) -> bool {
+        matches!(
+            (self, side),
+            (Refused::Both, _) | (Refused::Local, Side::Local) | (Refused::Remote, Side::Remote)
+        )
+    }
+
+    fn from_flags(local: bool, remote: bool) -> Option<Refused> {
+        match (local, remote) {
+            (true, true) => Some(Refused::Both),
+            (true, false) => Some(Refused::Local),
+            (false, true) => Some(Refused::Remote),
+            (false, false) => None,
+        }
+    }
+}
+
+/// How conflicts of one entity kind are resolved. Serde-friendly, so it can sit in configuration.
+///
+/// The default is [`Resolution::NewestWins`], no owners, no status field.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Policy {
+    /// How a field changed on both sides to different values is resolved when it has no owner.
+    pub default: Resolution,
+    /// Per-field owners. A key matches the field itself or any field below it at a dot boundary
+    /// (`shipping` owns `shipping.tracking_code`, not `shipping_method`); the longest matching key
+    /// wins. An owner decides only fields changed on both sides (see the module docs, rule 3).
+    pub owners: BTreeMap<String, Side>,
+    /// The field holding the record's status (`status_id` for orders), if statuses are ranked.
+    pub status_field: Option<String>,
+    /// Status value (rendered by [`status_key`]: a JSON string as its text, anything else as
+    /// compact JSON, so `3` and `"3"` both render as `3`) to rank. Statuses may only move to a
+    /// higher or equal rank; statuses missing here are not ranked and never refused.
+    pub status_rank: BTreeMap<String, i64>,
+    /// When true, statuses may move to a lower rank (ranks are then ignored).
+    pub allow_status_backwards: bool,
+}
+
+impl Policy {
+    /// A policy resolving both-side changes with `default`, with no owners and no status field.
+    pub fn new(default: Resolution) -> Self {
+        Self {
+            default,
+            ..Self::default()
+        }
+    }
+
+    /// Makes `side` the owner of `field` and every field below it (see [`Policy::owners`]).
+    pub fn with_owner(mut self, field: impl Into<String>, side: Side) -> Self {
+        self.owners.insert(field.into(), side);
+        self
+    }
+
+    /// Ranks the statuses held in `field` (see [`Policy::status_rank`]); backwards moves are
+    /// refused unless [`Policy::allowing_status_backwards`] says otherwise.
+    pub fn with_status_ranks<K: Into<String>>(
+        mut self,
+        field: impl Into<String>,
+        ranks: impl IntoIterator<Item = (K, i64)>,
+    ) -> Self {
+        self.status_field = Some(field.into());
+        self.status_rank
+            .extend(ranks.into_iter().map(|(k, rank)| (k.into(), rank)));
+        self
+    }
+
+    /// Sets [`Policy::allow_status_backwards`].
+    pub fn allowing_status_backwards(mut self, allow: bool) -> Self {
+        self.allow_status_backwards = allow;
+        self
+    }
+
+    /// The owner of `field`: the entry of [`Policy::owners`] with the longest key equal to
+    /// `field` or to one of its dotted prefixes.
+    pub fn owner_of(&self, field: &str) -> Option<Side> {
+        let mut key = field;
+        loop {
+            if let Some(side) = self.owners.get(key) {
+                return Some(*side);
+            }
+            key = &key[..key.rfind('.')?];
+        }
+    }
+
+    /// The rank of a status value, if it is in [`Policy::status_rank`].
+    pub fn status_rank_of(&self, value: &Value) -> Option<i64> {
+        self.status_rank.get(status_key(value).as_ref()).copied()
+    }
+}
+
+/// Renders a status value as a key of [`Policy::status_rank`]: a JSON string as its text, any other
+/// value as compact JSON (`3` -> `3`, `"new"` -> `new`).
+pub fn status_key(value: &Value) -> Cow<'_, str> {
+    match value {
+        Value::String(s) => Cow::Borrowed(s),
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
+/// Everything [`plan`] needs for one record.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanInput<'a> {
+    /// The record's kind (carried into the [`Plan`] for logging).
+    pub kind: EntityKind,
+    /// The last state both sides agreed on (written or seen), or `None` when the two records meet
+    /// for the first time.
+    pub base: Option<&'a Snapshot>,
+    /// The host's current record, or `None` when the host has no such record.
+    pub local: Option<&'a Snapshot>,
+    /// KeyCRM's current record, or `None` when KeyCRM has no such record.
+    pub remote: Option<&'a Snapshot>,
+    /// How conflicts are resolved.
+    pub policy: &'a Policy,
+}
+
+/// The outcome of [`plan`]: the agreed record, the writes that bring each side to it, and the
+/// conflict log entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The record's kind, from the input.
+    pub kind: EntityKind,
+    /// The agreed record: the next base snapshot once both sides have applied their writes. Never
+    /// holds `null`.
+    pub merged: Fields,
+    /// Fields to write to KeyCRM: every field whose merged value differs from the remote record
+    /// (all of `merged` when KeyCRM has no record). `null` means remove the field.
+    pub to_remote: Fields,
+    /// Fields the host must apply: every field whose merged value differs from the local record
+    /// (all of `merged` when the host has no record). `null` means remove the field.
+    pub to_local: Fields,
+    /// One entry per field where a side's value was overwritten or a change refused, by field.
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Plan {
+    /// True when there is nothing to write and nothing to log (an echo, or nothing changed).
+    pub fn is_noop(&self) -> bool {
+        self.to_remote.is_empty() && self.to_local.is_empty() && self.conflicts.is_empty()
+    }
+
+    /// The conflict logged for `field`, if any.
+    pub fn conflict(&self, field: &str) -> Option<&Conflict> {
+        self.conflicts.iter().find(|c| c.field == field)
+    }
+
+    /// The content hash of [`Plan::merged`] (see [`content_hash`]), to store with the next base.
+    pub fn merged_hash(&self) -> String {
+        content_hash(&self.merged)
+    }
+}
+
+/// A conflict log entry: one field where a value was overwritten or a change refused. Carries
+/// every value involved, so no value is ever lost silently.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The dotted field name.
+    pub field: String,
+    /// The base value (`None`: no base, or the field was absent from it).
+    pub base: Option<Value>,
+    /// The host's value (`None`: absent, or the host has no record).
+    pub local: Option<Value>,
+    /// KeyCRM's value (`None`: absent, or KeyCRM has no record).
+    pub remote: Option<Value>,
+    /// The value kept in the merged record (`None`: the field is removed).
+    pub merged: Option<Value>,
+    /// The side whose value was kept; `None` when neither side's value was (both sides moved a
+    /// status backwards, or the only other value is the base's), so the base value was kept.
+    pub winner: Option<Side>,
+    /// Why this value won.
+    pub reason: ConflictReason,
+    /// The host's `updated_at`, if known.
+    pub local_updated_at: Option<DateTime<Utc>>,
+    /// KeyCRM's `updated_at`, if known.
+    pub remote_updated_at: Option<DateTime<Utc>>,
+}
+
+/// Why a [`Conflict`] was resolved the way it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ConflictReason {
+    /// Both sides changed the field to different values and it has no owner: the policy's
+    /// default resolution decided.
+    BothChanged {
+        /// The resolution applied.
+        resolution: Resolution,
+    },
+    /// Both sides changed the field to different values and its owner's value was kept.
+    Owner {
+        /// The field's owner (from [`Policy::owners`]).
+        owner: Side,
+    },
+    /// A status move to a lower rank was refused and a forward status kept.
+    StatusBackwards {
+        /// The side or sides whose move was refused.
+        refused: Refused,
+    },
+}
+
+/// Plans the merge of one record. Pure: no IO, no clock, deterministic. See the module docs for
+/// the rules.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let base = input.base.map(|s| &s.fields);
+    let local = input.local.map(|s| &s.fields);
+    let remote = input.remote.map(|s| &s.fields);
+    let times = Times {
+        local: input.local.and_then(|s| s.updated_at),
+        remote: input.remote.and_then(|s| s.updated_at),
+    };
+
+    let keys: BTreeSet<&str> = [base, local, remote]
+        .into_iter()
+        .flatten()
+        .flat_map(|fields| fields.keys().map(String::as_str))
+        .collect();
+
+    let mut merged = Fields::new();
+    let mut conflicts = Vec::new();
+    for field in keys {
+        let values = FieldValues {
+            base: value_of(base, field),
+            local: local.map(|fields| value_of(Some(fields), field)),
+            remote: remote.map(|fields| value_of(Some(fields), field)),
+        };
+        let (value, conflict) = merge_field(field, &values, input.policy, times);
+        if let Some(value) = value {
+            merged.insert(field.to_owned(), value.clone());
+        }
+        conflicts.extend(conflict);
+    }
+
+    Plan {
+        kind: input.kind,
+        to_remote: changes_for(&merged, remote),
+        to_local: changes_for(&merged, local),
+        merged,
+        conflicts,
+    }
+}
+
+/// The two sides' `updated_at`.
+#[derive(Clone, Copy)]
+struct Times {
+    local: Option<DateTime<Utc>>,
+    remote: Option<DateTime<Utc>>,
+}
+
+impl Times {
+    /// The newer side; a missing time loses; ties (and both missing) go to Remote.
+    fn newest(self) -> Side {
+        match (self.local, self.remote) {
+            (Some(local), Some(remote)) if local > remote => Side::Local,
+            (Some(_), None) => Side::Local,
+            _ => Side::Remote,
+        }
+    }
+}
+
+/// One field's values. For a side, the outer `None` means the side has no record.
+struct FieldValues<'v> {
+    base: Option<&'v Value>,
+    local: Option<Option<&'v Value>>,
+    remote: Option<Option<&'v Value>>,
+}
+
+impl<'v> FieldValues<'v> {
+    /// The side's current value (`None` when absent or the side has no record).
+    fn current(&self, side: Side) -> Option<&'v Value> {
+        match side {
+            Side::Local => self.local.flatten(),
+            Side::Remote => self.remote.flatten(),
+        }
+    }
+
+    /// The side's opinion: its current value, or the base's when it has no record.
+    fn opinion(&self, side: Side) -> Option<&'v Value> {
+        match side {
+            Side::Local => self.local.unwrap_or(self.base),
+            Side::Remote => self.remote.unwrap_or(self.base),
+        }
+    }
+
+    fn changed(&self, side: Side) -> bool {
+        self.opinion(side) != self.base
+    }
+}
+
+/// A field's value in a snapshot; `null` counts as absent.
+fn value_of<'v>(fields: Option<&'v Fields>, field: &str) -> Option<&'v Value> {
+    fields.and_then(|f| f.get(field)).filter(|v| !v.is_null())
+}
+
+/// The side that wins a both-changed conflict on `field`, and why.
+fn preference(field: &str, policy: &Policy, times: Times) -> (Side, ConflictReason) {
+    if let Some(owner) = policy.owner_of(field) {
+        return (owner, ConflictReason::Owner { owner });
+    }
+    let side = match policy.default {
+        Resolution::RemoteWins => Side::Remote,
+        Resolution::LocalWins => Side::Local,
+        Resolution::NewestWins => times.newest(),
+    };
+    (
+        side,
+        ConflictReason::BothChanged {
+            resolution: policy.default,
+        },
+    )
+}
+
+/// Merges one field: the merged value and the conflict to log, if any.
+fn merge_field<'v>(
+    field: &str,
+    values: &FieldValues<'v>,
+    policy: &Policy,
+    times: Times,
+) -> (Option<&'v Value>, Option<Conflict>) {
+    let local = values.opinion(Side::Local);
+    let remote = values.opinion(Side::Remote);
+    let (mut merged, mut decision) =
+        match (values.changed(Side::Local), values.changed(Side::Remote)) {
+            (false, false) => (values.base, None),
+            (true, false) => (local, None),
+            (false, true) => (remote, None),
+            (true, true) if local == remote => (local, None),
+            (true, true) => {
+                let (winner, reason) = preference(field, policy, times);
+                let value = if winner == Side::Local { local } else { remote };
+                (value, Some((Some(winner), reason)))
+            }
+        };
+
+    if policy.status_field.as_deref() == Some(field)
+        && !policy.allow_status_backwards
+        && let Some((kept, winner, refused)) =
+            refuse_backwards(field, values, merged, policy, times)
+    {
+        merged = kept;
+        decision = Some((winner, ConflictReason::StatusBackwards { refused }));
+    }
+
+    let conflict = decision.map(|(winner, reason)| Conflict {
+        field: field.to_owned(),
+        base: values.base.cloned(),
+        local: values.current(Side::Local).cloned(),
+        remote: values.current(Side::Remote).cloned(),
+        merged: merged.cloned(),
+        winner,
+        reason,
+        local_updated_at: times.local,
+        remote_updated_at: times.remote,
+    });
+    (merged, conflict)
+}
+
+/// When `merged` would move a ranked status below the floor (the highest rank among the base and
+/// both sides' current statuses), the value to keep instead, its side, and the refused sides.
+/// A side is refused when it changed the status to a ranked value below the floor (so its value
+/// always differs from the kept one, whose rank is the floor).
+fn refuse_backwards<'v>(
+    field: &str,
+    values: &FieldValues<'v>,
+    merged: Option<&'v Value>,
+    policy: &Policy,
+    times: Times,
+) -> Option<(Option<&'v Value>, Option<Side>, Refused)> {
+    let rank = |value: Option<&Value>| value.and_then(|v| policy.status_rank_of(v));
+    let floor = [
+        values.base,
+        values.current(Side::Local),
+        values.current(Side::Remote),
+    ]
+    .into_iter()
+    .filter_map(rank)
+    .max()?;
+    if rank(merged)? >= floor {
+        return None;
+    }
+
+    let (first, _) = preference(field, policy, times);
+    let (winner, kept) = [
+        (Some(first), values.current(first)),
+        (Some(first.other()), values.current(first.other())),
+        (None, values.base),
+    ]
+    .into_iter()
+    .find(|(_, value)| rank(*value) == Some(floor))?;
+
+    let refused =
+        |side: Side| values.changed(side) && rank(values.current(side)).is_some_and(|r| r < floor);
+    let refused = Refused::from_flags(refused(Side::Local), refused(Side::Remote))?;
+    Some((kept, winner, refused))
+}
+
+/// The writes that bring a side's record to `merged`: changed or added fields with their merged
+/// value, removed ones as `null`. A side with no record gets all of `merged`.
+fn changes_for(merged: &Fields, side: Option<&Fields>) -> Fields {
+    let mut changes: Fields = merged
+        .iter()
+        .filter(|(field, value)| value_of(side, field) != Some(*value))
+        .map(|(field, value)| (field.clone(), value.clone()))
+        .collect();
+    if let Some(side) = side {
+        for (field, value) in side {
+            if !value.is_null() && !merged.contains_key(field) {
+                changes.insert(field.clone(), Value::Null);
+            }
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    // ---- helpers -------------------------------------------------------------------------------
+
+    fn fields(pairs: &[(&str, Value)]) -> Fields {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("valid timestamp")
+    }
+
+    fn snap(pairs: &[(&str, Value)], secs: Option<i64>) -> Snapshot {
+        Snapshot::new(fields(pairs), secs.map(at))
+    }
+
+    fn run(
+        policy: &Policy,
+        base: Option<&Snapshot>,
+        local: Option<&Snapshot>,
+        remote: Option<&Snapshot>,
+    ) -> Plan {
+        plan(&PlanInput {
+            kind: EntityKind::Order,
+            base,
+            local,
+            remote,
+            policy,
+        })
+    }
+
+    /// Applies a side's writes the way a host would (`null` removes), normalising `null` away.
+    fn apply(side: Option<&Snapshot>, changes: &Fields) -> Fields {
+        let mut out = side.map(|s| s.fields.clone()).unwrap_or_default();
+        for (field, value) in changes {
+            if value.is_null() {
+                out.remove(field);
+            } else {
+                out.insert(field.clone(), value.clone());
+            }
+        }
+        out.retain(|_, v| !v.is_null());
+        out
+    }
+
+    fn order_policy(default: Resolution) -> Policy {
+        Policy::new(default).with_status_ranks(
+            "status_id",
+            [
+                ("1", 10),
+                ("2", 20),
+                ("3", 30),
+                ("12", 20),
+                ("cancelled", 90),
+            ],
+        )
+    }
+
+    // ---- one side / both sides -----------------------------------------------------------------
+
+    #[test]
+    fn local_only_change_is_taken_without_conflict() {
+        let base = snap(&[("note", json!("a")), ("qty", json!(1))], Some(0));
+        let local = snap(&[("note", json!("b")), ("qty", json!(1))], Some(5));
+        let remote = base.clone();
+        let p = run(
+            &Policy::new(Resolution::RemoteWins),
+            Some(&base),
+            Some(&local),
+            Some(&remote),
+        );
+        assert_eq!(p.merged, local.fields);
+        assert_eq!(p.to_remote, fields(&[("note", json!("b"))]));
+        assert!(p.to_local.is_empty());
+        assert!(p.conflicts.is_empty());
+    }
+
+    #[test]
+    fn remote_only_change_is_taken_without_conflict() {
+        let base = snap(&[("note", json!("a")), ("qty", json!(1))], None);
+        let local = base.clone();
+        let remote = snap(&[("note", json!("a")), ("qty", json!(7))], None);
+        let p = run(
+            &Policy::new(Resolution::LocalWins),
+            Some(&base),
+            Some(&local),
+            Some(&remote),
+        );
+        assert_eq!(p.merged, remote.fields);
+        assert_eq!(p.to_local, fields(&[("qty", json!(7))]));
+        assert!(p.to_remote.is_empty());
+        assert!(p.conflicts.is_empty());
+    }
+
+    #[test]
+    fn both_changed_to_the_same_value_is_not_a_conflict() {
+        let base = snap(&[("note", json!("a"))], None);
+        let local = snap(&[("note", json!("z"))], Some(1));
+        let remote = snap(&[("note", json!("z"))], Some(2));
+        let p = run(
+            &Policy::new(Resolution::LocalWins),
+            Some(&base),
+            Some(&local),
+            Some(&remote),
+        );
+        assert_eq!(p.merged, fields(&[("note", json!("z"))]));
+        assert!(p.is_noop());
+    }
+
+    #[test]
+    fn both_changed_remote_wins_logs_the_local_value() {
+        let base = snap(&[("note", json!("a"))], Some(0));
+        let local = snap(&[("note", json!("l"))], Some(9));
+        let remote = snap(&[("note", json!("r"))], Some(1));
+        let p = run(
+            &Policy::new(Resolution::RemoteWins),
+            Some(&base),
+            Some(&local),
+            Some(&remote),
+        );
+        assert_eq!(p.merged["note"], json!("r"));
+        assert_eq!(p.to_local, fields(&[("note", json!("r"))]));
+        assert!(p.to_remote.is_empty());
+        assert_eq!(
+            p.conflicts,
+            vec![Conflict {
+                field: "note".into(),
+                base: Some(json!("a")),
+                local: Some(json!("l")),
+                remote: Some(json!("r")),
+                merged: Some(json!("r")),
+                winner: Some(Side::Remote),
+                reason: ConflictReason::BothChanged {
+                    resolution: Resolution::RemoteWins
+                },
+                local_updated_at: Some(at(9)),
+                remote_updated_at: Some(at(1)),
+            }]
+        );
+    }
+
+    #[test]
+    fn both_changed_local_wins() {
+        let base = snap(&[("note", json!("a"))], None);
+        let local = snap(&[("note", json!("l"))], Some(1));
+        let remote = snap(&[("note", json!("r"))], Some(9));
+        let p = run(
+            &Policy::new(Resolution::LocalWins),
+            Some(&base),
+            Some(&local),
+            Some(&remote),
+        );
+        assert_eq!(p.merged["note"], json!("l"));
+        assert_eq!(p.to_remote, fields(&[("note", json!("l"))]));
+        assert!(p.to_local.is_empty());
+        let c = p.conflict("note").expect("conflict logged");
+        assert_eq!(c.winner, Some(Side::Local));
+        assert_eq!(
+            c.reason,
+            ConflictReason::BothChanged {
+                resolution: Resolution::LocalWins
+            }
+        );
+        assert_eq!(c.remote, Some(json!("r")));
+    }
+
+    #[test]
+    fn newest_wins_takes_the_later_timestamp() {
+        let base = snap(&[("note", json!("a"))], None);
+        let policy = Policy::new(Resolution::NewestWins);
+        let local = snap(&[("note", json!("l"))], Some(10));
+        let remote = snap(&[("note", json!("r"))], Some(5));
+        let p = run(&policy, Some(&base), Some(&local), Some(&remote));
+        assert_eq!(p.merged["note"], json!("l"));
+        assert_eq!(p.conflict("note").unwrap().winner, Some(Side::Local));
+
+        let remote = snap(&[("note", json!("r"))], Some(11));
+        let p = run(&policy, Some(&base), Some(&local), Some(&remote));
+        assert_eq!(p.merged["note"], json!("r"));
+        assert_eq!(
+            p.conflict("note").unwrap().reason,
+            ConflictReason::BothChanged {
+                resolution: Resolution::NewestWins
+            }
+        );
+    }
+
+    #[test]
+    fn newest_wins_missing_time_loses_to_a_present_one() {
+        let base = snap(&[("note", json!("a"))], None);
+        let policy = Policy::new(Resolution::NewestWins);
+        let local = snap(&[("note", json!("l"))], Some(-1000));
+        let remote = snap(&[("note", json!("r"))], None);
+        let p = run(&policy, Some(&base), Some(&local), Some(&remote));
+        assert_eq!(p.merged["note"], json!("l"));
+
+        let local = snap(&[("note", json!("l"))], None);
+        let remote = snap(&[("note", json!("r"))], Some(-1000));
+        let p = run(&policy, Some(&base), Some(&local), Some(&remote));
+        assert_eq!(p.merged["note"], json!("r"));
+    }
+
+    #[test]
+    fn newest_wins_ties_go_to_remote() {
+        let base = snap(&[("note", json!("a"))], None);
+        let policy = Policy::new(Resolution::NewestWins);
+        for t in [Some(3), None] {
+            let local = snap(&[("note", json!("l"))], t);
+            let remote = snap(&[("note", json!("r"))], t);
+            let p = run(&policy, Some(&base), Some(&local), Some(&remote));
+            assert_eq!(p.merged["note"], json!("r"), "time {t:?}");
+            assert_eq!(p.conflict("note").unwrap().winner, Some(Side::Remote));
+        }
+    }
+
+    #[test]
+    fn removal_on_one_side_is_a_change_and_is_sent_as_null() {
+        let base = snap(&[("note", json!("a")), ("tag", json!("x"))], None);
+        let local = snap(&[("note", json!("a"))], None);
+        let remote = base.clone();
+        let p = run(&Policy::default(), Some(&base), Some(&local), Some(&remote));
+        assert_eq!(p.merged, fields(&[("note", json!("a"))]));
+        assert_eq!(p.to_remote, fields(&[("tag", Value::Null)]));
+        assert!(p.to_local.is_empty());
+        assert!(p.conflicts.is_empty());
+    }
+
+    #[test]
+    fn removal_against_a_change_is_a_conflict() {
+        let base = snap(&[("tag", json!("x"))], None);
+        let local = snap(&[], Some(1));
+        let remote = snap(&[("tag", json!("y"))], Some(2));
+        let p = run(
+            &Policy::new(Resolution::LocalWins),
+            Some(&base),
+            Some(&local),
+            Some(&remote),
+        );
+        assert!(p.merged.is_empty());
+        assert_eq!(p.to_remote, fields(&[("tag", Value::Null)]));
+        let c = p.conflict("tag").unwrap();
+        assert_eq!(
+            (c.local.clone(), c.remote.clone(), c.merged.clone()),
+            (None, Some(json!("y")), None)
+        );
+        assert_eq!(c.winner, Some(Side::Local));
+    }
+
+    #[test]
+    fn null_is_the_same_as_absent() {
+        let base = snap(&[("tag", Value::Null)], None);
+        let local = snap(&[], None);
+        let remote = snap(&[("tag", Value::Null), ("note", json!("n"))], None);
+        let p = run(&Policy::default(), Some(&base), Some(&local), Some(&remote));
+        assert_eq!(p.merged, fields(&[("note", json!("n"))]));
+        assert_eq!(p.to_local, fields(&[("note", json!("n"))]));
+        assert!(p.to_remote.is_empty());
+        assert!(p.conflicts.is_empty());
+    }
+
+    // ---- owners ----------------------------------------------------------------------------------
+
+    #[test]
+    fn owner_longest_dotted_prefix_wins() {
+        let policy = Policy::new(Resolution::RemoteWins)
+            .with_owner("shipping", Side::Local)
+            .with_owner("shipping.tracking_code", Side::Remote);
+        assert_eq!(policy.owner_of("shipping"), Some(Side::Local));
+        assert_eq!(policy.owner_of("shipping.city"), Some(Side::Local));
+        assert_eq!(
+            policy.owner_of("shipping.tracking_code"),
+            Some(Side::Remote)
+        );
+        assert_eq!(
+            policy.owner_of("shipping.tracking_code.x"),
+            Some(Side::Remote)
+        );
+        assert_eq!(policy.owner_of("shipping_method"), None);
+        assert_eq!(policy.owner_of("note"), None);
+
+        let base = snap(
+            &[
+                ("shipping.city", json!("a")),
+                ("shipping.tracking_code", json!("a")),
+            ],
+            None,
+        );
+        let local = snap(
+            &[
+                ("shipping.city", json!("l")),
+                ("shipping.tracking_code", json!("l")),
+            ],
+            None,
+        );
+        let remote = snap(
+            &[
+                ("shipping.city", json!("r")),
+                ("shipping.tracking_code", json!("r")),
+            ],
+            None,
+        );
+        let p = run(&policy, Some(&base), Some(&local), Some(&remote));
+        assert_eq!(p.merged["shipping.city"], json!("l"));
+        assert_eq!(p.merged["shipping.tracking_code"], json!("r"));
+        assert_eq!(
+            p.conflict("shipping.city").unwrap().reason,
+            ConflictReason::Owner { owner: Side::Local }
+        );
+        assert_eq!(
+            p.conflict("shipping.tracking_code").unwrap().reason,
+            ConflictReason::Owner {
+                owner: Side::Remote
+            }
+        );
+    }
+
+    #[test]
+    fn owner_beats_newest_and_decides_only_true_conflicts() {
+        let policy = Policy::new(Resolution::NewestWins).with_owner("stock", Side::Local);
+        let base = snap(&[("stock", json!(5)), ("stock.reserved", json!(0))], None);
+        // Remote is newer, but local owns "stock".
+        let local = snap(
+            &[("stock", json!(4)), ("stock.reserved", json!(0))],
+            Some(1),
+        );
+        let remote = snap(
+            &[("stock", json!(9)), ("stock.reserved", json!(2))],
+            Some(2),
+        );
+        let p = run(&policy, Some(&base), Some(&local), Some(&remote));
+        assert_eq!(p.merged["stock"], json!(4));
+        assert_eq!(p.conflict("stock").unwrap().winner, Some(Side::Local));
+        // "stock.reserved" changed only on the non-owner side: taken, no conflict.
+        assert_eq!(p.merged["stock.reserved"], json!(2));
+        assert!(p.conflict("stock.reserved").is_none());
+        assert_eq!(p.conflicts.len(), 1);
+    }
+
+    // ---- first meetings and missing records --------------------------------------------------------
+
+    #[test]
+    fn no_base_merges_the_union_and_conflicts_on_differences() {
+        let local = snap(
+            &[("a", json!(1)), ("b", json!("same")), ("c", json!("l"))],
+            Some(1),
+        );
+        let remote = snap(
+            &[("b", json!("same")), ("c", json!("r")), ("d", json!(true))],
+            Some(2),
+        );
+        let p = run(
+            &Policy::new(Resolution::LocalWins),
+            None,
+            Some(&local),
+            Some(&remote),
+        );
+        assert_eq!(
+            p.merged,
+            fields(&[
+                ("a", json!(1)),
+                ("b", json!("same")),
+                ("c", json!("l")),
+                ("d", json!(true))
+            ])
+        );
+        assert_eq!(p.to_remote, fields(&[("a", json!(1)), ("c", json!("l"))]));
+        assert_eq!(p.to_local, fields(&[("d", json!(true))]));
+        assert_eq!(p.conflicts.len(), 1);
+        let c = &p.conflicts[0];
+        assert_eq!((c.field.as_str(), c.base.clone()), ("c", None));
+        assert_eq!(
+            c.reason,
+            ConflictReason::BothChanged {
+                resolution: Resolution::LocalWins
+            }
+        );
+    }
+
+    #[test]
+    fn missing_local_record_gets_the_whole_record() {
+        let remote = snap(&[("a", json!(1)), ("b", json!(2))], Some(1));
+        let p = run(&Policy::default(), None, None, Some(&remote));
+        assert_eq!(p.merged, remote.fields);
+        assert_eq!(p.to_local, remote.fields);
+        assert!(p.to_remote.is_empty());
+        assert!(p.conflicts.is_empty());
+    }
+
+    #[test]
+    fn missing_remote_record_gets_the_whole_record_and_has_no_opinion() {
+        let base = snap(&[("a", json!(1)), ("b", json!(2))], None);
+        let local = snap(&[("a", json!(1)), ("b", json!(3))], None);
+        let p = run(
+            &Policy::new(Resolution::RemoteWins),
+            Some(&base),
+            Some(&local),
+            None,
+        );
+        assert_eq!(p.merged, local.fields);
+        assert_eq!(p.to_remote, local.fields);
+        assert!(p.to_local.is_empty());
+        assert!(p.conflicts.is_empty());
+    }
+
+    // ---- status ----------------------------------------------------------------------------------
+
+    #[test]
+    fn status_backwards_on_one_side_is_refused() {
+        let policy = order_policy(Resolution::NewestWins);
+        let base = snap(&[("status_id", json!(3))], Some(0));
+        let local = snap(&[("status_id", json!(1))], Some(5));
+        let remote = base.clone();
+        let p = run(&policy, Some(&base), Some(&local), Some(&remote));
+        assert_eq!(p.merged["status_id"], json!(3));
+        assert_eq!(p.to_local, fields(&[("status_id", json!(3))]));
+        assert!(p.to_remote.is_empty());
+        let c = p.conflict("status_id").unwrap();
+        assert_eq!(
+            c.reason,
+            ConflictReason::StatusBackwards {
+                refused: Refused::Local
+            }
+        );
+        assert_eq!(c.winner, Some(Side::Remote));
+        assert_eq!(
+            (c.local.clone(), c.merged.clone()),
+            (Some(json!(1)), Some(json!(3)))
+        );
+        assert_eq!(
+            (c.local_updated_at, c.remote_updated_at),
+            (Some(at(5)), Some(at(0)))
+        );
+    }
+
+    #[test]
+    fn status_forward_and_equal_rank_moves_are_taken() {
+        let policy = order_policy(Resolution::RemoteWins);
+        let base = snap(&[("status_id", json!(2))], None);
+        for to in [json!(3), json!(12), json!("12"), json!("cancelled")] {
+            let remote = snap(&[("status_id", to.clone())], None);
+            let p = run(&policy, Some(&base), Some(&base), Some(&remote));
+            assert_eq!(p.merged["status_id"], to);
+            assert!(p.conflicts.is_empty(), "to {to}");
+        }
+    }
+
+    #[test]
+    fn status_both_changed_keeps_the_side_further_along() {
+        // Local wins by policy, but writing local's 2 to KeyCRM would pull its 3 backwards.
+        let policy = order_policy(Resolution::LocalWins);
+        let base = snap(&[("status_id", json!(1))], None);
+        let local = snap(&[("status_id", json!(2))], Some(9));
+        let remote = snap(&[("status_id", json!(3))], Some(1));
+        let p = run(&policy, Some(&base), Some(&local), Some(&remote));
+        assert_eq!(p.merged["status_id"], json!(3));
+        let c = p.conflict("status_id").unwrap();
+        assert_eq!(
+            c.reason,
+            ConflictReason::StatusBackwards {
+                refused: Refused::Local
+            }
+        );
+        assert_eq!(c.winner, Some(Side::Remote));
+        assert_eq!(p.conflicts.len(), 1);
+    }
+
+    #[test]
+    fn status_both_backwards_keeps_the_base() {
+        let policy = order_policy(Resolution::RemoteWins);
+        let base = snap(&[("status_id", json!(3))], None);
+        let local = snap(&[("status_id", json!(1))], None);
+        let remote = snap(&[("status_id", json!(2))], None);
+        let p = run(&policy, Some(&base), Some(&local), Some(&remote));
+        assert_eq!(p.merged["status_id"], json!(3));
+        assert_eq!(p.to_local, fields(&[("status_id", json!(3))]));
+        assert_eq!(p.to_remote, fields(&[("status_id", json!(3))]));
+        let c = p.conflict("status_id").unwrap();
+        assert_eq!(
+            c.reason,
+            ConflictReason::StatusBackwards {
+                refused: Refused::Both
+            }
+        );
+        assert_eq!(c.winner, None);
+        assert!(
+            c.reason
+                != ConflictReason::StatusBackwards {
+                    refused: Refused::Remote
+                }
+        );
+    }
+
+    #[test]
+    fn status_without_base_compares_with_the_other_side() {
+        let policy = order_policy(Resolution::RemoteWins);
+        let local = snap(&[("status_id", json!(3))], None);
+        let remote = snap(&[("status_id", json!(1))], None);
+        let p = run(&policy, None, Some(&local), Some(&remote));
+        assert_eq!(p.merged["status_id"], json!(3));
+        assert_eq!(p.to_remote, fields(&[("status_id", json!(3))]));
+        let c = p.conflict("status_id").unwrap();
+        assert_eq!(
+            c.reason,
+            ConflictReason::StatusBackwards {
+                refused: Refused::Remote
+            }
+        );
+        assert_eq!(c.winner, Some(Side::Local));
+    }
+
+    #[test]
+    fn status_unknown_values_are_not_ranked() {
+        let policy = order_policy(Resolution::NewestWins);
+        let base = snap(&[("status_id", json!(3))], None);
+        let local = snap(&[("status_id", json!(77))], None);
+        let p = run(&policy, Some(&base), Some(&local), Some(&base));
+        assert_eq!(p.merged["status_id"], json!(77));
+        assert!(p.conflicts.is_empty());
+
+        // And an unknown base does not block a move to a ranked status.
+        let p = run(&policy, Some(&local), Some(&local), Some(&base));
+        assert_eq!(p.merged["status_id"], json!(3));
+        assert!(p.conflicts.is_empty());
+    }
+
+    #[test]
+    fn status_backwards_allowed_when_configured() {
+        let policy = order_policy(Resolution::NewestWins).allowing_status_backwards(true);
+        let base = snap(&[("status_id", json!(3))], None);
+        let local = snap(&[("status_id", json!(1))], None);
+        let p = run(&policy, Some(&base), Some(&local), Some(&base));
+        assert_eq!(p.merged["status_id"], json!(1));
+        assert!(p.conflicts.is_empty());
+    }
+
+    #[test]
+    fn status_rules_apply_only_to_the_status_field() {
+        let policy = order_policy(Resolution::NewestWins);
+        let base = snap(&[("payment_status", json!(3))], None);
+        let local = snap(&[("payment_status", json!(1))], None);
+        let p = run(&policy, Some(&base), Some(&local), Some(&base));
+        assert_eq!(p.merged["payment_status"], json!(1));
+        assert!(p.conflicts.is_empty());
+        assert_eq!(status_key(&json!("new")), "new");
+        assert_eq!(status_key(&json!(12)), "12");
+        assert_eq!(policy.status_rank_of(&json!("12")), Some(20));
+    }
+
+    // ---- echo, determinism, misc -------------------------------------------------------------------
+
+    #[test]
+    fn echo_is_a_noop() {
+        let policy = order_policy(Resolution::NewestWins).with_owner("note", Side::Local);
+        let base = snap(&[("status_id", json!(1)), ("note", json!("a"))], Some(0));
+        let both = snap(&[("status_id", json!(2)), ("note", json!("b"))], Some(3));
+        let p = run(&policy, Some(&base), Some(&both), Some(&both));
+        assert!(p.is_noop());
+        assert_eq!(p.merged, both.fields);
+        assert_eq!(p.merged_hash(), both.hash());
+        // Planning against the new base again: still nothing.
+        let p = run(&policy, Some(&both), Some(&both), Some(&both));
+        assert!(p.is_noop());
+    }
+
+    #[test]
+    fn plan_is_deterministic_and_conflicts_are_ordered() {
+        let policy = order_policy(Resolution::NewestWins);
+        let base = snap(
+            &[("z", json!(0)), ("a", json!(0)), ("status_id", json!(2))],
+            None,
+        );
+        let local = snap(
+            &[("z", json!(1)), ("a", json!(1)), ("status_id", json!(1))],
+            Some(1),
+        );
+        let remote = snap(
+            &[("z", json!(2)), ("a", json!(2)), ("status_id", json!(2))],
+            Some(1),
+        );
+        let first = run(&policy, Some(&base), Some(&local), Some(&remote));
+        let second = run(
+            &policy,
+            Some(&base.clone()),
+            Some(&local.clone()),
+            Some(&remote.clone()),
+        );
+        assert_eq!(first, second);
+        let names: Vec<&str> = first.conflicts.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(names, ["a", "status_id", "z"]);
+    }
+
+    #[test]
+    fn policy_and_conflicts_round_trip_through_serde() {
+        let policy = order_policy(Resolution::LocalWins).with_owner("shipping", Side::Remote);
+        let text = serde_json::to_string(&policy).unwrap();
+        assert_eq!(serde_json::from_str::<Policy>(&text).unwrap(), policy);
+        let empty: Policy = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, Policy::default());
+        assert_eq!(empty.default, Resolution::NewestWins);
+
+        let reason = ConflictReason::StatusBackwards {
+            refused: Refused::Both,
+        };
+        assert_eq!(
+            serde_json::to_value(reason).unwrap(),
+            json!({"kind": "status_backwards", "refused": "both"})
+        );
+        assert_eq!(Side::Local.other(), Side::Remote);
+        assert_eq!(Side::Remote.as_str(), "remote");
+        assert!(Refused::Both.includes(Side::Local) && !Refused::Remote.includes(Side::Local));
+    }
+
+    // ---- properties --------------------------------------------------------------------------------
+
+    const KEYS: [&str; 6] = [
+        "note",
+        "status_id",
+        "shipping",
+        "shipping.city",
+        "shipping.code",
+        "qty",
+    ];
+    const STATUS: &str = "status_id";
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            1 => Just(Value::Null),
+            1 => any::<bool>().prop_map(Value::from),
+            4 => (0i64..5).prop_map(Value::from),
+            2 => prop::sample::select(vec!["a", "b", "1"]).prop_map(Value::from),
+        ]
+    }
+
+    fn arb_key() -> impl Strategy<Value = String> {
+        prop::sample::select(KEYS.to_vec()).prop_map(String::from)
+    }
+
+    prop_compose! {
+        fn arb_fields()(map in prop::collection::btree_map(arb_key(), arb_value(), 0..6)) -> Fields {
+            map
+        }
+    }
+
+    prop_compose! {
+        /// Per key: `Some(v)` sets, `None` removes; other keys keep the base value.
+        fn arb_edits()(
+            map in prop::collection::btree_map(arb_key(), prop::option::of(arb_value()), 0..5)
+        ) -> BTreeMap<String, Option<Value>> {
+            map
+        }
+    }
+
+    prop_compose! {
+        fn arb_time()(t in prop::option::of(0i64..3)) -> Option<DateTime<Utc>> {
+            t.map(at)
+        }
+    }
+
+    prop_compose! {
+        fn arb_policy()(
+            default in prop::sample::select(vec![
+                Resolution::RemoteWins, Resolution::LocalWins, Resolution::NewestWins,
+            ]),
+            owners in prop::collection::btree_map(
+                prop::sample::select(vec!["shipping", "shipping.code", "note", STATUS]),
+                prop::sample::select(vec![Side::Local, Side::Remote]),
+                0..3,
+            ),
+            ranked in prop::bool::weighted(0.8),
+            allow_backwards in prop::bool::weighted(0.2),
+        ) -> Policy {
+            let mut policy = Policy::new(default).allowing_status_backwards(allow_backwards);
+            for (field, side) in owners {
+                policy = policy.with_owner(field, side);
+            }
+            if ranked {
+                // "4", "true", "false", "b" stay unranked; "1" and 1 share a rank, "a" ties with 2.
+                policy = policy.with_status_ranks(
+                    STATUS,
+                    [("0", 0), ("1", 10), ("2", 20), ("a", 20), ("3", 30)],
+                );
+            }
+            policy
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    struct Case {
+        base: Option<Snapshot>,
+        local: Option<Snapshot>,
+        remote: Option<Snapshot>,
+        policy: Policy,
+    }
+
+    impl Case {
+        fn plan(&self) -> Plan {
+            run(
+                &self.policy,
+                self.base.as_ref(),
+                self.local.as_ref(),
+                self.remote.as_ref(),
+            )
+        }
+    }
+
+    fn arb_status() -> impl Strategy<Value = Value> {
+        prop::sample::select(vec![
+            json!(0),
+            json!(1),
+            json!("1"),
+            json!(2),
+            json!("a"),
+            json!(3),
+            json!(4),
+        ])
+    }
+
+    /// `None` keeps the common status, `Some(None)` removes it, `Some(Some(v))` sets it.
+    fn arb_status_edit() -> impl Strategy<Value = Option<Option<Value>>> {
+        prop::option::weighted(0.6, prop::option::weighted(0.9, arb_status()))
+    }
+
+    fn edited(
+        base: &Fields,
+        edits: &BTreeMap<String, Option<Value>>,
+        status: &Option<Option<Value>>,
+    ) -> Fields {
+        let mut out = base.clone();
+        let status = status.clone().map(|edit| (STATUS.to_owned(), edit));
+        for (field, edit) in edits.clone().into_iter().chain(status) {
+            match edit {
+                Some(value) => out.insert(field, value),
+                None => out.remove(&field),
+            };
+        }
+        out
+    }
+
+    prop_compose! {
+        fn arb_case()(
+            mut common in arb_fields(),
+            common_status in prop::option::weighted(0.8, arb_status()),
+            has_base in prop::bool::weighted(0.8),
+            base_time in arb_time(),
+            local_edits in arb_edits(),
+            remote_edits in arb_edits(),
+            local_status in arb_status_edit(),
+            remote_status in arb_status_edit(),
+            has_local in prop::bool::weighted(0.9),
+            has_remote in prop::bool::weighted(0.9),
+            local_time in arb_time(),
+            remote_time in arb_time(),
+            policy in arb_policy(),
+        ) -> Case {
+            if let Some(status) = common_status {
+                common.insert(STATUS.to_owned(), status);
+            }
+            Case {
+                local: has_local
+                    .then(|| Snapshot::new(edited(&common, &local_edits, &local_status), local_time)),
+                remote: has_remote
+                    .then(|| Snapshot::new(edited(&common, &remote_edits, &remote_status), remote_time)),
+                base: has_base.then(|| Snapshot::new(common, base_time)),
+                policy,
+            }
+        }
+    }
+
+    fn norm<'a>(snapshot: Option<&'a Snapshot>, field: &str) -> Option<&'a Value> {
+        value_of(snapshot.map(|s| &s.fields), field)
+    }
+
+    fn side_of(case: &Case, side: Side) -> Option<&Snapshot> {
+        match side {
+            Side::Local => case.local.as_ref(),
+            Side::Remote => case.remote.as_ref(),
+        }
+    }
+
+    fn all_fields(case: &Case) -> BTreeSet<String> {
+        [&case.base, &case.local, &case.remote]
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.fields.keys().cloned())
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Applying the writes brings both sides to `merged`, and planning again from there is a no-op.
+        #[test]
+        fn prop_idempotent(case in arb_case()) {
+            let p = case.plan();
+            prop_assert!(p.merged.values().all(|v| !v.is_null()));
+            prop_assert_eq!(&apply(case.local.as_ref(), &p.to_local), &p.merged);
+            prop_assert_eq!(&apply(case.remote.as_ref(), &p.to_remote), &p.merged);
+
+            let next = Snapshot::new(p.merged.clone(), case.remote.as_ref().and_then(|s| s.updated_at));
+            let again = run(&case.policy, Some(&next), Some(&next), Some(&next));
+            prop_assert!(again.is_noop(), "second plan: {:?}", again);
+            prop_assert_eq!(&again.merged, &p.merged);
+
+            // Also with the applied sides (they keep their own times) against the new base.
+            let local = Snapshot::new(apply(case.local.as_ref(), &p.to_local), Some(at(7)));
+            let remote = Snapshot::new(apply(case.remote.as_ref(), &p.to_remote), None);
+            prop_assert!(run(&case.policy, Some(&next), Some(&local), Some(&remote)).is_noop());
+        }
+
+        /// A field changed on exactly one side keeps that side's value, unless it is a refused
+        /// backwards status move (which must then really be backwards and logged).
+        #[test]
+        fn prop_never_loses_a_one_side_change(case in arb_case()) {
+            let p = case.plan();
+            for field in all_fields(&case) {
+                let base = norm(case.base.as_ref(), &field);
+                for side in [Side::Local, Side::Remote] {
+                    let Some(snapshot) = side_of(&case, side) else { continue };
+                    let value = norm(Some(snapshot), &field);
+                    let other_changed = side_of(&case, side.other())
+                        .is_some_and(|o| norm(Some(o), &field) != base);
+                    if value == base || other_changed {
+                        continue;
+                    }
+                    let refused = p.conflict(&field).is_some_and(|c| matches!(
+                        c.reason,
+                        ConflictReason::StatusBackwards { refused } if refused.includes(side)
+                    ));
+                    if refused {
+                        prop_assert_eq!(case.policy.status_field.as_deref(), Some(field.as_str()));
+                        prop_assert!(!case.policy.allow_status_backwards);
+                        let rank = |v: Option<&Value>| v.and_then(|v| case.policy.status_rank_of(v));
+                        prop_assert!(rank(value).is_some() && rank(value) < rank(base));
+                        prop_assert_eq!(p.merged.get(&field), base);
+                    } else {
+                        prop_assert_eq!(p.merged.get(&field), value, "field {}", field);
+                    }
+                }
+            }
+        }
+
+        /// Same input, same plan.
+        #[test]
+        fn prop_deterministic(case in arb_case()) {
+            let copy = case.clone();
+            prop_assert_eq!(case.plan(), copy.plan());
+            prop_assert_eq!(case.plan(), case.plan());
+        }
+
+        /// Every changed value that did not make it into `merged` is in the conflict log, with
+        /// the real values; and no conflict is logged where no side's value was overwritten.
+        #[test]
+        fn prop_every_overwritten_change_is_logged(case in arb_case()) {
+            let p = case.plan();
+            for field in all_fields(&case) {
+                let base = norm(case.base.as_ref(), &field);
+                let merged = p.merged.get(&field);
+                for side in [Side::Local, Side::Remote] {
+                    let Some(snapshot) = side_of(&case, side) else { continue };
+                    let value = norm(Some(snapshot), &field);
+                    if value != base && merged != value {
+                        prop_assert!(p.conflict(&field).is_some(), "field {} side {:?}", field, side);
+                    }
+                }
+            }
+            let names: Vec<&str> = p.conflicts.iter().map(|c| c.field.as_str()).collect();
+            prop_assert!(names.windows(2).all(|w| w[0] < w[1]), "one per field, ordered: {:?}", names);
+            for c in &p.conflicts {
+                prop_assert_eq!(c.merged.as_ref(), p.merged.get(&c.field));
+                prop_assert_eq!(c.base.as_ref(), norm(case.base.as_ref(), &c.field));
+                prop_assert_eq!(c.local.as_ref(), norm(case.local.as_ref(), &c.field));
+                prop_assert_eq!(c.remote.as_ref(), norm(case.remote.as_ref(), &c.field));
+                let overwritten = [Side::Local, Side::Remote].into_iter().any(|side| {
+                    side_of(&case, side).is_some_and(|s| norm(Some(s), &c.field) != c.merged.as_ref())
+                });
+                prop_assert!(overwritten, "spurious conflict {:?}", c);
+                if let Some(winner) = c.winner {
+                    prop_assert_eq!(norm(side_of(&case, winner), &c.field), c.merged.as_ref());
+                }
+            }
+        }
+    }
+}

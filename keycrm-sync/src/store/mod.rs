@@ -1,0 +1,561 @@
+//! The engine's durable state behind one trait: id mappings, the outbox of local changes, the
+//! inbox of received webhooks, pull cursors, and the conflict and audit logs.
+//!
+//! Two backends ship here:
+//!
+//! - [`SqliteStore`]: the embedded default (bundled SQLite, WAL, `synchronous=FULL`), one file per
+//!   engine. A committed write survives a crash, so the engine may acknowledge a webhook or report a
+//!   local change as accepted as soon as the store call returns.
+//! - [`MemoryStore`]: everything in memory, for tests and dry runs.
+//!
+//! The [`Store`] trait is asynchronous so that a pooled backend (PostgreSQL for hosts running
+//! several instances) can implement it without changing callers. The store never reads the clock:
+//! every method where time matters takes `now` from the caller, which keeps tests deterministic.
+//!
+//! Timestamps are kept with microsecond precision by every backend (finer parts are truncated).
+//!
+//! # Outbox protocol
+//!
+//! A local change is written with [`Store::enqueue`] before any request is made. There is at most
+//! one live (not dead-lettered) item per record: enqueueing again replaces the payload of the live
+//! item and bumps its [`OutboxItem::revision`]. A worker takes [`Store::due_outbox`] items, sends
+//! them, then calls [`Store::complete_outbox`] or [`Store::fail_outbox`] with the revision it sent;
+//! when a newer payload arrived meanwhile, the call changes nothing and the newer payload stays due,
+//! so a change made while a request was in flight is never lost.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{EntityKind, Snapshot};
+
+mod memory;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use memory::MemoryStore;
+pub use sqlite::{SCHEMA_VERSION, SqliteStore};
+
+/// How long logs (processed inbox rows, conflicts, audit entries) are kept by default: 90 days.
+pub const DEFAULT_RETENTION: chrono::Duration = chrono::Duration::days(90);
+
+/// Errors of a [`Store`]. Messages never contain payloads or other customer data.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed (I/O, locking, SQL).
+    #[error("store backend error: {0}")]
+    Backend(String),
+    /// Stored data could not be read back (bad JSON, unknown enum value, bad timestamp).
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+    /// [`Store::put_mapping`] was given a remote id already mapped to another local record.
+    #[error("remote id {remote_id} of kind {kind} is already mapped to another local record")]
+    DuplicateRemoteId {
+        /// The entity kind.
+        kind: EntityKind,
+        /// The KeyCRM id that is already taken.
+        remote_id: i64,
+    },
+    /// The database was written by a newer version of this crate; it is not opened so that
+    /// nothing this version does not understand gets damaged.
+    #[error(
+        "store schema version {found} is newer than the supported version {supported}; \
+         upgrade keycrm-sync"
+    )]
+    NewerSchema {
+        /// The schema version found in the database.
+        found: i64,
+        /// The newest schema version this build knows.
+        supported: i64,
+    },
+}
+
+/// Where a mapped record stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    /// Both sides agree with the base snapshot.
+    Synced,
+    /// A change is waiting to be sent or applied.
+    Pending,
+    /// The last attempt failed; see [`Mapping::error`].
+    Error,
+}
+
+impl SyncState {
+    /// Every state.
+    pub const ALL: [SyncState; 3] = [SyncState::Synced, SyncState::Pending, SyncState::Error];
+
+    /// The stable name used in storage (`synced`, `pending`, `error`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Synced => "synced",
+            SyncState::Pending => "pending",
+            SyncState::Error => "error",
+        }
+    }
+
+    /// Parses [`SyncState::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        SyncState::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for SyncState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The link between a host record and its KeyCRM counterpart, with what was last agreed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mapping {
+    /// The entity kind.
+    pub kind: EntityKind,
+    /// The host's id of the record.
+    pub local_id: String,
+    /// The KeyCRM id, once known. Unique per kind.
+    pub remote_id: Option<i64>,
+    /// Where the record stands.
+    pub state: SyncState,
+    /// When the record was last brought into agreement.
+    pub last_sync_at: Option<DateTime<Utc>>,
+    /// The last error, when `state` is [`SyncState::Error`].
+    pub error: Option<String>,
+    /// The [`content_hash`](crate::model::content_hash) of the base snapshot.
+    pub content_hash: Option<String>,
+    /// The last state written or seen on both sides (for echo suppression and three-way merges).
+    pub base: Option<Snapshot>,
+    /// KeyCRM's `updated_at` of the record when last seen.
+    pub remote_updated_at: Option<DateTime<Utc>>,
+}
+
+impl Mapping {
+    /// A new pending mapping of `local_id` with nothing else known yet.
+    pub fn new(kind: EntityKind, local_id: impl Into<String>) -> Self {
+        Self {
+            kind,
+            local_id: local_id.into(),
+            remote_id: None,
+            state: SyncState::Pending,
+            last_sync_at: None,
+            error: None,
+            content_hash: None,
+            base: None,
+            remote_updated_at: None,
+        }
+    }
+}
+
+/// The id of an outbox item. Ids are never reused, even after the item is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OutboxId(pub i64);
+
+impl fmt::Display for OutboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The id of an inbox item. Ids are never reused, even after the item is purged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InboxId(pub i64);
+
+impl fmt::Display for InboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A local change waiting to be sent to KeyCRM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    /// The item's id.
+    pub id: OutboxId,
+    /// The entity kind.
+    pub kind: EntityKind,
+    /// The host's id of the changed record.
+    pub local_id: String,
+    /// What to send (the engine's own format).
+    pub payload: Value,
+    /// Starts at 1 and grows each time a newer payload replaces this one (see the
+    /// [module docs](self)). Pass it back to [`Store::complete_outbox`] and [`Store::fail_outbox`].
+    pub revision: i64,
+    /// Failed attempts of the current payload.
+    pub attempts: u32,
+    /// Not to be sent before this time.
+    pub next_attempt_at: DateTime<Utc>,
+    /// When the first change of this item was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+    /// Dead-lettered: no longer retried until [`Store::retry_dead_letter`].
+    pub dead: bool,
+}
+
+/// What became of a received webhook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InboxStatus {
+    /// Stored, not processed yet.
+    Pending,
+    /// Applied.
+    Processed,
+    /// Processing failed; kept (never purged) for inspection.
+    Failed,
+    /// Nothing to do (an echo of our own write, an uninteresting event).
+    Ignored,
+}
+
+impl InboxStatus {
+    /// Every status.
+    pub const ALL: [InboxStatus; 4] = [
+        InboxStatus::Pending,
+        InboxStatus::Processed,
+        InboxStatus::Failed,
+        InboxStatus::Ignored,
+    ];
+
+    /// The stable name used in storage (`pending`, `processed`, `failed`, `ignored`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboxStatus::Pending => "pending",
+            InboxStatus::Processed => "processed",
+            InboxStatus::Failed => "failed",
+            InboxStatus::Ignored => "ignored",
+        }
+    }
+
+    /// Parses [`InboxStatus::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        InboxStatus::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for InboxStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A received webhook, stored before it is acknowledged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InboxItem {
+    /// The item's id.
+    pub id: InboxId,
+    /// The deduplication key (KeyCRM sends no event id and retries deliveries).
+    pub dedupe_key: String,
+    /// The event name.
+    pub event: String,
+    /// The delivered body.
+    pub payload: Value,
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
+    /// When it was last marked with a status other than pending.
+    pub processed_at: Option<DateTime<Utc>>,
+    /// What became of it.
+    pub status: InboxStatus,
+    /// The processing error, if any.
+    pub error: Option<String>,
+}
+
+/// One overwritten field value, so that no value is ever lost silently.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConflictRecord {
+    /// When the conflict was resolved.
+    pub at: DateTime<Utc>,
+    /// The entity kind.
+    pub kind: EntityKind,
+    /// The host's id of the record.
+    pub local_id: String,
+    /// The KeyCRM id of the record, if known.
+    pub remote_id: Option<i64>,
+    /// The canonical field name.
+    pub field: String,
+    /// The base value (`None`: the field was absent).
+    pub base: Option<Value>,
+    /// The local value (`None`: the field was absent).
+    pub local: Option<Value>,
+    /// The remote value (`None`: the field was absent).
+    pub remote: Option<Value>,
+    /// The side whose value was kept: `"local"` or `"remote"`.
+    pub winner: String,
+    /// Why that side won (policy, owner, timestamps).
+    pub reason: String,
+    /// When the local side changed the record.
+    pub local_updated_at: Option<DateTime<Utc>>,
+    /// When the remote side changed the record.
+    pub remote_updated_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of the audit log (what the engine did and why).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// The entity kind.
+    pub kind: EntityKind,
+    /// The host's id of the record.
+    pub local_id: String,
+    /// What was done (`pushed`, `applied`, `tombstoned`, ...).
+    pub action: String,
+    /// Details for operators.
+    pub detail: String,
+}
+
+/// How many rows [`Store::purge`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeReport {
+    /// Processed or ignored inbox rows.
+    pub inbox: u64,
+    /// Conflict log entries.
+    pub conflicts: u64,
+    /// Audit log entries.
+    pub audit: u64,
+}
+
+/// Counts of one entity kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCounts {
+    /// Mappings in [`SyncState::Synced`].
+    pub synced: u64,
+    /// Mappings in [`SyncState::Pending`].
+    pub pending: u64,
+    /// Mappings in [`SyncState::Error`].
+    pub error: u64,
+    /// Dead-lettered outbox items.
+    pub dead_lettered: u64,
+    /// Live (not dead-lettered) outbox items.
+    pub outbox: u64,
+}
+
+/// A summary of the store for status reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreCounts {
+    /// Counts per kind; every kind is present, with zeros when it has no rows.
+    pub per_kind: BTreeMap<EntityKind, KindCounts>,
+    /// Live outbox items of every kind.
+    pub outbox_depth: u64,
+    /// Dead-lettered outbox items of every kind.
+    pub dead_letters: u64,
+    /// Inbox items waiting to be processed.
+    pub inbox_backlog: u64,
+    /// Inbox items whose processing failed.
+    pub inbox_failed: u64,
+}
+
+impl StoreCounts {
+    /// All-zero counts with every kind present.
+    pub fn empty() -> Self {
+        Self {
+            per_kind: EntityKind::ALL
+                .into_iter()
+                .map(|k| (k, KindCounts::default()))
+                .collect(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The engine's durable state. Every method is one atomic operation: it either happens
+/// completely (and, for durable backends, survives a crash once it returns) or not at all.
+///
+/// Methods return `impl Future + Send` so the trait suits both inline backends (SQLite) and
+/// pooled ones (PostgreSQL). The store never reads the clock; callers pass `now`.
+pub trait Store: Send + Sync + 'static {
+    // ---- id mapping ----
+
+    /// The mapping of a host record.
+    fn get_mapping(
+        &self,
+        kind: EntityKind,
+        local_id: &str,
+    ) -> impl Future<Output = Result<Option<Mapping>, StoreError>> + Send;
+
+    /// The mapping of a KeyCRM record.
+    fn get_mapping_by_remote(
+        &self,
+        kind: EntityKind,
+        remote_id: i64,
+    ) -> impl Future<Output = Result<Option<Mapping>, StoreError>> + Send;
+
+    /// Inserts or replaces the mapping of `(mapping.kind, mapping.local_id)`.
+    ///
+    /// Fails with [`StoreError::DuplicateRemoteId`] (and changes nothing) when the remote id is
+    /// already mapped to another local record of the same kind.
+    fn put_mapping(&self, mapping: &Mapping)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes the mapping of a host record; returns whether it existed.
+    fn delete_mapping(
+        &self,
+        kind: EntityKind,
+        local_id: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The mappings of a kind, optionally only those in `state`, ordered by local id.
+    fn list_mappings(
+        &self,
+        kind: EntityKind,
+        state: Option<SyncState>,
+    ) -> impl Future<Output = Result<Vec<Mapping>, StoreError>> + Send;
+
+    // ---- outbox ----
+
+    /// Stores a local change to send. If a live item for `(kind, local_id)` exists, its payload
+    /// is replaced instead (same id and `created_at`, revision + 1, attempts reset to 0, due at
+    /// `now`); otherwise a new item due at `now` is added. Returns the item's id.
+    fn enqueue(
+        &self,
+        kind: EntityKind,
+        local_id: &str,
+        payload: Value,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<OutboxId, StoreError>> + Send;
+
+    /// Up to `limit` live items with `next_attempt_at <= now`, oldest (`created_at`) first.
+    fn due_outbox(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
+
+    /// Removes a sent item. Returns `false` (and keeps the item) when it is gone or dead, or
+    /// when its revision is no longer `revision` because a newer payload replaced the one sent.
+    fn complete_outbox(
+        &self,
+        id: OutboxId,
+        revision: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records a failed attempt: attempts + 1, the error, the next attempt time, and whether the
+    /// item is now dead-lettered. Returns `false` (and changes nothing) when the item is gone or
+    /// dead, or when a newer payload (another revision) replaced the one that failed.
+    fn fail_outbox(
+        &self,
+        id: OutboxId,
+        revision: i64,
+        error: &str,
+        next_attempt_at: DateTime<Utc>,
+        dead: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Dead-lettered items, optionally of one kind, oldest first.
+    fn dead_letters(
+        &self,
+        kind: Option<EntityKind>,
+    ) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
+
+    /// Puts a dead letter back in the queue (attempts reset to 0, due at `now`) and returns its
+    /// id. When a newer live item for the same record exists, that item already carries the
+    /// latest change: the dead letter is dropped and the live item's id returned. `None` when
+    /// `id` is not a dead letter.
+    fn retry_dead_letter(
+        &self,
+        id: OutboxId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<OutboxId>, StoreError>> + Send;
+
+    /// Drops a dead letter for good; returns whether it existed.
+    fn discard_dead_letter(
+        &self,
+        id: OutboxId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    // ---- inbox ----
+
+    /// Stores a received webhook as pending. Returns `None` when `dedupe_key` is already stored
+    /// (a duplicate delivery; nothing is changed).
+    fn inbox_insert(
+        &self,
+        dedupe_key: &str,
+        event: &str,
+        payload: Value,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<InboxId>, StoreError>> + Send;
+
+    /// Up to `limit` pending items, oldest first.
+    fn inbox_pending(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<InboxItem>, StoreError>> + Send;
+
+    /// Sets an item's status and error. `processed_at` becomes `now`, or empty when the status
+    /// is [`InboxStatus::Pending`] (which puts the item back in the queue). Returns whether the
+    /// item exists.
+    fn inbox_mark(
+        &self,
+        id: InboxId,
+        status: InboxStatus,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    // ---- cursors ----
+
+    /// A named cursor of a kind (e.g. the `updated_between` high-water mark).
+    fn get_cursor(
+        &self,
+        kind: EntityKind,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Sets a named cursor of a kind; call it only after the page it covers is durably applied.
+    fn set_cursor(
+        &self,
+        kind: EntityKind,
+        name: &str,
+        value: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    // ---- conflict and audit log ----
+
+    /// Appends to the conflict log.
+    fn log_conflict(
+        &self,
+        record: &ConflictRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `limit` conflicts, optionally of one kind, newest first (ties: last logged first).
+    fn list_conflicts(
+        &self,
+        kind: Option<EntityKind>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ConflictRecord>, StoreError>> + Send;
+
+    /// Appends to the audit log.
+    fn log_audit(&self, entry: &AuditEntry) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `limit` audit entries, newest first (ties: last logged first).
+    fn list_audit(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
+
+    // ---- retention and status ----
+
+    /// Deletes processed and ignored inbox rows processed before `older_than`, and conflict and
+    /// audit entries from before it. Pending and failed inbox rows, outbox items, mappings and
+    /// cursors are never purged. A purged inbox row no longer deduplicates its key.
+    fn purge(
+        &self,
+        older_than: DateTime<Utc>,
+    ) -> impl Future<Output = Result<PurgeReport, StoreError>> + Send;
+
+    /// Counts for status reports.
+    fn counts(&self) -> impl Future<Output = Result<StoreCounts, StoreError>> + Send;
+}
+
+/// Truncates a timestamp to whole microseconds, the precision every backend keeps.
+pub(crate) fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
