@@ -18,8 +18,8 @@
 //! ```
 
 pub use keycrm_api as api;
-pub use keycrm_sync as sync;
 pub use keycrm_api::{Client, ClientBuilder, Error, Page, Result};
+pub use keycrm_sync as sync;
 
 /// The README's examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]

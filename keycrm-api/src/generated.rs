@@ -20086,6 +20086,7 @@ Arguments:
 date of the order in its sales channel.
 
 - `filter_has_tracking_code`: `true`: only orders whose shipment has a tracking number; `false`: only orders without one.
+- `filter_id`: Only these orders: one order id or several comma-separated (`1,2`). Accepted by the live service; not in the vendor document.
 - `filter_payment_status`: Only orders whose aggregate payment status is one of these, comma-separated. Known
 values: `not_paid`, `part_paid`, `paid`, `overpaid` (e.g. `paid,overpaid`).
 
@@ -20114,6 +20115,7 @@ let response = client.order_list()
     .filter_buyer_phone(filter_buyer_phone)
     .filter_created_between(filter_created_between)
     .filter_has_tracking_code(filter_has_tracking_code)
+    .filter_id(filter_id)
     .filter_payment_status(filter_payment_status)
     .filter_shipping_between(filter_shipping_between)
     .filter_source_id(filter_source_id)
@@ -21595,6 +21597,7 @@ pub mod builder {
         filter_buyer_phone: Result<Option<::std::string::String>, String>,
         filter_created_between: Result<Option<::std::string::String>, String>,
         filter_has_tracking_code: Result<Option<bool>, String>,
+        filter_id: Result<Option<::std::string::String>, String>,
         filter_payment_status: Result<Option<::std::string::String>, String>,
         filter_shipping_between: Result<Option<::std::string::String>, String>,
         filter_source_id: Result<Option<::std::string::String>, String>,
@@ -21614,6 +21617,7 @@ pub mod builder {
                 filter_buyer_phone: Ok(None),
                 filter_created_between: Ok(None),
                 filter_has_tracking_code: Ok(None),
+                filter_id: Ok(None),
                 filter_payment_status: Ok(None),
                 filter_shipping_between: Ok(None),
                 filter_source_id: Ok(None),
@@ -21674,6 +21678,19 @@ pub mod builder {
                 .map(Some)
                 .map_err(|_| {
                     "conversion to `bool` for filter_has_tracking_code failed"
+                        .to_string()
+                });
+            self
+        }
+        pub fn filter_id<V>(mut self, value: V) -> Self
+        where
+            V: std::convert::TryInto<::std::string::String>,
+        {
+            self.filter_id = value
+                .try_into()
+                .map(Some)
+                .map_err(|_| {
+                    "conversion to `:: std :: string :: String` for filter_id failed"
                         .to_string()
                 });
             self
@@ -21821,6 +21838,7 @@ pub mod builder {
                 filter_buyer_phone,
                 filter_created_between,
                 filter_has_tracking_code,
+                filter_id,
                 filter_payment_status,
                 filter_shipping_between,
                 filter_source_id,
@@ -21838,6 +21856,7 @@ pub mod builder {
                 .map_err(Error::InvalidRequest)?;
             let filter_has_tracking_code = filter_has_tracking_code
                 .map_err(Error::InvalidRequest)?;
+            let filter_id = filter_id.map_err(Error::InvalidRequest)?;
             let filter_payment_status = filter_payment_status
                 .map_err(Error::InvalidRequest)?;
             let filter_shipping_between = filter_shipping_between
@@ -21892,6 +21911,7 @@ pub mod builder {
                         &filter_has_tracking_code,
                     ),
                 )
+                .query(&progenitor_client::QueryParam::new("filter[id]", &filter_id))
                 .query(
                     &progenitor_client::QueryParam::new(
                         "filter[payment_status]",

@@ -48,6 +48,9 @@ mod error;
 pub mod filter;
 mod idempotent;
 mod limiter;
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub mod mock;
 mod page;
 mod paginate;
 mod runtime;
