@@ -3,7 +3,9 @@
 //! This crate is being built up: today it holds the engine's vocabulary ([`model`]), the pure
 //! conflict planner ([`plan`]) and the durable store ([`store`]).
 
+pub mod canonical;
 pub mod config;
+pub mod host;
 pub mod model;
 pub mod plan;
 pub mod store;
