@@ -5,7 +5,10 @@
 
 pub mod canonical;
 pub mod config;
+pub mod engine;
 pub mod host;
 pub mod model;
 pub mod plan;
 pub mod store;
+
+pub use engine::{RunReport, SyncEngine, SyncEngineBuilder, SyncError, SyncEvent, SyncStatus};

@@ -1,0 +1,681 @@
+//! The sync engine: runs the outbound, inbound and reconciliation flows against a [`Store`],
+//! a [`Host`] and a KeyCRM [`Client`].
+//!
+//! One run ([`SyncEngine::run_once`]) does, in order:
+//!
+//! 1. **collect**: asks the host which records changed since its cursor and writes each to
+//!    the durable outbox (nothing is sent before it is stored);
+//! 2. **pull**: reconciles KeyCRM's changes: orders and buyers by `updated_between` from the
+//!    cursor minus the overlap (orders also by `created_between`), the catalogue and stock
+//!    in full passes every [`FULL_PASS_EVERY`] runs; each remote record is planned against the
+//!    base snapshot and applied to the host; cursors advance only after the pass is applied;
+//! 3. **inbox**: applies received webhooks (stored first by [`SyncEngine::ingest_webhook`]);
+//! 4. **push**: sends due outbox items with as few requests as KeyCRM allows: unchanged
+//!    records cost nothing, orders are created idempotently (bulk import with read-back by
+//!    `source_uuid` for several), products imported 100 at a time, prices in one bulk
+//!    `PUT /offers`, stock in one `PUT /offers/stocks` per warehouse.
+//!
+//! Every applied change, push, conflict and failure is published to [`SyncEngine::subscribe`].
+
+mod pull;
+mod push;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use keycrm_api::{Client, Paginate};
+use serde::Serialize;
+use tokio::sync::{Mutex, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::canonical::{MappingError, Mappings, ORDER_STATUS_FIELD};
+use crate::config::SyncConfig;
+use crate::host::{Host, HostError};
+use crate::model::EntityKind;
+use crate::plan::{Conflict, ConflictReason, Policy, Resolution, Side};
+use crate::store::{AuditEntry, ConflictRecord, KindCounts, Store, StoreError};
+
+/// Catalogue and stock are reconciled in full passes, every this many runs (and on
+/// [`SyncEngine::full_resync`]); orders and buyers incrementally on every run.
+pub const FULL_PASS_EVERY: u64 = 12;
+
+/// An error of the engine. Messages carry no customer data.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// A KeyCRM call failed.
+    #[error("KeyCRM: {0}")]
+    Api(#[from] keycrm_api::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The host failed.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// A record could not be mapped (an unmapped status, a missing field).
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    /// The engine was built without something it needs.
+    #[error("sync engine configuration: {0}")]
+    Config(String),
+    /// A stock push was refused by the mass-zeroing guard.
+    #[error("stock push refused: it would zero {zeroed} of {total} SKUs (limit {limit:.0} %)")]
+    MassZeroing {
+        /// SKUs the push would set to zero.
+        zeroed: usize,
+        /// SKUs in the push.
+        total: usize,
+        /// The configured limit, in percent.
+        limit: f64,
+    },
+}
+
+/// What the engine publishes to subscribers, for the host to forward to its own clients.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SyncEvent {
+    /// A KeyCRM change was applied to the host.
+    Applied {
+        /// Kind of record.
+        kind: EntityKind,
+        /// The host's id.
+        local_id: String,
+        /// KeyCRM's id, when it has one.
+        remote_id: Option<i64>,
+    },
+    /// A local change was written to KeyCRM.
+    Pushed {
+        /// Kind of record.
+        kind: EntityKind,
+        /// The host's id.
+        local_id: String,
+        /// KeyCRM's id, when it has one.
+        remote_id: Option<i64>,
+    },
+    /// A field changed on both sides; one value won and the other is in the conflict log.
+    Conflict {
+        /// Kind of record.
+        kind: EntityKind,
+        /// The host's id.
+        local_id: String,
+        /// The field.
+        field: String,
+        /// Which side's value was kept (`None`: neither, the base was kept).
+        winner: Option<Side>,
+    },
+    /// Syncing a record failed; it will be retried (or is dead-lettered).
+    Failed {
+        /// Kind of record.
+        kind: EntityKind,
+        /// The host's id.
+        local_id: String,
+        /// What failed (no customer data).
+        error: String,
+        /// Whether retries are exhausted.
+        dead: bool,
+    },
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunReport {
+    /// When the run started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// How long it took, in milliseconds.
+    pub elapsed_ms: u64,
+    /// Local changes written to the outbox.
+    pub collected: u64,
+    /// Remote records examined by reconciliation and webhooks.
+    pub pulled: u64,
+    /// Remote changes applied to the host.
+    pub applied: u64,
+    /// Records written to KeyCRM.
+    pub pushed: u64,
+    /// Outbox items that needed no request (nothing changed).
+    pub unchanged: u64,
+    /// Conflicts logged.
+    pub conflicts: u64,
+    /// Records that failed (and will be retried or are dead-lettered).
+    pub failed: u64,
+    /// KeyCRM requests the run made.
+    pub requests: u64,
+    /// Whether catalogue and stock were reconciled in full.
+    pub full_pass: bool,
+}
+
+impl RunReport {
+    /// Adds another report's counts to this one.
+    pub fn absorb(&mut self, other: &RunReport) {
+        self.collected += other.collected;
+        self.pulled += other.pulled;
+        self.applied += other.applied;
+        self.pushed += other.pushed;
+        self.unchanged += other.unchanged;
+        self.conflicts += other.conflicts;
+        self.failed += other.failed;
+    }
+}
+
+/// The engine's status: what is synced, pending and failing, and how KeyCRM behaves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncStatus {
+    /// Per kind: synced, pending, error, dead-lettered, outbox items.
+    pub per_kind: BTreeMap<EntityKind, KindCounts>,
+    /// Live outbox items.
+    pub outbox_depth: u64,
+    /// Dead-lettered outbox items.
+    pub dead_letters: u64,
+    /// Webhooks stored but not yet applied.
+    pub inbox_backlog: u64,
+    /// The last run, if any.
+    pub last_run: Option<RunReport>,
+    /// Runs since the engine started.
+    pub runs: u64,
+    /// KeyCRM traffic of this engine's client.
+    pub keycrm: ApiHealth,
+}
+
+/// KeyCRM traffic as the engine saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ApiHealth {
+    /// Requests sent (retries included).
+    pub requests: u64,
+    /// Calls that failed after retries.
+    pub errors: u64,
+    /// 429 answers received.
+    pub rate_limited: u64,
+    /// Mean latency of the engine's calls, in milliseconds.
+    pub mean_latency_ms: f64,
+}
+
+/// Builds a [`SyncEngine`].
+pub struct SyncEngineBuilder<S, H> {
+    client: Option<Client>,
+    store: Option<S>,
+    host: Option<H>,
+    config: SyncConfig,
+    mappings: Option<Mappings>,
+    policies: BTreeMap<EntityKind, Policy>,
+}
+
+impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
+    /// The KeyCRM client (required). Its quota pacing and retries apply to every call.
+    pub fn client(mut self, client: Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The store (required): `SqliteStore` in production, `MemoryStore` in tests.
+    pub fn store(mut self, store: S) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The host (required).
+    pub fn host(mut self, host: H) -> Self {
+        self.host = Some(host);
+        self
+    }
+
+    /// The operator configuration (batch size, retries, interval, dry run, mappings...).
+    pub fn config(mut self, config: SyncConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Status, payment method and warehouse mappings (default: built from the config).
+    pub fn mappings(mut self, mappings: Mappings) -> Self {
+        self.mappings = Some(mappings);
+        self
+    }
+
+    /// The conflict policy of a kind (default: [`default_policy`]; for orders the status only
+    /// moves forward, ranked by KeyCRM's status groups, read once from the account).
+    pub fn policy(mut self, kind: EntityKind, policy: Policy) -> Self {
+        self.policies.insert(kind, policy);
+        self
+    }
+
+    /// Builds the engine.
+    pub fn build(self) -> Result<SyncEngine<S, H>, SyncError> {
+        let client = self
+            .client
+            .ok_or_else(|| SyncError::Config("a KeyCRM client is required".into()))?;
+        let store = self
+            .store
+            .ok_or_else(|| SyncError::Config("a store is required".into()))?;
+        let host = self
+            .host
+            .ok_or_else(|| SyncError::Config("a host is required".into()))?;
+        let mappings = self
+            .mappings
+            .unwrap_or_else(|| Mappings::from_config(&self.config));
+        let (events, _) = broadcast::channel(4096);
+        Ok(SyncEngine {
+            inner: Arc::new(Inner {
+                client,
+                store,
+                host,
+                config: self.config,
+                mappings,
+                policies: std::sync::Mutex::new(self.policies),
+                events,
+                run_lock: Mutex::new(()),
+                last_run: std::sync::Mutex::new(None),
+                runs: AtomicU64::new(0),
+                calls: AtomicU64::new(0),
+                call_errors: AtomicU64::new(0),
+                latency_micros: AtomicU64::new(0),
+                ranks_loaded: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+/// The two-way sync engine. Cheap to clone; clones share everything.
+pub struct SyncEngine<S, H> {
+    inner: Arc<Inner<S, H>>,
+}
+
+impl<S, H> Clone for SyncEngine<S, H> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+pub(crate) struct Inner<S, H> {
+    pub(crate) client: Client,
+    pub(crate) store: S,
+    pub(crate) host: H,
+    pub(crate) config: SyncConfig,
+    pub(crate) mappings: Mappings,
+    policies: std::sync::Mutex<BTreeMap<EntityKind, Policy>>,
+    events: broadcast::Sender<SyncEvent>,
+    run_lock: Mutex<()>,
+    last_run: std::sync::Mutex<Option<RunReport>>,
+    runs: AtomicU64,
+    calls: AtomicU64,
+    call_errors: AtomicU64,
+    latency_micros: AtomicU64,
+    ranks_loaded: std::sync::atomic::AtomicBool,
+}
+
+impl<S: Store, H: Host> SyncEngine<S, H> {
+    /// Starts building an engine.
+    pub fn builder() -> SyncEngineBuilder<S, H> {
+        SyncEngineBuilder {
+            client: None,
+            store: None,
+            host: None,
+            config: SyncConfig::default(),
+            mappings: None,
+            policies: BTreeMap::new(),
+        }
+    }
+
+    /// The store the engine writes to.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The host the engine applies to.
+    pub fn host(&self) -> &H {
+        &self.inner.host
+    }
+
+    /// The KeyCRM client.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// A stream of [`SyncEvent`]s from now on (a slow subscriber skips what it missed).
+    pub fn subscribe(&self) -> impl Stream<Item = SyncEvent> + Send + 'static {
+        let rx = self.inner.events.subscribe();
+        futures_util::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => return Some((event, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled: one run now, then one every
+    /// `sync_interval_secs`. A failed run is logged and the loop goes on.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        loop {
+            if let Err(error) = self.run_once().await {
+                tracing::warn!(target: "keycrm_sync", %error, "sync run failed");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.inner.config.sync_interval()) => {}
+            }
+        }
+    }
+
+    /// One complete run (collect, pull, inbox, push). Runs never overlap.
+    pub async fn run_once(&self) -> Result<RunReport, SyncError> {
+        let run = self.inner.runs.fetch_add(1, Ordering::Relaxed);
+        self.run_with(run.is_multiple_of(FULL_PASS_EVERY), false)
+            .await
+    }
+
+    /// Re-syncs everything: every local record is queued again, every kind is reconciled in a
+    /// full pass (records missing from a complete pass become tombstones), then all is pushed.
+    pub async fn full_resync(&self) -> Result<RunReport, SyncError> {
+        self.inner.runs.fetch_add(1, Ordering::Relaxed);
+        self.run_with(true, true).await
+    }
+
+    async fn run_with(&self, full: bool, everything: bool) -> Result<RunReport, SyncError> {
+        let _guard = self.inner.run_lock.lock().await;
+        let started = Instant::now();
+        let requests_before = self.inner.client.stats().requests;
+        let mut report = RunReport {
+            started_at: Some(now()),
+            full_pass: full,
+            ..RunReport::default()
+        };
+        self.ensure_status_ranks().await;
+        let result = async {
+            self.collect(&mut report, everything).await?;
+            self.pull(&mut report, full, everything).await?;
+            self.process_inbox(&mut report).await?;
+            self.push(&mut report).await?;
+            let cutoff =
+                now() - chrono::Duration::days(i64::from(self.inner.config.retention_days));
+            self.inner.store.purge(cutoff).await?;
+            Ok::<_, SyncError>(())
+        }
+        .await;
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        report.requests = self.inner.client.stats().requests - requests_before;
+        *self.inner.last_run.lock().expect("lock") = Some(report.clone());
+        result.map(|()| report)
+    }
+
+    /// Syncs one order now, both ways: its local change (if any) is pushed and its KeyCRM
+    /// state pulled.
+    pub async fn sync_order(&self, local_id: &str) -> Result<RunReport, SyncError> {
+        self.sync_one(EntityKind::Order, local_id).await
+    }
+
+    /// Syncs one buyer now (see [`SyncEngine::sync_order`]).
+    pub async fn sync_buyer(&self, local_id: &str) -> Result<RunReport, SyncError> {
+        self.sync_one(EntityKind::Buyer, local_id).await
+    }
+
+    /// Syncs one product now (see [`SyncEngine::sync_order`]).
+    pub async fn sync_product(&self, local_id: &str) -> Result<RunReport, SyncError> {
+        self.sync_one(EntityKind::Product, local_id).await
+    }
+
+    /// Syncs one offer now (see [`SyncEngine::sync_order`]).
+    pub async fn sync_offer(&self, local_id: &str) -> Result<RunReport, SyncError> {
+        self.sync_one(EntityKind::Offer, local_id).await
+    }
+
+    async fn sync_one(&self, kind: EntityKind, local_id: &str) -> Result<RunReport, SyncError> {
+        let _guard = self.inner.run_lock.lock().await;
+        let started = Instant::now();
+        let requests_before = self.inner.client.stats().requests;
+        let mut report = RunReport {
+            started_at: Some(now()),
+            ..RunReport::default()
+        };
+        self.ensure_status_ranks().await;
+        if let Some(mapping) = self.inner.store.get_mapping(kind, local_id).await?
+            && let Some(remote_id) = mapping.remote_id
+        {
+            self.pull_one(kind, remote_id, &mut report).await?;
+        }
+        self.inner
+            .store
+            .enqueue(kind, local_id, serde_json::json!({}), now())
+            .await?;
+        report.collected += 1;
+        self.push_only(&mut report, Some((kind, local_id))).await?;
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        report.requests = self.inner.client.stats().requests - requests_before;
+        Ok(report)
+    }
+
+    /// The engine's status.
+    pub async fn status(&self) -> Result<SyncStatus, SyncError> {
+        let counts = self.inner.store.counts().await?;
+        let stats = self.inner.client.stats();
+        let calls = self.inner.calls.load(Ordering::Relaxed);
+        Ok(SyncStatus {
+            per_kind: counts.per_kind,
+            outbox_depth: counts.outbox_depth,
+            dead_letters: counts.dead_letters,
+            inbox_backlog: counts.inbox_backlog,
+            last_run: self.inner.last_run.lock().expect("lock").clone(),
+            runs: self.inner.runs.load(Ordering::Relaxed),
+            keycrm: ApiHealth {
+                requests: stats.requests,
+                errors: self.inner.call_errors.load(Ordering::Relaxed),
+                rate_limited: stats.rate_limited,
+                mean_latency_ms: if calls == 0 {
+                    0.0
+                } else {
+                    self.inner.latency_micros.load(Ordering::Relaxed) as f64 / calls as f64 / 1000.0
+                },
+            },
+        })
+    }
+
+    /// Writes a received webhook to the durable inbox (deduplicated) and, in real-time mode,
+    /// applies it at once. Returns `false` for a duplicate delivery. The caller may answer the
+    /// webhook with 200 as soon as this returns `Ok`, whatever happens to the apply.
+    pub async fn ingest_webhook(&self, body: &serde_json::Value) -> Result<bool, SyncError> {
+        let (event, key) = webhook_key(body);
+        let inserted = self
+            .inner
+            .store
+            .inbox_insert(&key, &event, body.clone(), now())
+            .await?;
+        if inserted.is_some() && self.inner.config.realtime {
+            let _guard = self.inner.run_lock.lock().await;
+            let mut report = RunReport::default();
+            self.process_inbox(&mut report).await?;
+        }
+        Ok(inserted.is_some())
+    }
+
+    /// Loads order status ranks from KeyCRM's status groups once, unless a policy has its own.
+    async fn ensure_status_ranks(&self) {
+        if self.inner.ranks_loaded.load(Ordering::Relaxed) {
+            return;
+        }
+        let has_ranks = self
+            .inner
+            .policies
+            .lock()
+            .expect("lock")
+            .get(&EntityKind::Order)
+            .is_some_and(|p| p.status_field.is_some());
+        if !has_ranks {
+            let statuses = self
+                .call(self.inner.client.order_status_list().collect_all())
+                .await;
+            match statuses {
+                Ok(statuses) => {
+                    let ranks: Vec<(String, i64)> = statuses
+                        .iter()
+                        .filter_map(|s| Some((s.id?.to_string(), s.group_id?)))
+                        .collect();
+                    let mut policies = self.inner.policies.lock().expect("lock");
+                    let policy = policies
+                        .entry(EntityKind::Order)
+                        .or_insert_with(|| Policy::new(Resolution::NewestWins));
+                    *policy = policy.clone().with_status_ranks(ORDER_STATUS_FIELD, ranks);
+                }
+                Err(error) => {
+                    tracing::warn!(target: "keycrm_sync", %error, "cannot read order statuses; status moves are not ranked");
+                    return;
+                }
+            }
+        }
+        self.inner.ranks_loaded.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn policy(&self, kind: EntityKind) -> Policy {
+        self.inner
+            .policies
+            .lock()
+            .expect("lock")
+            .get(&kind)
+            .cloned()
+            .unwrap_or_else(|| default_policy(kind))
+    }
+
+    /// Runs a KeyCRM call, recording its latency and failure.
+    pub(crate) async fn call<T, E>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, SyncError>
+    where
+        keycrm_api::Error: From<E>,
+    {
+        let started = Instant::now();
+        let result = fut.await.map_err(keycrm_api::Error::from);
+        self.inner.calls.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .latency_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if result.is_err() {
+            self.inner.call_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(result?)
+    }
+
+    pub(crate) fn publish(&self, event: SyncEvent) {
+        let _ = self.inner.events.send(event);
+    }
+
+    pub(crate) async fn log_conflicts(
+        &self,
+        kind: EntityKind,
+        local_id: &str,
+        remote_id: Option<i64>,
+        conflicts: &[Conflict],
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        for c in conflicts {
+            let reason = match &c.reason {
+                ConflictReason::BothChanged { resolution } => {
+                    format!("both changed; {resolution:?}")
+                }
+                ConflictReason::Owner { owner } => format!("field owned by {}", owner.as_str()),
+                ConflictReason::StatusBackwards { refused } => {
+                    format!("status may not move backwards ({refused:?} refused)")
+                }
+            };
+            self.inner
+                .store
+                .log_conflict(&ConflictRecord {
+                    at: now(),
+                    kind,
+                    local_id: local_id.to_string(),
+                    remote_id,
+                    field: c.field.clone(),
+                    base: c.base.clone(),
+                    local: c.local.clone(),
+                    remote: c.remote.clone(),
+                    winner: c.winner.map_or("none", Side::as_str).to_string(),
+                    reason,
+                    local_updated_at: c.local_updated_at,
+                    remote_updated_at: c.remote_updated_at,
+                })
+                .await?;
+            report.conflicts += 1;
+            self.publish(SyncEvent::Conflict {
+                kind,
+                local_id: local_id.to_string(),
+                field: c.field.clone(),
+                winner: c.winner,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn audit(
+        &self,
+        kind: EntityKind,
+        local_id: &str,
+        action: &str,
+        detail: String,
+    ) -> Result<(), SyncError> {
+        self.inner
+            .store
+            .log_audit(&AuditEntry {
+                at: now(),
+                kind,
+                local_id: local_id.to_string(),
+                action: action.to_string(),
+                detail,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The policy of a kind nobody configured: the host owns stock levels (its warehouse counts
+/// them); for everything else the newer change wins.
+pub fn default_policy(kind: EntityKind) -> Policy {
+    match kind {
+        EntityKind::Stock => Policy::new(Resolution::LocalWins),
+        _ => Policy::new(Resolution::NewestWins),
+    }
+}
+
+/// The current UTC time.
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// Dedupe key of a webhook: event + id + status + change time for order and lead events
+/// (KeyCRM sends no event id and retries deliveries), a content hash for stock arrays.
+pub fn webhook_key(body: &serde_json::Value) -> (String, String) {
+    use sha2::{Digest, Sha256};
+    if let Some(event) = body.get("event").and_then(|e| e.as_str()) {
+        let ctx = body.get("context").cloned().unwrap_or_default();
+        let part = |k: &str| ctx.get(k).map(|v| v.to_string()).unwrap_or_default();
+        let key = format!(
+            "{event}:{}:{}:{}:{}:{}",
+            part("id"),
+            part("status_id"),
+            part("payment_status"),
+            part("status_changed_at"),
+            part("updated_at")
+        );
+        return (event.to_string(), key);
+    }
+    let digest = Sha256::digest(serde_json::to_vec(body).unwrap_or_default());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    ("stock".to_string(), format!("stock:{hex}"))
+}
+
+/// Backoff before the next attempt of an outbox item: 30 s doubling, capped at 1 h.
+pub(crate) fn outbox_backoff(attempts: u32) -> chrono::Duration {
+    let secs = 30u64.saturating_mul(1u64 << attempts.min(7)).min(3600);
+    chrono::Duration::seconds(secs as i64)
+}
+
+#[allow(dead_code)]
+fn _assert_send<S: Store, H: Host>(e: &SyncEngine<S, H>) {
+    fn is_send<T: Send>(_: &T) {}
+    is_send(&e.run_once());
+    let _ = Duration::ZERO;
+}

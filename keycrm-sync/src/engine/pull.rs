@@ -1,0 +1,620 @@
+//! Inbound: local change collection, reconciliation passes, webhooks, and applying a remote
+//! record to the host.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use keycrm_api::{Paginate, Timestamp};
+
+use super::{RunReport, SyncEngine, SyncError, SyncEvent, now};
+use crate::canonical;
+use crate::host::{Applied, Host, RemoteChange};
+use crate::model::{EntityKind, Snapshot};
+use crate::plan::{PlanInput, plan};
+use crate::store::{InboxStatus, Mapping, Store, SyncState};
+
+/// Relations an order is read with: enough for its canonical fields.
+pub(crate) const ORDER_INCLUDE: &str = "buyer,products.offer,payments,shipping";
+
+/// Cursor of a kind's local changes (the host's opaque cursor).
+const LOCAL_CURSOR: &str = "local";
+/// Cursor of a kind's remote changes (the start of the last complete pass).
+const REMOTE_CURSOR: &str = "remote";
+
+/// How a remote record finds its mapping.
+pub(crate) enum Key<'a> {
+    /// By KeyCRM id (orders, buyers, products, offers).
+    Remote(i64),
+    /// By local id (stock: `<warehouse>/<sku>`).
+    Local(&'a str),
+}
+
+impl<S: Store, H: Host> SyncEngine<S, H> {
+    /// Writes every local change since the host cursor to the outbox, then advances it.
+    pub(crate) async fn collect(
+        &self,
+        report: &mut RunReport,
+        everything: bool,
+    ) -> Result<(), SyncError> {
+        let store = &self.inner.store;
+        for kind in EntityKind::ALL {
+            let cursor = if everything {
+                None
+            } else {
+                store.get_cursor(kind, LOCAL_CURSOR).await?
+            };
+            let changes = self.inner.host.changes_since(kind, cursor).await?;
+            for id in &changes.ids {
+                store
+                    .enqueue(kind, id, serde_json::json!({}), now())
+                    .await?;
+                report.collected += 1;
+            }
+            if let Some(next) = changes.cursor {
+                store.set_cursor(kind, LOCAL_CURSOR, &next, now()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reconciliation: orders and buyers incrementally, catalogue and stock in full passes.
+    pub(crate) async fn pull(
+        &self,
+        report: &mut RunReport,
+        full: bool,
+        everything: bool,
+    ) -> Result<(), SyncError> {
+        self.pull_orders(report, everything).await?;
+        self.pull_buyers(report, everything).await?;
+        if full {
+            self.pull_products(report).await?;
+            self.pull_offers(report).await?;
+            self.pull_stock(report).await?;
+        }
+        Ok(())
+    }
+
+    /// The `*_between` window of an incremental pass: from the cursor minus the overlap (or
+    /// the beginning) to a minute from now; and the pass start, the next cursor.
+    async fn window(
+        &self,
+        kind: EntityKind,
+        everything: bool,
+    ) -> Result<(Option<String>, DateTime<Utc>), SyncError> {
+        let start = now();
+        if everything {
+            return Ok((None, start));
+        }
+        let cursor = self.inner.store.get_cursor(kind, REMOTE_CURSOR).await?;
+        let from = cursor
+            .and_then(|c| DateTime::parse_from_rfc3339(&c).ok())
+            .map(|c| {
+                c.with_timezone(&Utc)
+                    - chrono::Duration::from_std(self.inner.config.overlap()).unwrap_or_default()
+            });
+        let Some(from) = from else {
+            return Ok((None, start));
+        };
+        let to = start + chrono::Duration::minutes(1);
+        Ok((
+            Some(keycrm_api::filter::between(
+                Timestamp::from(from),
+                Timestamp::from(to),
+            )),
+            start,
+        ))
+    }
+
+    async fn pull_orders(&self, report: &mut RunReport, everything: bool) -> Result<(), SyncError> {
+        let kind = EntityKind::Order;
+        let (window, start) = self.window(kind, everything).await?;
+        let mut seen = BTreeSet::new();
+        let mut complete = true;
+        let passes: Vec<Option<(&str, String)>> = match &window {
+            None => vec![None],
+            Some(w) => vec![Some(("updated", w.clone())), Some(("created", w.clone()))],
+        };
+        for pass in passes {
+            let mut request = self
+                .inner
+                .client
+                .order_list()
+                .include(ORDER_INCLUDE)
+                .sort("id");
+            match &pass {
+                Some(("updated", w)) => request = request.filter_updated_between(w.as_str()),
+                Some((_, w)) => request = request.filter_created_between(w.as_str()),
+                None => {}
+            }
+            let mut orders = std::pin::pin!(request.items());
+            while let Some(order) = orders.try_next().await? {
+                let Some(id) = order.id else { continue };
+                if !seen.insert(id) {
+                    continue;
+                }
+                let remote = canonical::snapshot(
+                    canonical::order_fields_from_remote(&order),
+                    order.updated_at,
+                );
+                self.isolated(
+                    kind,
+                    id,
+                    self.apply_remote(kind, Key::Remote(id), id, true, remote, report)
+                        .await,
+                    &mut complete,
+                )
+                .await?;
+            }
+        }
+        if everything && complete {
+            self.tombstones(kind, &seen, report).await?;
+        }
+        if complete {
+            self.inner
+                .store
+                .set_cursor(kind, REMOTE_CURSOR, &start.to_rfc3339(), now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn pull_buyers(&self, report: &mut RunReport, everything: bool) -> Result<(), SyncError> {
+        let kind = EntityKind::Buyer;
+        let (window, start) = self.window(kind, everything).await?;
+        let mut request = self.inner.client.buyer_list();
+        if let Some(w) = &window {
+            request = request.filter_updated_between(w.as_str());
+        }
+        let mut seen = BTreeSet::new();
+        let mut complete = true;
+        let mut buyers = std::pin::pin!(request.items());
+        while let Some(buyer) = buyers.try_next().await? {
+            let Some(id) = buyer.id else { continue };
+            seen.insert(id);
+            let remote = canonical::snapshot(
+                canonical::buyer_fields_from_remote(&buyer),
+                buyer.updated_at,
+            );
+            self.isolated(
+                kind,
+                id,
+                self.apply_remote(kind, Key::Remote(id), id, true, remote, report)
+                    .await,
+                &mut complete,
+            )
+            .await?;
+        }
+        if everything && complete {
+            self.tombstones(kind, &seen, report).await?;
+        }
+        if complete {
+            self.inner
+                .store
+                .set_cursor(kind, REMOTE_CURSOR, &start.to_rfc3339(), now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn pull_products(&self, report: &mut RunReport) -> Result<(), SyncError> {
+        let kind = EntityKind::Product;
+        let mut seen = BTreeSet::new();
+        let mut complete = true;
+        let mut products = std::pin::pin!(self.inner.client.product_list().items());
+        while let Some(product) = products.try_next().await? {
+            let Some(id) = product.id else { continue };
+            seen.insert(id);
+            let remote = canonical::snapshot(
+                canonical::product_fields_from_remote(&product),
+                product.updated_at,
+            );
+            self.isolated(
+                kind,
+                id,
+                self.apply_remote(kind, Key::Remote(id), id, true, remote, report)
+                    .await,
+                &mut complete,
+            )
+            .await?;
+        }
+        if complete {
+            self.tombstones(kind, &seen, report).await?;
+        }
+        Ok(())
+    }
+
+    async fn pull_offers(&self, report: &mut RunReport) -> Result<(), SyncError> {
+        let kind = EntityKind::Offer;
+        let mut seen = BTreeSet::new();
+        let mut complete = true;
+        let mut offers = std::pin::pin!(self.inner.client.offer_list().items());
+        while let Some(offer) = offers.try_next().await? {
+            let Some(id) = offer.id else { continue };
+            seen.insert(id);
+            let remote = canonical::snapshot(canonical::offer_fields_from_remote(&offer), None);
+            self.isolated(
+                kind,
+                id,
+                self.apply_remote(kind, Key::Remote(id), id, true, remote, report)
+                    .await,
+                &mut complete,
+            )
+            .await?;
+        }
+        if complete {
+            self.tombstones(kind, &seen, report).await?;
+        }
+        Ok(())
+    }
+
+    async fn pull_stock(&self, report: &mut RunReport) -> Result<(), SyncError> {
+        let kind = EntityKind::Stock;
+        let mut complete = true;
+        let mut stocks = std::pin::pin!(
+            self.inner
+                .client
+                .offer_stock_list()
+                .filter_details(true)
+                .items()
+        );
+        while let Some(stock) = stocks.try_next().await? {
+            let (Some(offer_id), Some(sku)) = (stock.id, stock.sku.clone()) else {
+                continue;
+            };
+            for row in stock.warehouse.iter().flatten() {
+                let Some(warehouse_id) = row.id else { continue };
+                let Some(code) = self.inner.mappings.warehouse_code(warehouse_id) else {
+                    continue;
+                };
+                let Some(fields) = canonical::stock_fields_from_remote(&stock, warehouse_id) else {
+                    continue;
+                };
+                let key = format!("{code}/{sku}");
+                self.isolated(
+                    kind,
+                    offer_id,
+                    self.apply_remote(
+                        kind,
+                        Key::Local(&key),
+                        offer_id,
+                        false,
+                        Snapshot::new(fields, None),
+                        report,
+                    )
+                    .await,
+                    &mut complete,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps one record's failure (an unmapped status, a host refusal) from stopping a pass:
+    /// the record is reported and the pass is marked incomplete, so its cursor stays and the
+    /// record is pulled again next run. Store failures still stop the run.
+    async fn isolated(
+        &self,
+        kind: EntityKind,
+        remote_id: i64,
+        result: Result<(), SyncError>,
+        complete: &mut bool,
+    ) -> Result<(), SyncError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(SyncError::Store(e)) => Err(SyncError::Store(e)),
+            Err(e) => {
+                *complete = false;
+                let local_id = format!("remote:{remote_id}");
+                self.audit(kind, &local_id, "pull-failed", e.to_string())
+                    .await?;
+                self.publish(SyncEvent::Failed {
+                    kind,
+                    local_id,
+                    error: e.to_string(),
+                    dead: false,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Mapped records of `kind` that a complete pass did not see are gone from KeyCRM.
+    async fn tombstones(
+        &self,
+        kind: EntityKind,
+        seen: &BTreeSet<i64>,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        for mapping in self.inner.store.list_mappings(kind, None).await? {
+            let Some(remote_id) = mapping.remote_id else {
+                continue;
+            };
+            if seen.contains(&remote_id) {
+                continue;
+            }
+            let change = RemoteChange {
+                local_id: Some(mapping.local_id.clone()),
+                remote_id,
+                fields: Default::default(),
+                tombstone: true,
+            };
+            self.inner.host.apply(kind, change).await?;
+            self.inner
+                .store
+                .delete_mapping(kind, &mapping.local_id)
+                .await?;
+            self.audit(
+                kind,
+                &mapping.local_id,
+                "tombstone",
+                format!("{kind} {remote_id} is gone from KeyCRM"),
+            )
+            .await?;
+            report.applied += 1;
+            self.publish(SyncEvent::Applied {
+                kind,
+                local_id: mapping.local_id,
+                remote_id: Some(remote_id),
+            });
+        }
+        Ok(())
+    }
+
+    /// Pulls one record by id (on-demand sync).
+    pub(crate) async fn pull_one(
+        &self,
+        kind: EntityKind,
+        remote_id: i64,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let client = &self.inner.client;
+        let remote = match kind {
+            EntityKind::Order => {
+                let o = self
+                    .call(
+                        client
+                            .order_get()
+                            .order_id(remote_id)
+                            .include(ORDER_INCLUDE)
+                            .send(),
+                    )
+                    .await?;
+                canonical::snapshot(canonical::order_fields_from_remote(&o), o.updated_at)
+            }
+            EntityKind::Buyer => {
+                let b = self
+                    .call(client.buyer_get().buyer_id(remote_id).send())
+                    .await?;
+                canonical::snapshot(canonical::buyer_fields_from_remote(&b), b.updated_at)
+            }
+            EntityKind::Product => {
+                let p = self
+                    .call(client.product_get().product_id(remote_id).send())
+                    .await?;
+                canonical::snapshot(canonical::product_fields_from_remote(&p), p.updated_at)
+            }
+            EntityKind::Offer => {
+                let page = self
+                    .call(client.offer_list().filter_id(remote_id.to_string()).send())
+                    .await?;
+                let Some(o) = page.into_inner().data.into_iter().next() else {
+                    return Ok(());
+                };
+                canonical::snapshot(canonical::offer_fields_from_remote(&o), None)
+            }
+            EntityKind::Stock => return Ok(()),
+        };
+        self.apply_remote(
+            kind,
+            Key::Remote(remote_id),
+            remote_id,
+            true,
+            remote,
+            report,
+        )
+        .await
+    }
+
+    /// Applies the stored webhooks: order and lead events fetch the full record (webhook
+    /// contexts are flat), stock arrays are applied as they are.
+    pub(crate) async fn process_inbox(&self, report: &mut RunReport) -> Result<(), SyncError> {
+        loop {
+            let items = self.inner.store.inbox_pending(100).await?;
+            if items.is_empty() {
+                return Ok(());
+            }
+            for item in items {
+                let outcome = self.apply_webhook(&item.event, &item.payload, report).await;
+                let (status, error) = match &outcome {
+                    Ok(true) => (InboxStatus::Processed, None),
+                    Ok(false) => (InboxStatus::Ignored, None),
+                    Err(e) => (InboxStatus::Failed, Some(e.to_string())),
+                };
+                self.inner
+                    .store
+                    .inbox_mark(item.id, status, error.as_deref(), now())
+                    .await?;
+            }
+        }
+    }
+
+    async fn apply_webhook(
+        &self,
+        event: &str,
+        payload: &serde_json::Value,
+        report: &mut RunReport,
+    ) -> Result<bool, SyncError> {
+        match event {
+            "order.change_order_status" | "order.change_payment_status" => {
+                let Some(id) = payload
+                    .pointer("/context/id")
+                    .and_then(serde_json::Value::as_i64)
+                else {
+                    return Ok(false);
+                };
+                self.pull_one(EntityKind::Order, id, report).await?;
+                Ok(true)
+            }
+            "stock" => {
+                let Some(rows) = payload.as_array() else {
+                    return Ok(false);
+                };
+                // The stock webhook carries totals over the selected warehouses; with one
+                // mapped warehouse they are that warehouse's level.
+                let codes: Vec<(i64, String)> = self
+                    .inner
+                    .config
+                    .warehouse_ids
+                    .iter()
+                    .map(|(c, id)| (*id, c.clone()))
+                    .collect();
+                let [(_, code)] = codes.as_slice() else {
+                    return Ok(false);
+                };
+                for row in rows {
+                    let (Some(sku), Some(offer_id)) = (
+                        row.get("sku").and_then(|s| s.as_str()),
+                        row.get("offer_id").and_then(|v| v.as_i64()),
+                    ) else {
+                        continue;
+                    };
+                    let quantity: keycrm_api::Decimal = match serde_json::from_value(
+                        row.get("in_stock").cloned().unwrap_or_default(),
+                    ) {
+                        Ok(q) => q,
+                        Err(_) => continue,
+                    };
+                    let stock = canonical::CanonicalStock {
+                        sku: sku.to_string(),
+                        warehouse: code.clone(),
+                        quantity,
+                    };
+                    let fields = canonical::stock_fields_from_local(&stock);
+                    let key = stock.key();
+                    self.apply_remote(
+                        EntityKind::Stock,
+                        Key::Local(&key),
+                        offer_id,
+                        false,
+                        Snapshot::new(fields, None),
+                        report,
+                    )
+                    .await?;
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Plans a remote record against its base and the host's record, applies the result to
+    /// the host, logs conflicts, and queues what KeyCRM must still receive.
+    pub(crate) async fn apply_remote(
+        &self,
+        kind: EntityKind,
+        key: Key<'_>,
+        remote_id: i64,
+        map_remote_id: bool,
+        remote: Snapshot,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let store = &self.inner.store;
+        report.pulled += 1;
+        let mut mapping = match key {
+            Key::Remote(id) => store.get_mapping_by_remote(kind, id).await?,
+            Key::Local(id) => store.get_mapping(kind, id).await?,
+        };
+        if mapping.is_none() && kind == EntityKind::Order {
+            // An order the host created: it is known by its number (the source_uuid).
+            if let Some(uuid) = remote.fields.get("source_uuid").and_then(|v| v.as_str()) {
+                mapping = store.get_mapping(kind, uuid).await?;
+            }
+        }
+        if let Key::Local(id) = key
+            && mapping.is_none()
+        {
+            mapping = Some(Mapping::new(kind, id));
+        }
+        if let Some(base) = mapping.as_ref().and_then(|m| m.base.as_ref())
+            && base.fields == remote.fields
+        {
+            return Ok(()); // our own write coming back, or nothing new
+        }
+        let known_locally = mapping.as_ref().is_some_and(|m| {
+            m.base.is_some() || m.remote_id.is_some() || matches!(key, Key::Local(_))
+        });
+        let local = match &mapping {
+            Some(m) if known_locally => self.inner.host.load(kind, m.local_id.clone()).await?,
+            _ => None,
+        };
+        let policy = self.policy(kind);
+        let base = mapping.as_ref().and_then(|m| m.base.clone());
+        let planned = plan(&PlanInput {
+            kind,
+            base: base.as_ref(),
+            local: local.as_ref(),
+            remote: Some(&remote),
+            policy: &policy,
+        });
+        let mapped_local_id = mapping.as_ref().map(|m| m.local_id.clone());
+        let local_id = if local.is_none() || !planned.to_local.is_empty() {
+            let change = RemoteChange {
+                local_id: mapped_local_id.clone(),
+                remote_id,
+                fields: planned.merged.clone(),
+                tombstone: false,
+            };
+            match self.inner.host.apply(kind, change).await? {
+                Applied::Stored { local_id } => {
+                    report.applied += 1;
+                    self.publish(SyncEvent::Applied {
+                        kind,
+                        local_id: local_id.clone(),
+                        remote_id: Some(remote_id),
+                    });
+                    local_id
+                }
+                Applied::Skipped { reason } => {
+                    self.audit(
+                        kind,
+                        mapped_local_id.as_deref().unwrap_or("-"),
+                        "skipped",
+                        reason,
+                    )
+                    .await?;
+                    return Ok(());
+                }
+            }
+        } else {
+            mapped_local_id
+                .clone()
+                .expect("a local record implies a mapping")
+        };
+        self.log_conflicts(kind, &local_id, Some(remote_id), &planned.conflicts, report)
+            .await?;
+        let mut m = mapping.unwrap_or_else(|| Mapping::new(kind, &local_id));
+        m.local_id = local_id.clone();
+        if map_remote_id {
+            m.remote_id = Some(remote_id);
+        }
+        // The base is what KeyCRM has now: what the host still has to send shows up as a
+        // local change against it.
+        m.base = Some(remote.clone());
+        m.remote_updated_at = remote.updated_at;
+        m.last_sync_at = Some(now());
+        m.content_hash = Some(canonical::snapshot(planned.merged.clone(), None).hash());
+        m.error = None;
+        if planned.to_remote.is_empty() {
+            m.state = SyncState::Synced;
+        } else {
+            m.state = SyncState::Pending;
+            store
+                .enqueue(kind, &local_id, serde_json::json!({}), now())
+                .await?;
+        }
+        store.put_mapping(&m).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,944 @@
+//! Outbound: sending due outbox items to KeyCRM with as few requests as it allows.
+
+use std::collections::BTreeMap;
+
+use futures_util::{StreamExt, TryStreamExt};
+use keycrm_api::{Decimal, Paginate, types};
+
+use super::pull::ORDER_INCLUDE;
+use super::{RunReport, SyncEngine, SyncError, SyncEvent, now, outbox_backoff};
+use crate::canonical::{self, CanonicalStock, OfferRef};
+use crate::host::{Applied, Host, RemoteChange};
+use crate::model::{EntityKind, Fields, Snapshot};
+use crate::plan::{PlanInput, plan};
+use crate::store::{Mapping, OutboxItem, Store, SyncState};
+
+/// Stock pushes smaller than this are never held back by the mass-zeroing guard.
+pub const GUARD_MIN_ROWS: usize = 10;
+
+/// One outbox item ready to send: the local record and its mapping.
+struct Work {
+    item: OutboxItem,
+    local: Snapshot,
+    mapping: Option<Mapping>,
+}
+
+impl Work {
+    fn remote_id(&self) -> Option<i64> {
+        self.mapping.as_ref().and_then(|m| m.remote_id)
+    }
+}
+
+fn text(fields: &Fields, key: &str) -> Option<String> {
+    fields.get(key).and_then(|v| v.as_str()).map(str::to_string)
+}
+
+impl<S: Store, H: Host> SyncEngine<S, H> {
+    pub(crate) async fn push(&self, report: &mut RunReport) -> Result<(), SyncError> {
+        self.push_only(report, None).await
+    }
+
+    /// Sends the due outbox (or one record of it).
+    pub(crate) async fn push_only(
+        &self,
+        report: &mut RunReport,
+        only: Option<(EntityKind, &str)>,
+    ) -> Result<(), SyncError> {
+        let due = self.inner.store.due_outbox(now(), usize::MAX >> 1).await?;
+        let mut by_kind: BTreeMap<EntityKind, Vec<Work>> = BTreeMap::new();
+        for item in due {
+            if only.is_some_and(|(k, id)| k != item.kind || id != item.local_id) {
+                continue;
+            }
+            let kind = item.kind;
+            let local = match self.inner.host.load(kind, item.local_id.clone()).await {
+                Ok(local) => local,
+                Err(e) => {
+                    self.fail(&item, &e.to_string(), report).await?;
+                    continue;
+                }
+            };
+            let Some(local) = local else {
+                // KeyCRM has no deletes for these records: keep the remote record, log it.
+                self.audit(
+                    kind,
+                    &item.local_id,
+                    "local-delete",
+                    "deleted locally; KeyCRM keeps its record".into(),
+                )
+                .await?;
+                self.inner
+                    .store
+                    .complete_outbox(item.id, item.revision)
+                    .await?;
+                continue;
+            };
+            let mapping = self.inner.store.get_mapping(kind, &item.local_id).await?;
+            let mapped = kind == EntityKind::Stock
+                || mapping.as_ref().is_some_and(|m| m.remote_id.is_some());
+            let unchanged = mapping.as_ref().is_some_and(|m| {
+                m.state == SyncState::Synced
+                    && m.content_hash.as_deref() == Some(local.hash().as_str())
+            });
+            if mapped && unchanged {
+                self.inner
+                    .store
+                    .complete_outbox(item.id, item.revision)
+                    .await?;
+                report.unchanged += 1;
+                continue;
+            }
+            by_kind.entry(kind).or_default().push(Work {
+                item,
+                local,
+                mapping,
+            });
+        }
+        for kind in EntityKind::ALL {
+            let Some(work) = by_kind.remove(&kind) else {
+                continue;
+            };
+            match kind {
+                EntityKind::Order => self.push_orders(work, report).await?,
+                EntityKind::Buyer => self.push_buyers(work, report).await?,
+                EntityKind::Product => self.push_products(work, report).await?,
+                EntityKind::Offer => self.push_offers(work, report).await?,
+                EntityKind::Stock => self.push_stock(work, report).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt: backoff, dead letter after the configured attempts.
+    async fn fail(
+        &self,
+        item: &OutboxItem,
+        error: &str,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let dead = item.attempts + 1 >= self.inner.config.retry_attempts;
+        let next = now() + outbox_backoff(item.attempts);
+        self.inner
+            .store
+            .fail_outbox(item.id, item.revision, error, next, dead)
+            .await?;
+        let mut mapping = self
+            .inner
+            .store
+            .get_mapping(item.kind, &item.local_id)
+            .await?
+            .unwrap_or_else(|| Mapping::new(item.kind, &item.local_id));
+        mapping.state = SyncState::Error;
+        mapping.error = Some(error.to_string());
+        self.inner.store.put_mapping(&mapping).await?;
+        report.failed += 1;
+        self.publish(SyncEvent::Failed {
+            kind: item.kind,
+            local_id: item.local_id.clone(),
+            error: error.to_string(),
+            dead,
+        });
+        Ok(())
+    }
+
+    /// Marks a record as written: its mapping takes the new base and hash.
+    async fn done(
+        &self,
+        work: &Work,
+        remote_id: Option<i64>,
+        base: Fields,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let kind = work.item.kind;
+        let mut mapping = work
+            .mapping
+            .clone()
+            .unwrap_or_else(|| Mapping::new(kind, &work.item.local_id));
+        if remote_id.is_some() {
+            mapping.remote_id = remote_id;
+        }
+        mapping.state = SyncState::Synced;
+        mapping.error = None;
+        mapping.content_hash = Some(work.local.hash());
+        mapping.base = Some(Snapshot::new(base, None));
+        mapping.last_sync_at = Some(now());
+        self.inner.store.put_mapping(&mapping).await?;
+        self.inner
+            .store
+            .complete_outbox(work.item.id, work.item.revision)
+            .await?;
+        report.pushed += 1;
+        self.publish(SyncEvent::Pushed {
+            kind,
+            local_id: work.item.local_id.clone(),
+            remote_id: mapping.remote_id,
+        });
+        Ok(())
+    }
+
+    fn dry_run(&self) -> bool {
+        self.inner.config.dry_run
+    }
+
+    async fn would(&self, work: &Work, what: String) -> Result<(), SyncError> {
+        self.audit(work.item.kind, &work.item.local_id, "dry-run", what)
+            .await
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Orders
+
+    async fn push_orders(&self, work: Vec<Work>, report: &mut RunReport) -> Result<(), SyncError> {
+        let (updates, creates): (Vec<Work>, Vec<Work>) =
+            work.into_iter().partition(|w| w.remote_id().is_some());
+        self.create_orders(creates, report).await?;
+        // Order updates have no bulk endpoint: up to `max_concurrency` run at once (the
+        // client's quota pacing still spaces the requests).
+        let concurrency = self.inner.config.max_concurrency.max(1) as usize;
+        let results: Vec<(Work, RunReport, Result<(), SyncError>)> =
+            futures_util::stream::iter(updates)
+                .map(|w| async move {
+                    let mut own = RunReport::default();
+                    let result = self.update_order(&w, &mut own).await;
+                    (w, own, result)
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+        for (w, own, result) in results {
+            report.absorb(&own);
+            if let Err(e) = result {
+                if let SyncError::Store(e) = e {
+                    return Err(SyncError::Store(e));
+                }
+                self.fail(&w.item, &e.to_string(), report).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Orders KeyCRM has by these numbers (`source_uuid`), read 50 per request.
+    async fn orders_by_uuid(
+        &self,
+        uuids: &[String],
+    ) -> Result<BTreeMap<String, types::Order>, SyncError> {
+        let mut found = BTreeMap::new();
+        for chunk in uuids.chunks(50) {
+            let request = self
+                .inner
+                .client
+                .order_list()
+                .include(ORDER_INCLUDE)
+                .filter_source_uuid(chunk.join(","));
+            let orders: Vec<types::Order> = request.items().try_collect().await?;
+            for order in orders {
+                if let Some(uuid) = order.source_uuid.clone()
+                    && chunk.contains(&uuid)
+                {
+                    found.entry(uuid).or_insert(order);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Creates orders at most once: those KeyCRM already has (a create whose answer was lost,
+    /// a crash before the mapping was written) are linked; the rest are imported 50 at a time
+    /// (or created one by one when there is just one) and read back by `source_uuid`.
+    async fn create_orders(
+        &self,
+        creates: Vec<Work>,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let mut pending = Vec::new();
+        for w in creates {
+            match text(&w.local.fields, "source_uuid") {
+                Some(uuid) => pending.push((uuid, w)),
+                None => {
+                    self.fail(
+                        &w.item,
+                        "the order has no number (source_uuid) to create it idempotently",
+                        report,
+                    )
+                    .await?
+                }
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if self.dry_run() {
+            for (uuid, w) in &pending {
+                self.would(w, format!("create order {uuid}")).await?;
+            }
+            return Ok(());
+        }
+        let uuids: Vec<String> = pending.iter().map(|(u, _)| u.clone()).collect();
+        let mut existing = self.orders_by_uuid(&uuids).await?;
+        let mut to_create = Vec::new();
+        for (uuid, w) in pending {
+            match existing.remove(&uuid) {
+                Some(order) => self.finish_order_create(&w, &order, report).await?,
+                None => to_create.push((uuid, w)),
+            }
+        }
+        let mut bodies = Vec::new();
+        for (uuid, w) in to_create {
+            match canonical::order_create_body(&w.local.fields, &self.inner.mappings) {
+                Ok(body) => bodies.push((uuid, w, body)),
+                Err(e) => self.fail(&w.item, &e.to_string(), report).await?,
+            }
+        }
+        let batch = self.inner.config.batch_size.clamp(1, 50) as usize;
+        let mut chunks: Vec<Vec<(String, Work, types::OrderCreate)>> = Vec::new();
+        let mut iter = bodies.into_iter().peekable();
+        while iter.peek().is_some() {
+            chunks.push(iter.by_ref().take(batch).collect());
+        }
+        for chunk in chunks {
+            let sent = if chunk.len() == 1 {
+                let (_, _, body) = &chunk[0];
+                self.call(self.inner.client.order_create_idempotent(body.clone()))
+                    .await
+                    .map(|_| ())
+            } else {
+                let import = types::OrderImport {
+                    orders: chunk.iter().map(|(_, _, b)| b.clone()).collect(),
+                };
+                self.call(self.inner.client.order_import().body(import).send())
+                    .await
+                    .map(|_| ())
+            };
+            if let Err(e) = sent {
+                // A lost answer may still have created them: the next attempt looks them up first.
+                for (_, w, _) in &chunk {
+                    self.fail(&w.item, &e.to_string(), report).await?;
+                }
+                continue;
+            }
+            let uuids: Vec<String> = chunk.iter().map(|(u, _, _)| u.clone()).collect();
+            let mut created = self.orders_by_uuid(&uuids).await?;
+            for (uuid, w, _) in chunk {
+                match created.remove(&uuid) {
+                    Some(order) => self.finish_order_create(&w, &order, report).await?,
+                    None => {
+                        self.fail(&w.item, "created, but not found on read-back yet", report)
+                            .await?
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a create (or finding the order): send what creation could not carry (status).
+    async fn finish_order_create(
+        &self,
+        w: &Work,
+        order: &types::Order,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let remote_id = order
+            .id
+            .ok_or_else(|| SyncError::Config("KeyCRM answered an order without id".into()))?;
+        let remote = canonical::order_fields_from_remote(order);
+        let mut work = Work {
+            item: w.item.clone(),
+            local: w.local.clone(),
+            mapping: w.mapping.clone(),
+        };
+        let mut mapping = work
+            .mapping
+            .clone()
+            .unwrap_or_else(|| Mapping::new(EntityKind::Order, &w.item.local_id));
+        mapping.remote_id = Some(remote_id);
+        mapping.base = Some(Snapshot::new(
+            remote.clone(),
+            order.updated_at.map(keycrm_api::Timestamp::into_datetime),
+        ));
+        work.mapping = Some(mapping);
+        self.update_order_with(&work, order, remote, report).await
+    }
+
+    async fn update_order(&self, w: &Work, report: &mut RunReport) -> Result<(), SyncError> {
+        let remote_id = w.remote_id().expect("updates are mapped");
+        let order = self
+            .call(
+                self.inner
+                    .client
+                    .order_get()
+                    .order_id(remote_id)
+                    .include(ORDER_INCLUDE)
+                    .send(),
+            )
+            .await?
+            .into_inner();
+        let remote = canonical::order_fields_from_remote(&order);
+        self.update_order_with(w, &order, remote, report).await
+    }
+
+    /// Three-way plan against KeyCRM's current order, then one `PUT /order/{id}` and the
+    /// payment calls; changes KeyCRM cannot make are logged, not dropped silently.
+    async fn update_order_with(
+        &self,
+        w: &Work,
+        order: &types::Order,
+        remote: Fields,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let kind = EntityKind::Order;
+        let remote_id = order.id.expect("checked by callers");
+        let remote_snapshot = Snapshot::new(
+            remote.clone(),
+            order.updated_at.map(keycrm_api::Timestamp::into_datetime),
+        );
+        let base = w.mapping.as_ref().and_then(|m| m.base.clone());
+        let policy = self.policy(kind);
+        let planned = plan(&PlanInput {
+            kind,
+            base: base.as_ref(),
+            local: Some(&w.local),
+            remote: Some(&remote_snapshot),
+            policy: &policy,
+        });
+        self.log_conflicts(
+            kind,
+            &w.item.local_id,
+            Some(remote_id),
+            &planned.conflicts,
+            report,
+        )
+        .await?;
+        if !planned.to_local.is_empty() {
+            let change = RemoteChange {
+                local_id: Some(w.item.local_id.clone()),
+                remote_id,
+                fields: planned.merged.clone(),
+                tombstone: false,
+            };
+            if let Applied::Stored { .. } = self.inner.host.apply(kind, change).await? {
+                report.applied += 1;
+                self.publish(SyncEvent::Applied {
+                    kind,
+                    local_id: w.item.local_id.clone(),
+                    remote_id: Some(remote_id),
+                });
+            }
+        }
+        let changes = canonical::split_order_changes(&planned.to_remote, &remote);
+        let mut base_after = planned.merged.clone();
+        for unsupported in &changes.unsupported {
+            self.audit(
+                kind,
+                &w.item.local_id,
+                "unsupported",
+                format!("{}: {}", unsupported.field, unsupported.reason),
+            )
+            .await?;
+            match remote.get(&unsupported.field) {
+                Some(v) => base_after.insert(unsupported.field.clone(), v.clone()),
+                None => base_after.remove(&unsupported.field),
+            };
+        }
+        if self.dry_run() {
+            if !changes.is_empty() {
+                self.would(
+                    w,
+                    format!(
+                        "update order {remote_id}: {:?}",
+                        changes.update.keys().collect::<Vec<_>>()
+                    ),
+                )
+                .await?;
+            }
+            return Ok(());
+        }
+        if !changes.update.is_empty() {
+            let body = canonical::order_update_body(&changes.update)?;
+            self.call(
+                self.inner
+                    .client
+                    .order_update()
+                    .order_id(remote_id)
+                    .body(body)
+                    .send(),
+            )
+            .await?;
+        }
+        if !changes.create_payments.is_empty() {
+            for body in canonical::payment_create_bodies(&planned.merged, &remote)? {
+                self.call(
+                    self.inner
+                        .client
+                        .order_payment_create()
+                        .order_id(remote_id)
+                        .body(body)
+                        .send(),
+                )
+                .await?;
+            }
+        }
+        if !changes.update_payments.is_empty() {
+            for (payment_id, body) in canonical::payment_update_bodies(&planned.to_remote, order)? {
+                self.call(
+                    self.inner
+                        .client
+                        .order_payment_update()
+                        .order_id(remote_id)
+                        .payment_id(payment_id)
+                        .body(body)
+                        .send(),
+                )
+                .await?;
+            }
+        }
+        // The host's view after applying the plan is what the hash must match next time.
+        let mut done = Work {
+            item: w.item.clone(),
+            local: Snapshot::new(planned.merged.clone(), None),
+            mapping: w.mapping.clone(),
+        };
+        if planned.to_local.is_empty() {
+            done.local = w.local.clone();
+        }
+        self.done(&done, Some(remote_id), base_after, report).await
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Buyers
+
+    async fn push_buyers(&self, work: Vec<Work>, report: &mut RunReport) -> Result<(), SyncError> {
+        for w in work {
+            if let Err(e) = self.push_buyer(&w, report).await {
+                self.fail(&w.item, &e.to_string(), report).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A new buyer is matched by phone, then e-mail, before it is created; a known one is
+    /// updated with the whole agreed record (KeyCRM replaces phone and e-mail lists).
+    async fn push_buyer(&self, w: &Work, report: &mut RunReport) -> Result<(), SyncError> {
+        let kind = EntityKind::Buyer;
+        let client = &self.inner.client;
+        let (remote_id, base) = match w.remote_id() {
+            Some(id) => (Some(id), w.mapping.as_ref().and_then(|m| m.base.clone())),
+            None => {
+                let mut found = None;
+                if let Some(phone) = text(&w.local.fields, "phone.0") {
+                    found = self
+                        .call(client.buyer_list().filter_buyer_phone(phone).send())
+                        .await?
+                        .into_inner()
+                        .data
+                        .into_iter()
+                        .next();
+                }
+                if found.is_none()
+                    && let Some(email) = text(&w.local.fields, "email.0")
+                {
+                    found = self
+                        .call(client.buyer_list().filter_buyer_email(email).send())
+                        .await?
+                        .into_inner()
+                        .data
+                        .into_iter()
+                        .next();
+                }
+                match found {
+                    Some(b) => (
+                        b.id,
+                        Some(Snapshot::new(canonical::buyer_fields_from_remote(&b), None)),
+                    ),
+                    None => (None, None),
+                }
+            }
+        };
+        let Some(remote_id) = remote_id else {
+            if self.dry_run() {
+                return self.would(w, "create buyer".into()).await;
+            }
+            let body = canonical::buyer_create_body(&w.local.fields)?;
+            let created = self
+                .call(client.buyer_create().body(body).send())
+                .await?
+                .into_inner();
+            let base = canonical::buyer_fields_from_remote(&created);
+            return self.done(w, created.id, base, report).await;
+        };
+        let base = base.unwrap_or_default();
+        let policy = self.policy(kind);
+        let planned = plan(&PlanInput {
+            kind,
+            base: Some(&base),
+            local: Some(&w.local),
+            remote: Some(&base),
+            policy: &policy,
+        });
+        if !planned.to_remote.is_empty() {
+            if self.dry_run() {
+                return self.would(w, format!("update buyer {remote_id}")).await;
+            }
+            let body = canonical::buyer_update_body(&planned.merged)?;
+            self.call(client.buyer_update().buyer_id(remote_id).body(body).send())
+                .await?;
+        }
+        self.done(w, Some(remote_id), planned.merged, report).await
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Products
+
+    async fn push_products(
+        &self,
+        work: Vec<Work>,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let client = &self.inner.client;
+        let (updates, creates): (Vec<Work>, Vec<Work>) =
+            work.into_iter().partition(|w| w.remote_id().is_some());
+        // Creates: those with a SKU are imported 100 per request and read back through their
+        // offer (`GET /offers?filter[sku]=..&include=product`); the others one by one.
+        let (with_sku, without): (Vec<Work>, Vec<Work>) = creates
+            .into_iter()
+            .partition(|w| text(&w.local.fields, "sku").is_some());
+        if self.dry_run() {
+            for w in with_sku.iter().chain(&without) {
+                self.would(w, "create product".into()).await?;
+            }
+        } else {
+            for w in without {
+                let result = async {
+                    let body = canonical::product_create_body(&w.local.fields)?;
+                    let p = self
+                        .call(client.product_create().body(body).send())
+                        .await?
+                        .into_inner();
+                    Ok::<_, SyncError>(p)
+                }
+                .await;
+                match result {
+                    Ok(p) => {
+                        self.done(&w, p.id, canonical::product_fields_from_remote(&p), report)
+                            .await?
+                    }
+                    Err(e) => self.fail(&w.item, &e.to_string(), report).await?,
+                }
+            }
+            for chunk in with_sku.chunks(canonical::MAX_PRODUCT_IMPORT) {
+                let skus: Vec<String> = chunk
+                    .iter()
+                    .filter_map(|w| text(&w.local.fields, "sku"))
+                    .collect();
+                let mut known = self.products_by_sku(&skus).await?;
+                let mut bodies = Vec::new();
+                let mut sent = Vec::new();
+                for w in chunk {
+                    let sku = text(&w.local.fields, "sku").expect("partitioned on sku");
+                    if known.contains_key(&sku) {
+                        continue;
+                    }
+                    match canonical::product_create_body(&w.local.fields) {
+                        Ok(b) => {
+                            bodies.push(b);
+                            sent.push(w);
+                        }
+                        Err(e) => self.fail(&w.item, &e.to_string(), report).await?,
+                    }
+                }
+                if !bodies.is_empty() {
+                    for import in canonical::product_import_batches(bodies) {
+                        if let Err(e) = self.call(client.product_import().body(import).send()).await
+                        {
+                            for w in &sent {
+                                self.fail(&w.item, &e.to_string(), report).await?;
+                            }
+                            sent.clear();
+                        }
+                    }
+                    if !sent.is_empty() {
+                        known = self.products_by_sku(&skus).await?;
+                    }
+                }
+                for w in chunk {
+                    let sku = text(&w.local.fields, "sku").expect("partitioned on sku");
+                    match known.get(&sku) {
+                        Some(p) => {
+                            self.done(w, p.id, canonical::product_fields_from_remote(p), report)
+                                .await?
+                        }
+                        None if sent.iter().any(|s| s.item.id == w.item.id) => {
+                            self.fail(&w.item, "imported, but not found on read-back yet", report)
+                                .await?
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+        for w in updates {
+            let remote_id = w.remote_id().expect("mapped");
+            let base = w
+                .mapping
+                .as_ref()
+                .and_then(|m| m.base.clone())
+                .unwrap_or_default();
+            let policy = self.policy(EntityKind::Product);
+            let planned = plan(&PlanInput {
+                kind: EntityKind::Product,
+                base: Some(&base),
+                local: Some(&w.local),
+                remote: Some(&base),
+                policy: &policy,
+            });
+            if planned.to_remote.is_empty() {
+                self.done(&w, Some(remote_id), planned.merged, report)
+                    .await?;
+                continue;
+            }
+            if self.dry_run() {
+                self.would(&w, format!("update product {remote_id}"))
+                    .await?;
+                continue;
+            }
+            let result = async {
+                let body = canonical::product_update_body(&planned.to_remote)?;
+                self.call(
+                    client
+                        .product_update()
+                        .product_id(remote_id)
+                        .body(body)
+                        .send(),
+                )
+                .await?;
+                Ok::<_, SyncError>(())
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    self.done(&w, Some(remote_id), planned.merged, report)
+                        .await?
+                }
+                Err(e) => self.fail(&w.item, &e.to_string(), report).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Products KeyCRM has with these SKUs, found through their offers (50 SKUs a request).
+    async fn products_by_sku(
+        &self,
+        skus: &[String],
+    ) -> Result<BTreeMap<String, types::Product>, SyncError> {
+        let mut found = BTreeMap::new();
+        for chunk in skus.chunks(50) {
+            let request = self
+                .inner
+                .client
+                .offer_list()
+                .include("product")
+                .filter_sku(chunk.join(","));
+            let offers: Vec<types::Offer> = request.items().try_collect().await?;
+            for offer in offers {
+                if let (Some(sku), Some(product)) = (offer.sku.clone(), offer.product.clone())
+                    && chunk.contains(&sku)
+                {
+                    found.entry(sku).or_insert(product);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Offers
+
+    /// Prices go out in one bulk `PUT /offers` (up to 10,000 rows); offers are found by SKU.
+    async fn push_offers(&self, work: Vec<Work>, report: &mut RunReport) -> Result<(), SyncError> {
+        let client = &self.inner.client;
+        let unmapped: Vec<String> = work
+            .iter()
+            .filter(|w| w.remote_id().is_none())
+            .filter_map(|w| text(&w.local.fields, "sku"))
+            .collect();
+        let mut by_sku: BTreeMap<String, types::Offer> = BTreeMap::new();
+        for chunk in unmapped.chunks(50) {
+            let offers: Vec<types::Offer> = client
+                .offer_list()
+                .filter_sku(chunk.join(","))
+                .items()
+                .try_collect()
+                .await?;
+            for o in offers {
+                if let Some(sku) = o.sku.clone() {
+                    by_sku.entry(sku).or_insert(o);
+                }
+            }
+        }
+        let mut rows = Vec::new();
+        let mut sent: Vec<(Work, i64, Fields)> = Vec::new();
+        for w in work {
+            let (remote_id, base) = match w.remote_id() {
+                Some(id) => (
+                    id,
+                    w.mapping
+                        .as_ref()
+                        .and_then(|m| m.base.clone())
+                        .unwrap_or_default(),
+                ),
+                None => {
+                    let sku = text(&w.local.fields, "sku").unwrap_or_default();
+                    match by_sku.get(&sku).and_then(|o| o.id.map(|id| (id, o))) {
+                        Some((id, o)) => (
+                            id,
+                            Snapshot::new(canonical::offer_fields_from_remote(o), None),
+                        ),
+                        None => {
+                            self.fail(&w.item, "KeyCRM has no offer with this SKU yet (its product is synced first)", report).await?;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let policy = self.policy(EntityKind::Offer);
+            let planned = plan(&PlanInput {
+                kind: EntityKind::Offer,
+                base: Some(&base),
+                local: Some(&w.local),
+                remote: Some(&base),
+                policy: &policy,
+            });
+            if planned.to_remote.is_empty() {
+                self.done(&w, Some(remote_id), planned.merged, report)
+                    .await?;
+                continue;
+            }
+            match canonical::offer_update_row(&planned.merged, OfferRef::Id(remote_id)) {
+                Ok(row) => {
+                    rows.push(row);
+                    sent.push((w, remote_id, planned.merged));
+                }
+                Err(e) => self.fail(&w.item, &e.to_string(), report).await?,
+            }
+        }
+        if sent.is_empty() {
+            return Ok(());
+        }
+        if self.dry_run() {
+            for (w, id, _) in &sent {
+                self.would(w, format!("update offer {id}")).await?;
+            }
+            return Ok(());
+        }
+        let mut failed = None;
+        for batch in canonical::offer_update_batches(rows) {
+            if let Err(e) = self
+                .call(client.offer_update_batch().body(batch).send())
+                .await
+            {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+        for (w, id, merged) in sent {
+            match &failed {
+                None => self.done(&w, Some(id), merged, report).await?,
+                Some(e) => self.fail(&w.item, e, report).await?,
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Stock
+
+    /// Changed stock levels (against the last pushed snapshot) go out in one
+    /// `PUT /offers/stocks` per warehouse and 10,000 rows, unless the push would zero more
+    /// than the configured share of its SKUs.
+    async fn push_stock(&self, work: Vec<Work>, report: &mut RunReport) -> Result<(), SyncError> {
+        let mut changed = Vec::new();
+        for w in work {
+            let base_quantity = w
+                .mapping
+                .as_ref()
+                .and_then(|m| m.base.as_ref())
+                .and_then(|b| b.fields.get("quantity").cloned());
+            if base_quantity.as_ref() == w.local.fields.get("quantity") {
+                let fields = w.local.fields.clone();
+                self.done(&w, None, fields, report).await?;
+                report.pushed -= 1;
+                report.unchanged += 1;
+                continue;
+            }
+            changed.push(w);
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let stocks: Vec<CanonicalStock> = changed
+            .iter()
+            .filter_map(|w| {
+                let (warehouse, sku) = w.item.local_id.split_once('/')?;
+                let quantity: Decimal =
+                    serde_json::from_value(w.local.fields.get("quantity")?.clone()).ok()?;
+                Some(CanonicalStock {
+                    sku: sku.to_string(),
+                    warehouse: warehouse.to_string(),
+                    quantity,
+                })
+            })
+            .collect();
+        let zeroed = stocks
+            .iter()
+            .filter(|s| s.quantity == Decimal::ZERO)
+            .count();
+        let share = self.inner.config.max_zeroed_share;
+        if stocks.len() >= GUARD_MIN_ROWS && zeroed as f64 > share * stocks.len() as f64 {
+            let error = SyncError::MassZeroing {
+                zeroed,
+                total: stocks.len(),
+                limit: share * 100.0,
+            }
+            .to_string();
+            for w in &changed {
+                self.fail(&w.item, &error, report).await?;
+            }
+            return Ok(());
+        }
+        if self.dry_run() {
+            for w in &changed {
+                self.would(w, "set stock".into()).await?;
+            }
+            return Ok(());
+        }
+        let bodies = match canonical::stock_rows(&stocks, &self.inner.mappings) {
+            Ok(b) => b,
+            Err(e) => {
+                for w in &changed {
+                    self.fail(&w.item, &e.to_string(), report).await?;
+                }
+                return Ok(());
+            }
+        };
+        let mut failed = None;
+        for body in bodies {
+            if let Err(e) = self
+                .call(self.inner.client.offer_stock_update().body(body).send())
+                .await
+            {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+        for w in changed {
+            match &failed {
+                None => {
+                    let fields = w.local.fields.clone();
+                    self.done(&w, None, fields, report).await?;
+                }
+                Some(e) => self.fail(&w.item, e, report).await?,
+            }
+        }
+        Ok(())
+    }
+}
