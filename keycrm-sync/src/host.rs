@@ -81,6 +81,19 @@ pub trait Host: Send + Sync + 'static {
         kind: EntityKind,
         change: RemoteChange,
     ) -> impl Future<Output = Result<Applied, HostError>> + Send;
+
+    /// The local record a KeyCRM record not yet mapped stands for, found by its natural key
+    /// (an order's number, a product's or offer's SKU, a buyer's phone or e-mail), so that a
+    /// first sync links existing records instead of duplicating them. The default finds
+    /// nothing: every unmapped KeyCRM record then becomes a new local record.
+    fn find_local(
+        &self,
+        kind: EntityKind,
+        fields: Fields,
+    ) -> impl Future<Output = Result<Option<String>, HostError>> + Send {
+        let _ = (kind, fields);
+        async { Ok(None) }
+    }
 }
 
 /// A complete host kept in memory on the canonical model. Clones share their state.
@@ -382,5 +395,54 @@ impl Host for MemoryHost {
 
     async fn apply(&self, kind: EntityKind, change: RemoteChange) -> Result<Applied, HostError> {
         self.apply_now(kind, change)
+    }
+
+    async fn find_local(
+        &self,
+        kind: EntityKind,
+        fields: Fields,
+    ) -> Result<Option<String>, HostError> {
+        let text = |key: &str| fields.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        let s = self.state();
+        let found = match kind {
+            EntityKind::Order => text("source_uuid").and_then(|uuid| {
+                s.orders
+                    .values()
+                    .find(|o| o.number.as_deref() == Some(uuid.as_str()))
+                    .map(|o| o.local_id.clone())
+            }),
+            EntityKind::Buyer => {
+                let phone = text("phone.0").and_then(|p| canonical::normalize_phone(&p));
+                let email = text("email.0").and_then(|e| canonical::normalize_email(&e));
+                s.buyers
+                    .values()
+                    .find(|b| {
+                        phone.as_ref().is_some_and(|p| {
+                            b.phones
+                                .iter()
+                                .any(|x| canonical::normalize_phone(x).as_ref() == Some(p))
+                        }) || email.as_ref().is_some_and(|e| {
+                            b.emails
+                                .iter()
+                                .any(|x| canonical::normalize_email(x).as_ref() == Some(e))
+                        })
+                    })
+                    .map(|b| b.local_id.clone())
+            }
+            EntityKind::Product => text("sku").and_then(|sku| {
+                s.products
+                    .values()
+                    .find(|p| p.sku.as_deref() == Some(sku.as_str()))
+                    .map(|p| p.local_id.clone())
+            }),
+            EntityKind::Offer => text("sku").and_then(|sku| {
+                s.offers
+                    .values()
+                    .find(|o| o.sku == sku)
+                    .map(|o| o.local_id.clone())
+            }),
+            EntityKind::Stock => None,
+        };
+        Ok(found)
     }
 }

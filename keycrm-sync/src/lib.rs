@@ -1,7 +1,12 @@
 //! Two-way sync between a host system (a warehouse, a shop) and KeyCRM.
 //!
-//! This crate is being built up: today it holds the engine's vocabulary ([`model`]), the pure
-//! conflict planner ([`plan`]) and the durable store ([`store`]).
+//! - [`engine`]: the [`SyncEngine`] and its flows (collect, reconcile, apply, push);
+//! - [`host`]: the seam a host implements, and [`host::MemoryHost`];
+//! - [`canonical`]: a plain host model and its mapping to and from KeyCRM;
+//! - [`plan`]: the pure three-way conflict planner;
+//! - [`store`]: the durable state (SQLite or memory);
+//! - [`config`]: what an operator configures;
+//! - [`model`]: the shared vocabulary.
 
 pub mod canonical;
 pub mod config;
@@ -10,5 +15,7 @@ pub mod host;
 pub mod model;
 pub mod plan;
 pub mod store;
+
+pub use tokio_util::sync::CancellationToken;
 
 pub use engine::{RunReport, SyncEngine, SyncEngineBuilder, SyncError, SyncEvent, SyncStatus};

@@ -193,6 +193,9 @@ pub struct ApiHealth {
     pub mean_latency_ms: f64,
 }
 
+/// The time the outbox is scheduled by (see [`SyncEngineBuilder::outbox_clock`]).
+pub type OutboxClock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
 /// Builds a [`SyncEngine`].
 pub struct SyncEngineBuilder<S, H> {
     client: Option<Client>,
@@ -201,6 +204,7 @@ pub struct SyncEngineBuilder<S, H> {
     config: SyncConfig,
     mappings: Option<Mappings>,
     policies: BTreeMap<EntityKind, Policy>,
+    outbox_clock: Option<OutboxClock>,
 }
 
 impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
@@ -241,6 +245,21 @@ impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
         self
     }
 
+    /// The clock the outbox is scheduled by (default: the system's UTC time): which items are
+    /// due, and when a failed item is tried again (30 s after its first failure, doubling,
+    /// capped at 1 h). Only the outbox uses it; pull windows, cursors and logs keep real UTC time,
+    /// which KeyCRM's `updated_at` values are compared with.
+    ///
+    /// Tests move it forward to retry failed items without waiting; a host may do the same
+    /// for an operator's "retry now".
+    pub fn outbox_clock(
+        mut self,
+        clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
+    ) -> Self {
+        self.outbox_clock = Some(Arc::new(clock));
+        self
+    }
+
     /// Builds the engine.
     pub fn build(self) -> Result<SyncEngine<S, H>, SyncError> {
         let client = self
@@ -272,6 +291,7 @@ impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
                 call_errors: AtomicU64::new(0),
                 latency_micros: AtomicU64::new(0),
                 ranks_loaded: std::sync::atomic::AtomicBool::new(false),
+                outbox_clock: self.outbox_clock.unwrap_or_else(|| Arc::new(Utc::now)),
             }),
         })
     }
@@ -305,6 +325,7 @@ pub(crate) struct Inner<S, H> {
     call_errors: AtomicU64,
     latency_micros: AtomicU64,
     ranks_loaded: std::sync::atomic::AtomicBool,
+    outbox_clock: OutboxClock,
 }
 
 impl<S: Store, H: Host> SyncEngine<S, H> {
@@ -317,6 +338,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             config: SyncConfig::default(),
             mappings: None,
             policies: BTreeMap::new(),
+            outbox_clock: None,
         }
     }
 
@@ -530,6 +552,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         self.inner.ranks_loaded.store(true, Ordering::Relaxed);
     }
 
+    /// The outbox's time (see [`SyncEngineBuilder::outbox_clock`]).
+    pub(crate) fn outbox_now(&self) -> DateTime<Utc> {
+        (self.inner.outbox_clock)()
+    }
+
     pub(crate) fn policy(&self, kind: EntityKind) -> Policy {
         self.inner
             .policies
@@ -631,12 +658,15 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     }
 }
 
-/// The policy of a kind nobody configured: the host owns stock levels (its warehouse counts
-/// them); for everything else the newer change wins.
+/// The policy of a kind nobody configured: the host owns its catalogue (products, prices)
+/// and stock levels (its warehouse counts them), so its values win when both sides differ;
+/// for orders and buyers the newer change wins.
 pub fn default_policy(kind: EntityKind) -> Policy {
     match kind {
-        EntityKind::Stock => Policy::new(Resolution::LocalWins),
-        _ => Policy::new(Resolution::NewestWins),
+        EntityKind::Stock | EntityKind::Offer | EntityKind::Product => {
+            Policy::new(Resolution::LocalWins)
+        }
+        EntityKind::Order | EntityKind::Buyer => Policy::new(Resolution::NewestWins),
     }
 }
 
@@ -667,7 +697,8 @@ pub fn webhook_key(body: &serde_json::Value) -> (String, String) {
     ("stock".to_string(), format!("stock:{hex}"))
 }
 
-/// Backoff before the next attempt of an outbox item: 30 s doubling, capped at 1 h.
+/// Backoff before the next attempt of an outbox item that failed `attempts` times before:
+/// 30 s doubling, capped at 1 h.
 pub(crate) fn outbox_backoff(attempts: u32) -> chrono::Duration {
     let secs = 30u64.saturating_mul(1u64 << attempts.min(7)).min(3600);
     chrono::Duration::seconds(secs as i64)

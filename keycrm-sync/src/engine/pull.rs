@@ -527,9 +527,30 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             Key::Local(id) => store.get_mapping(kind, id).await?,
         };
         if mapping.is_none() && kind == EntityKind::Order {
-            // An order the host created: it is known by its number (the source_uuid).
+            // An order the host created: the engine noted its number (the source_uuid)
+            // before sending the create, so a create whose answer was lost is found again
+            // even when the host's ids differ from its numbers.
             if let Some(uuid) = remote.fields.get("source_uuid").and_then(|v| v.as_str()) {
-                mapping = store.get_mapping(kind, uuid).await?;
+                let noted = store.get_cursor(kind, &source_uuid_key(uuid)).await?;
+                let local_id = noted.unwrap_or_else(|| uuid.to_string());
+                mapping = store.get_mapping(kind, &local_id).await?;
+            }
+        }
+        if mapping.is_none() && matches!(key, Key::Remote(_)) {
+            // Not mapped yet: maybe the host has it already (first sync, or a create whose
+            // mapping was never written).
+            if let Some(local_id) = self
+                .inner
+                .host
+                .find_local(kind, remote.fields.clone())
+                .await?
+            {
+                mapping = Some(
+                    store
+                        .get_mapping(kind, &local_id)
+                        .await?
+                        .unwrap_or_else(|| Mapping::new(kind, &local_id)),
+                );
             }
         }
         if let Key::Local(id) = key
@@ -542,12 +563,9 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         {
             return Ok(()); // our own write coming back, or nothing new
         }
-        let known_locally = mapping.as_ref().is_some_and(|m| {
-            m.base.is_some() || m.remote_id.is_some() || matches!(key, Key::Local(_))
-        });
         let local = match &mapping {
-            Some(m) if known_locally => self.inner.host.load(kind, m.local_id.clone()).await?,
-            _ => None,
+            Some(m) => self.inner.host.load(kind, m.local_id.clone()).await?,
+            None => None,
         };
         let policy = self.policy(kind);
         let base = mapping.as_ref().and_then(|m| m.base.clone());
@@ -617,4 +635,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         store.put_mapping(&m).await?;
         Ok(())
     }
+}
+
+/// The cursor-table key under which the engine notes which local order carries a number
+/// (`source_uuid`), written before the create is sent.
+pub(crate) fn source_uuid_key(uuid: &str) -> String {
+    format!("source_uuid:{uuid}")
 }

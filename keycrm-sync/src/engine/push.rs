@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use futures_util::{StreamExt, TryStreamExt};
 use keycrm_api::{Decimal, Paginate, types};
 
-use super::pull::ORDER_INCLUDE;
+use super::pull::{ORDER_INCLUDE, source_uuid_key};
 use super::{RunReport, SyncEngine, SyncError, SyncEvent, now, outbox_backoff};
 use crate::canonical::{self, CanonicalStock, OfferRef};
 use crate::host::{Applied, Host, RemoteChange};
 use crate::model::{EntityKind, Fields, Snapshot};
 use crate::plan::{PlanInput, plan};
-use crate::store::{Mapping, OutboxItem, Store, SyncState};
+use crate::store::{Mapping, OutboxItem, Store, StoreError, SyncState};
 
 /// Stock pushes smaller than this are never held back by the mass-zeroing guard.
 pub const GUARD_MIN_ROWS: usize = 10;
@@ -44,7 +44,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         report: &mut RunReport,
         only: Option<(EntityKind, &str)>,
     ) -> Result<(), SyncError> {
-        let due = self.inner.store.due_outbox(now(), usize::MAX >> 1).await?;
+        let due = self
+            .inner
+            .store
+            .due_outbox(self.outbox_now(), usize::MAX >> 1)
+            .await?;
         let mut by_kind: BTreeMap<EntityKind, Vec<Work>> = BTreeMap::new();
         for item in due {
             if only.is_some_and(|(k, id)| k != item.kind || id != item.local_id) {
@@ -117,7 +121,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
         let dead = item.attempts + 1 >= self.inner.config.retry_attempts;
-        let next = now() + outbox_backoff(item.attempts);
+        let next = self.outbox_now() + outbox_backoff(item.attempts);
         self.inner
             .store
             .fail_outbox(item.id, item.revision, error, next, dead)
@@ -139,6 +143,23 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             dead,
         });
         Ok(())
+    }
+
+    /// Turns one record's failure into a failed outbox item; only store failures (other than
+    /// a remote id already mapped to another record) stop the run.
+    async fn item_result(
+        &self,
+        item: &OutboxItem,
+        result: Result<(), SyncError>,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(SyncError::Store(e)) if !matches!(e, StoreError::DuplicateRemoteId { .. }) => {
+                Err(SyncError::Store(e))
+            }
+            Err(e) => self.fail(item, &e.to_string(), report).await,
+        }
     }
 
     /// Marks a record as written: its mapping takes the new base and hash.
@@ -273,12 +294,34 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             }
             return Ok(());
         }
+        for (uuid, w) in &pending {
+            // Noted before anything is sent: a pull that meets the order before its create
+            // finished (a lost answer, a crash) links it to this record instead of a new one.
+            self.inner
+                .store
+                .set_cursor(
+                    EntityKind::Order,
+                    &source_uuid_key(uuid),
+                    &w.item.local_id,
+                    now(),
+                )
+                .await?;
+            if w.mapping.is_none() {
+                self.inner
+                    .store
+                    .put_mapping(&Mapping::new(EntityKind::Order, &w.item.local_id))
+                    .await?;
+            }
+        }
         let uuids: Vec<String> = pending.iter().map(|(u, _)| u.clone()).collect();
         let mut existing = self.orders_by_uuid(&uuids).await?;
         let mut to_create = Vec::new();
         for (uuid, w) in pending {
             match existing.remove(&uuid) {
-                Some(order) => self.finish_order_create(&w, &order, report).await?,
+                Some(order) => {
+                    let result = self.finish_order_create(&w, &order, report).await;
+                    self.item_result(&w.item, result, report).await?;
+                }
                 None => to_create.push((uuid, w)),
             }
         }
@@ -320,7 +363,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             let mut created = self.orders_by_uuid(&uuids).await?;
             for (uuid, w, _) in chunk {
                 match created.remove(&uuid) {
-                    Some(order) => self.finish_order_create(&w, &order, report).await?,
+                    Some(order) => {
+                        let result = self.finish_order_create(&w, &order, report).await;
+                        self.item_result(&w.item, result, report).await?;
+                    }
                     None => {
                         self.fail(&w.item, "created, but not found on read-back yet", report)
                             .await?
@@ -352,8 +398,13 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             .clone()
             .unwrap_or_else(|| Mapping::new(EntityKind::Order, &w.item.local_id));
         mapping.remote_id = Some(remote_id);
+        // The base is the created order, except for fields the host never had: those KeyCRM
+        // filled in (the order date, a matched buyer's e-mail) are its values to bring to the
+        // host, not local removals to push (KeyCRM could not apply them anyway).
+        let mut base = remote.clone();
+        base.retain(|field, _| w.local.fields.contains_key(field));
         mapping.base = Some(Snapshot::new(
-            remote.clone(),
+            base,
             order.updated_at.map(keycrm_api::Timestamp::into_datetime),
         ));
         work.mapping = Some(mapping);
