@@ -1413,6 +1413,40 @@ async fn a_lost_create_response_times_out_but_the_order_exists() {
     assert_eq!(mock.faults().served(), 1);
 }
 
+#[tokio::test]
+async fn a_seeded_share_of_create_answers_is_lost() {
+    let mock = KeyCrmMock::builder()
+        .quota(Quota::unlimited())
+        .lost_response_delay(Duration::from_secs(5))
+        .start()
+        .await;
+    let client = mock
+        .client_builder()
+        .requests_per_minute(0)
+        .max_retries(0)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    mock.faults().lose_create_share(0.5, 7);
+    let mut lost = 0;
+    for n in 0..12 {
+        let body: types::BuyerCreate =
+            serde_json::from_value(json!({ "full_name": format!("Покупець {n}") })).unwrap();
+        if let Err(e) = client.buyer_create().body(body).send().await {
+            assert!(matches!(Error::from(e), Error::Timeout { .. }));
+            lost += 1;
+        }
+    }
+    assert!((2..=10).contains(&lost), "about half: {lost}");
+    assert_eq!(mock.faults().served(), lost);
+    let all = client.buyer_list().send().await.unwrap().into_inner();
+    assert_eq!(
+        all.total,
+        Some(12),
+        "every create was applied, answered or not"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Seeding
 

@@ -25,6 +25,8 @@ pub(crate) struct FaultState {
     pub latency: Duration,
     /// How many of the next successful creates have their answer delayed.
     pub lose_creates: u32,
+    /// A seeded share of successful creates whose answer is delayed.
+    lose_share: Option<(f64, SplitMix64)>,
     /// How long a lost answer is held back.
     pub lost_delay: Duration,
     /// How many faults were served (error answers, drops and lost answers).
@@ -39,6 +41,7 @@ impl FaultState {
             drop_next: 0,
             latency: Duration::ZERO,
             lose_creates: 0,
+            lose_share: None,
             lost_delay,
             served: 0,
         }
@@ -50,6 +53,23 @@ impl FaultState {
 
     pub fn fail_share(&mut self, share: f64, status: u16, seed: u64) {
         self.share = Some((share.clamp(0.0, 1.0), status, SplitMix64::new(seed)));
+    }
+
+    pub fn lose_share(&mut self, share: f64, seed: u64) {
+        self.lose_share = Some((share.clamp(0.0, 1.0), SplitMix64::new(seed)));
+    }
+
+    /// Whether the answer to this successful create is lost: the counted ones first, then
+    /// the seeded share.
+    pub fn lose_this_create(&mut self) -> bool {
+        if self.lose_creates > 0 {
+            self.lose_creates -= 1;
+            return true;
+        }
+        match &mut self.lose_share {
+            Some((share, rng)) => rng.next_f64() < *share,
+            None => false,
+        }
     }
 
     pub fn drop_next(&mut self, n: u32) {

@@ -674,6 +674,12 @@ impl Faults<'_> {
         self.mock.shared.lock().faults.lose_creates += n;
     }
 
+    /// Loses the answer of a seeded `share` (0..=1) of successful creates, like
+    /// [`Faults::lose_next_creates`]: each is applied, its answer held back.
+    pub fn lose_create_share(&self, share: f64, seed: u64) {
+        self.mock.shared.lock().faults.lose_share(share, seed);
+    }
+
     /// Disarms every fault and turns latency off.
     pub fn clear(&self) {
         self.mock.shared.lock().faults.clear();

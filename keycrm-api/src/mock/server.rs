@@ -221,9 +221,8 @@ impl Respond for Responder {
         };
         record.status = Some(reply.status);
         let mut delay = latency;
-        if success && routes::is_create(route.operation) && inner.faults.lose_creates > 0 {
+        if success && routes::is_create(route.operation) && inner.faults.lose_this_create() {
             // The lost-response case: the record exists, but the answer comes too late.
-            inner.faults.lose_creates -= 1;
             inner.faults.served += 1;
             delay += inner.faults.lost_delay;
         }
