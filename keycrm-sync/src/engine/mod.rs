@@ -23,7 +23,7 @@ mod push;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
@@ -704,9 +704,12 @@ pub(crate) fn outbox_backoff(attempts: u32) -> chrono::Duration {
     chrono::Duration::seconds(secs as i64)
 }
 
+/// The engine's futures can be spawned on a multi-threaded runtime (checked at compile time).
 #[allow(dead_code)]
-fn _assert_send<S: Store, H: Host>(e: &SyncEngine<S, H>) {
+fn assert_futures_are_send<S: Store, H: Host>(e: &SyncEngine<S, H>) {
     fn is_send<T: Send>(_: &T) {}
     is_send(&e.run_once());
-    let _ = Duration::ZERO;
+    is_send(&e.full_resync());
+    is_send(&e.sync_order(""));
+    is_send(&e.ingest_webhook(&serde_json::Value::Null));
 }
