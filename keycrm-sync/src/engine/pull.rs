@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use keycrm_api::{Paginate, Timestamp};
+use keycrm_api::{Paginate, Timestamp, types};
 
 use super::{RunReport, SyncEngine, SyncError, SyncEvent, now};
 use crate::canonical;
@@ -111,9 +111,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let (window, start) = self.window(kind, everything).await?;
         let mut seen = BTreeSet::new();
         let mut complete = true;
-        let passes: Vec<Option<(&str, String)>> = match &window {
+        // New orders are reported missing from `updated_between` scans: a second pass by
+        // `created_between` (which KeyCRM matches against `ordered_at`).
+        let passes: Vec<Option<(bool, String)>> = match &window {
             None => vec![None],
-            Some(w) => vec![Some(("updated", w.clone())), Some(("created", w.clone()))],
+            Some(w) => vec![Some((true, w.clone())), Some((false, w.clone()))],
         };
         for pass in passes {
             let mut request = self
@@ -123,40 +125,30 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 .include(ORDER_INCLUDE)
                 .sort("id");
             match &pass {
-                Some(("updated", w)) => request = request.filter_updated_between(w.as_str()),
-                Some((_, w)) => request = request.filter_created_between(w.as_str()),
+                Some((true, w)) => request = request.filter_updated_between(w.as_str()),
+                Some((false, w)) => request = request.filter_created_between(w.as_str()),
                 None => {}
             }
-            let mut orders = std::pin::pin!(request.items());
-            while let Some(order) = orders.try_next().await? {
-                let Some(id) = order.id else { continue };
-                if !seen.insert(id) {
-                    continue;
-                }
-                let remote = canonical::snapshot(
-                    canonical::order_fields_from_remote(&order),
-                    order.updated_at,
-                );
-                self.isolated(
+            complete &= self
+                .apply_all(
                     kind,
-                    id,
-                    self.apply_remote(kind, Key::Remote(id), id, true, remote, report)
-                        .await,
-                    &mut complete,
+                    request.items(),
+                    &mut seen,
+                    report,
+                    |o: &types::Order| {
+                        Some((
+                            o.id?,
+                            canonical::snapshot(
+                                canonical::order_fields_from_remote(o),
+                                o.updated_at,
+                            ),
+                        ))
+                    },
                 )
                 .await?;
-            }
         }
-        if everything && complete {
-            self.tombstones(kind, &seen, report).await?;
-        }
-        if complete {
-            self.inner
-                .store
-                .set_cursor(kind, REMOTE_CURSOR, &start.to_rfc3339(), now())
-                .await?;
-        }
-        Ok(())
+        self.finish_pass(kind, &seen, complete, everything, Some(start), report)
+            .await
     }
 
     async fn pull_buyers(&self, report: &mut RunReport, everything: bool) -> Result<(), SyncError> {
@@ -167,83 +159,115 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             request = request.filter_updated_between(w.as_str());
         }
         let mut seen = BTreeSet::new();
-        let mut complete = true;
-        let mut buyers = std::pin::pin!(request.items());
-        while let Some(buyer) = buyers.try_next().await? {
-            let Some(id) = buyer.id else { continue };
-            seen.insert(id);
-            let remote = canonical::snapshot(
-                canonical::buyer_fields_from_remote(&buyer),
-                buyer.updated_at,
-            );
-            self.isolated(
+        let complete = self
+            .apply_all(
                 kind,
-                id,
-                self.apply_remote(kind, Key::Remote(id), id, true, remote, report)
-                    .await,
-                &mut complete,
+                request.items(),
+                &mut seen,
+                report,
+                |b: &types::Buyer| {
+                    Some((
+                        b.id?,
+                        canonical::snapshot(canonical::buyer_fields_from_remote(b), b.updated_at),
+                    ))
+                },
             )
             .await?;
-        }
-        if everything && complete {
-            self.tombstones(kind, &seen, report).await?;
-        }
-        if complete {
-            self.inner
-                .store
-                .set_cursor(kind, REMOTE_CURSOR, &start.to_rfc3339(), now())
-                .await?;
-        }
-        Ok(())
+        self.finish_pass(kind, &seen, complete, everything, Some(start), report)
+            .await
     }
 
     async fn pull_products(&self, report: &mut RunReport) -> Result<(), SyncError> {
         let kind = EntityKind::Product;
         let mut seen = BTreeSet::new();
-        let mut complete = true;
-        let mut products = std::pin::pin!(self.inner.client.product_list().items());
-        while let Some(product) = products.try_next().await? {
-            let Some(id) = product.id else { continue };
-            seen.insert(id);
-            let remote = canonical::snapshot(
-                canonical::product_fields_from_remote(&product),
-                product.updated_at,
-            );
-            self.isolated(
+        let complete = self
+            .apply_all(
                 kind,
-                id,
-                self.apply_remote(kind, Key::Remote(id), id, true, remote, report)
-                    .await,
-                &mut complete,
+                self.inner.client.product_list().items(),
+                &mut seen,
+                report,
+                |p: &types::Product| {
+                    Some((
+                        p.id?,
+                        canonical::snapshot(canonical::product_fields_from_remote(p), p.updated_at),
+                    ))
+                },
             )
             .await?;
-        }
-        if complete {
-            self.tombstones(kind, &seen, report).await?;
-        }
-        Ok(())
+        self.finish_pass(kind, &seen, complete, true, None, report)
+            .await
     }
 
     async fn pull_offers(&self, report: &mut RunReport) -> Result<(), SyncError> {
         let kind = EntityKind::Offer;
         let mut seen = BTreeSet::new();
-        let mut complete = true;
-        let mut offers = std::pin::pin!(self.inner.client.offer_list().items());
-        while let Some(offer) = offers.try_next().await? {
-            let Some(id) = offer.id else { continue };
-            seen.insert(id);
-            let remote = canonical::snapshot(canonical::offer_fields_from_remote(&offer), None);
-            self.isolated(
+        let complete = self
+            .apply_all(
                 kind,
-                id,
-                self.apply_remote(kind, Key::Remote(id), id, true, remote, report)
-                    .await,
-                &mut complete,
+                self.inner.client.offer_list().items(),
+                &mut seen,
+                report,
+                |o: &types::Offer| {
+                    Some((
+                        o.id?,
+                        canonical::snapshot(canonical::offer_fields_from_remote(o), None),
+                    ))
+                },
             )
             .await?;
+        self.finish_pass(kind, &seen, complete, true, None, report)
+            .await
+    }
+
+    /// Applies every record of a list stream (each one isolated, see [`Self::isolated`]),
+    /// noting the ids seen; returns whether every record was applied.
+    async fn apply_all<T>(
+        &self,
+        kind: EntityKind,
+        items: impl futures_util::Stream<Item = keycrm_api::Result<T>>,
+        seen: &mut BTreeSet<i64>,
+        report: &mut RunReport,
+        remote_of: impl Fn(&T) -> Option<(i64, Snapshot)>,
+    ) -> Result<bool, SyncError> {
+        let mut complete = true;
+        let mut items = std::pin::pin!(items);
+        while let Some(item) = items.try_next().await? {
+            let Some((id, remote)) = remote_of(&item) else {
+                continue;
+            };
+            if !seen.insert(id) {
+                continue;
+            }
+            let result = self
+                .apply_remote(kind, Key::Remote(id), id, true, remote, report)
+                .await;
+            self.isolated(kind, id, result, &mut complete).await?;
         }
-        if complete {
-            self.tombstones(kind, &seen, report).await?;
+        Ok(complete)
+    }
+
+    /// After a pass: a complete full pass turns absence into tombstones, and a complete pass
+    /// advances the kind's cursor to the pass start.
+    async fn finish_pass(
+        &self,
+        kind: EntityKind,
+        seen: &BTreeSet<i64>,
+        complete: bool,
+        full: bool,
+        cursor: Option<DateTime<Utc>>,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        if !complete {
+            return Ok(());
+        }
+        if full {
+            self.tombstones(kind, seen, report).await?;
+        }
+        if let Some(start) = cursor {
+            self.inner
+                .store
+                .set_cursor(kind, REMOTE_CURSOR, &start.to_rfc3339(), now())
+                .await?;
         }
         Ok(())
     }
