@@ -280,6 +280,15 @@ impl SyncConfig {
         Ok(())
     }
 
+    /// A KeyCRM client builder set from this configuration: base URL, API key and quota.
+    /// Add your own settings (timeouts, application name) before `build()`.
+    pub fn client_builder(&self) -> keycrm_api::ClientBuilder {
+        keycrm_api::Client::builder()
+            .api_key(self.api_key.expose())
+            .base_url(self.base_url.clone())
+            .requests_per_minute(self.requests_per_minute)
+    }
+
     /// The background run interval.
     pub fn sync_interval(&self) -> Duration {
         Duration::from_secs(self.sync_interval_secs)
@@ -326,6 +335,12 @@ mod tests {
         assert_eq!(config.status_ids["shipped"], 4);
         assert_eq!(config.warehouse_ids["main"], 1);
         assert_eq!(config.requests_per_minute, 60, "defaults fill the rest");
+        let client = config.client_builder().build().unwrap();
+        assert_eq!(
+            keycrm_api::ClientInfo::baseurl(&client),
+            keycrm_api::DEFAULT_BASE_URL
+        );
+        assert!(!format!("{client:?}").contains("k-123"));
         let shown = format!("{config:?}");
         assert!(
             !shown.contains("k-123") && !shown.contains("w-456"),
