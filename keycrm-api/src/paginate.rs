@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::num::NonZeroU64;
 
-use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
+use futures_util::stream::{self, Stream, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::{Page, builder, types};
@@ -173,25 +173,6 @@ list_requests! {
     PipelineList => Pipeline,
     PipelineStatusList => PipelineStatus,
     PipelineCardList => PipelineCard,
-}
-
-/// Stream item counts without holding items: `count_items(client.order_list())`.
-pub async fn count_items<'a, R: ListRequest<'a>>(request: R) -> Result<u64> {
-    request
-        .items()
-        .try_fold(0u64, |n, _| async move { Ok(n + 1) })
-        .await
-}
-
-/// Drains a stream of pages, keeping only the page count (useful in tests and benches).
-pub async fn count_pages<'a, R: ListRequest<'a>>(request: R) -> Result<u64> {
-    let mut pages = std::pin::pin!(request.pages());
-    let mut n = 0;
-    while let Some(page) = pages.next().await {
-        page?;
-        n += 1;
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

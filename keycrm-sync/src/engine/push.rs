@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use keycrm_api::{Decimal, Paginate, types};
 
 use super::pull::{ORDER_INCLUDE, source_uuid_key};
@@ -170,11 +170,28 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         base: Fields,
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
-        let kind = work.item.kind;
+        let remote_id = self.record_synced(work, remote_id, base).await?;
+        report.pushed += 1;
+        self.publish(SyncEvent::Pushed {
+            kind: work.item.kind,
+            local_id: work.item.local_id.clone(),
+            remote_id,
+        });
+        Ok(())
+    }
+
+    /// Writes the mapping of a record both sides now agree on (new base and hash) and removes
+    /// its outbox item; returns the record's remote id.
+    async fn record_synced(
+        &self,
+        work: &Work,
+        remote_id: Option<i64>,
+        base: Fields,
+    ) -> Result<Option<i64>, SyncError> {
         let mut mapping = work
             .mapping
             .clone()
-            .unwrap_or_else(|| Mapping::new(kind, &work.item.local_id));
+            .unwrap_or_else(|| Mapping::new(work.item.kind, &work.item.local_id));
         if remote_id.is_some() {
             mapping.remote_id = remote_id;
         }
@@ -188,13 +205,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             .store
             .complete_outbox(work.item.id, work.item.revision)
             .await?;
-        report.pushed += 1;
-        self.publish(SyncEvent::Pushed {
-            kind,
-            local_id: work.item.local_id.clone(),
-            remote_id: mapping.remote_id,
-        });
-        Ok(())
+        Ok(mapping.remote_id)
     }
 
     fn dry_run(&self) -> bool {
@@ -238,29 +249,24 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         Ok(())
     }
 
-    /// Orders KeyCRM has by these numbers (`source_uuid`), read 50 per request.
+    /// Orders KeyCRM has by these numbers (`source_uuid`).
     async fn orders_by_uuid(
         &self,
         uuids: &[String],
     ) -> Result<BTreeMap<String, types::Order>, SyncError> {
-        let mut found = BTreeMap::new();
-        for chunk in uuids.chunks(50) {
-            let request = self
-                .inner
-                .client
-                .order_list()
-                .include(ORDER_INCLUDE)
-                .filter_source_uuid(chunk.join(","));
-            let orders: Vec<types::Order> = request.items().try_collect().await?;
-            for order in orders {
-                if let Some(uuid) = order.source_uuid.clone()
-                    && chunk.contains(&uuid)
-                {
-                    found.entry(uuid).or_insert(order);
-                }
-            }
-        }
-        Ok(found)
+        let client = &self.inner.client;
+        lookup(
+            uuids,
+            |filter| {
+                client
+                    .order_list()
+                    .include(ORDER_INCLUDE)
+                    .filter_source_uuid(filter)
+                    .collect_all()
+            },
+            |order: &types::Order| order.source_uuid.clone(),
+        )
+        .await
     }
 
     /// Creates orders at most once: those KeyCRM already has (a create whose answer was lost,
@@ -776,29 +782,28 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         Ok(())
     }
 
-    /// Products KeyCRM has with these SKUs, found through their offers (50 SKUs a request).
+    /// Products KeyCRM has with these SKUs, found through their offers.
     async fn products_by_sku(
         &self,
         skus: &[String],
     ) -> Result<BTreeMap<String, types::Product>, SyncError> {
-        let mut found = BTreeMap::new();
-        for chunk in skus.chunks(50) {
-            let request = self
-                .inner
-                .client
-                .offer_list()
-                .include("product")
-                .filter_sku(chunk.join(","));
-            let offers: Vec<types::Offer> = request.items().try_collect().await?;
-            for offer in offers {
-                if let (Some(sku), Some(product)) = (offer.sku.clone(), offer.product.clone())
-                    && chunk.contains(&sku)
-                {
-                    found.entry(sku).or_insert(product);
-                }
-            }
-        }
-        Ok(found)
+        let client = &self.inner.client;
+        let offers = lookup(
+            skus,
+            |filter| {
+                client
+                    .offer_list()
+                    .include("product")
+                    .filter_sku(filter)
+                    .collect_all()
+            },
+            |offer: &types::Offer| offer.sku.clone(),
+        )
+        .await?;
+        Ok(offers
+            .into_iter()
+            .filter_map(|(sku, offer)| offer.product.map(|p| (sku, p)))
+            .collect())
     }
 
     // ---------------------------------------------------------------------------------------
@@ -812,20 +817,12 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             .filter(|w| w.remote_id().is_none())
             .filter_map(|w| text(&w.local.fields, "sku"))
             .collect();
-        let mut by_sku: BTreeMap<String, types::Offer> = BTreeMap::new();
-        for chunk in unmapped.chunks(50) {
-            let offers: Vec<types::Offer> = client
-                .offer_list()
-                .filter_sku(chunk.join(","))
-                .items()
-                .try_collect()
-                .await?;
-            for o in offers {
-                if let Some(sku) = o.sku.clone() {
-                    by_sku.entry(sku).or_insert(o);
-                }
-            }
-        }
+        let by_sku = lookup(
+            &unmapped,
+            |filter| client.offer_list().filter_sku(filter).collect_all(),
+            |offer: &types::Offer| offer.sku.clone(),
+        )
+        .await?;
         let mut rows = Vec::new();
         let mut sent: Vec<(Work, i64, Fields)> = Vec::new();
         for w in work {
@@ -916,8 +913,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 .and_then(|b| b.fields.get("quantity").cloned());
             if base_quantity.as_ref() == w.local.fields.get("quantity") {
                 let fields = w.local.fields.clone();
-                self.done(&w, None, fields, report).await?;
-                report.pushed -= 1;
+                self.record_synced(&w, None, fields).await?;
                 report.unchanged += 1;
                 continue;
             }
@@ -992,4 +988,27 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         }
         Ok(())
     }
+}
+
+/// Looks records up by a key that a list filter takes comma-separated, 50 keys per request,
+/// keeping the first record found for each key asked for.
+async fn lookup<T, Fut>(
+    keys: &[String],
+    fetch: impl Fn(String) -> Fut,
+    key_of: impl Fn(&T) -> Option<String>,
+) -> Result<BTreeMap<String, T>, SyncError>
+where
+    Fut: std::future::Future<Output = keycrm_api::Result<Vec<T>>>,
+{
+    let mut found = BTreeMap::new();
+    for chunk in keys.chunks(50) {
+        for item in fetch(chunk.join(",")).await? {
+            if let Some(key) = key_of(&item)
+                && chunk.contains(&key)
+            {
+                found.entry(key).or_insert(item);
+            }
+        }
+    }
+    Ok(found)
 }
