@@ -17,6 +17,7 @@
 //!
 //! Every applied change, push, conflict and failure is published to [`SyncEngine::subscribe`].
 
+mod batch;
 mod pull;
 mod push;
 
@@ -71,6 +72,23 @@ pub enum SyncError {
         total: usize,
         /// The configured limit, in percent.
         limit: f64,
+    },
+    /// An on-demand sync named a record the host does not have.
+    #[error("the host has no {kind} with the given id")]
+    NotFound {
+        /// Kind of record.
+        kind: EntityKind,
+        /// The id asked for.
+        local_id: String,
+    },
+    /// KeyCRM answered with something the engine cannot use (a record without its id, or
+    /// another record than the one asked for).
+    #[error("unusable KeyCRM answer to {operation}: {problem}")]
+    Answer {
+        /// The call answered (`GET /order/{id}`).
+        operation: &'static str,
+        /// What is wrong with the answer (never its values).
+        problem: &'static str,
     },
 }
 
@@ -409,11 +427,13 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             ..RunReport::default()
         };
         self.ensure_status_ranks().await;
+        // Each stage's future is large (every KeyCRM call it may make is a state of it):
+        // boxed, they live on the heap and a run fits the 2 MiB stack of a test thread.
         let result = async {
-            self.collect(&mut report, everything).await?;
-            self.pull(&mut report, full, everything).await?;
-            self.process_inbox(&mut report).await?;
-            self.push(&mut report).await?;
+            Box::pin(self.collect(&mut report, everything)).await?;
+            Box::pin(self.pull(&mut report, full, everything)).await?;
+            Box::pin(self.process_inbox(&mut report)).await?;
+            Box::pin(self.push(&mut report)).await?;
             let cutoff =
                 now() - chrono::Duration::days(i64::from(self.inner.config.retention_days));
             self.inner.store.purge(cutoff).await?;
@@ -455,18 +475,32 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             started_at: Some(now()),
             ..RunReport::default()
         };
+        // A record the host does not have is an error of the caller, not a deletion: nothing
+        // is queued, pulled or audited for it.
+        if self
+            .inner
+            .host
+            .load(kind, local_id.to_string())
+            .await?
+            .is_none()
+        {
+            return Err(SyncError::NotFound {
+                kind,
+                local_id: local_id.to_string(),
+            });
+        }
         self.ensure_status_ranks().await;
         if let Some(mapping) = self.inner.store.get_mapping(kind, local_id).await?
             && let Some(remote_id) = mapping.remote_id
         {
-            self.pull_one(kind, remote_id, &mut report).await?;
+            Box::pin(self.pull_one(kind, remote_id, &mut report)).await?;
         }
         self.inner
             .store
             .enqueue(kind, local_id, serde_json::json!({}), now())
             .await?;
         report.collected += 1;
-        self.push_only(&mut report, Some((kind, local_id))).await?;
+        Box::pin(self.push_only(&mut report, Some((kind, local_id)))).await?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.requests = self.inner.client.stats().requests - requests_before;
         Ok(report)
@@ -510,7 +544,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         if inserted.is_some() && self.inner.config.realtime {
             let _guard = self.inner.run_lock.lock().await;
             let mut report = RunReport::default();
-            self.process_inbox(&mut report).await?;
+            Box::pin(self.process_inbox(&mut report)).await?;
         }
         Ok(inserted.is_some())
     }
