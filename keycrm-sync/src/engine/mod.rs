@@ -426,7 +426,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             full_pass: full,
             ..RunReport::default()
         };
-        self.ensure_status_ranks().await;
+        Box::pin(self.ensure_status_ranks()).await;
         // Each stage's future is large (every KeyCRM call it may make is a state of it):
         // boxed, they live on the heap and a run fits the 2 MiB stack of a test thread.
         let result = async {
@@ -489,7 +489,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 local_id: local_id.to_string(),
             });
         }
-        self.ensure_status_ranks().await;
+        Box::pin(self.ensure_status_ranks()).await;
         if let Some(mapping) = self.inner.store.get_mapping(kind, local_id).await?
             && let Some(remote_id) = mapping.remote_id
         {
