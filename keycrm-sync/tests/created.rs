@@ -153,14 +153,21 @@ async fn a_buyer_whose_create_answer_was_lost_keeps_the_edit_made_since() {
     rig.mock.faults().lose_next_creates(1);
     let first = rig.engine.run_once().await.unwrap();
     assert_eq!(first.failed, 1, "the create's answer was lost: {first:?}");
-    rig.host.edit_buyer("B-1", |b| b.note = Some("edited meanwhile".into()));
+    rig.host
+        .edit_buyer("B-1", |b| b.note = Some("edited meanwhile".into()));
     // Let the held-back answer go, so the buyer shows up in KeyCRM's change feed.
     tokio::time::sleep(Duration::from_millis(10)).await;
     for _ in 0..3 {
         rig.pass_backoff();
         rig.engine.run_once().await.unwrap();
     }
-    let buyers = rig.engine.client().buyer_list().collect_all().await.unwrap();
+    let buyers = rig
+        .engine
+        .client()
+        .buyer_list()
+        .collect_all()
+        .await
+        .unwrap();
     assert_eq!(buyers.len(), 1, "created once");
     assert_eq!(
         rig.host.buyer("B-1").unwrap().note.as_deref(),
