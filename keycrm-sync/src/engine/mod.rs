@@ -442,7 +442,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         .await;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.requests = self.inner.client.stats().requests - requests_before;
-        *self.inner.last_run.lock().expect("lock") = Some(report.clone());
+        *self
+            .inner
+            .last_run
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report.clone());
         result.map(|()| report)
     }
 
@@ -516,7 +520,12 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             outbox_depth: counts.outbox_depth,
             dead_letters: counts.dead_letters,
             inbox_backlog: counts.inbox_backlog,
-            last_run: self.inner.last_run.lock().expect("lock").clone(),
+            last_run: self
+                .inner
+                .last_run
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
             runs: self.inner.runs.load(Ordering::Relaxed),
             keycrm: ApiHealth {
                 requests: stats.requests,
@@ -571,7 +580,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                         .iter()
                         .filter_map(|s| Some((s.id?.to_string(), s.group_id?)))
                         .collect();
-                    let mut policies = self.inner.policies.lock().expect("lock");
+                    let mut policies = self
+                        .inner
+                        .policies
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     let policy = policies
                         .entry(EntityKind::Order)
                         .or_insert_with(|| Policy::new(Resolution::NewestWins));
