@@ -13,7 +13,12 @@
 //! 4. **push**: sends due outbox items with as few requests as KeyCRM allows: unchanged
 //!    records cost nothing, orders are created idempotently (bulk import with read-back by
 //!    `source_uuid` for several), products imported 100 at a time, prices in one bulk
-//!    `PUT /offers`, stock in one `PUT /offers/stocks` per warehouse.
+//!    `PUT /offers`, stock in one `PUT /offers/stocks` per warehouse. When KeyCRM refuses
+//!    some rows of a batch (a 422 naming `stocks.3.sku`), those rows are dead-lettered with
+//!    its message and the rest is sent again in the same run; one warehouse's failure never
+//!    skips another. Before a create is sent, the body being created is noted as the record's
+//!    base, so that a record created by a run that stopped before its bookkeeping is linked
+//!    against what was sent, and a local edit made in between is not lost.
 //!
 //! Every applied change, push, conflict and failure is published to [`SyncEngine::subscribe`].
 
