@@ -65,7 +65,8 @@ pub use limiter::ClientStats;
 pub use page::Page;
 pub use paginate::{DEFAULT_STREAM_LIMIT, ListRequest, Paginate};
 pub use runtime::{
-    ApiKey, CORRELATION_HEADER, ClientBuilder, DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, Runtime,
+    ApiKey, CORRELATION_HEADER, ClientBuilder, DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL,
+    RequestObserver, RequestRecord, Runtime,
 };
 pub use scalars::{Date, Decimal, ParseError, Timestamp};
 pub use upload::MAX_UPLOAD_BYTES;

@@ -102,7 +102,26 @@ struct Shared {
     retry: RetryPolicy,
     correlation_ids: bool,
     sequence: AtomicU64,
+    observers: std::sync::RwLock<Vec<RequestObserver>>,
 }
+
+/// One finished attempt of a KeyCRM request, as an observer sees it (no URL values, no bodies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestRecord {
+    /// The operation id (`list_orders`).
+    pub operation: &'static str,
+    /// The HTTP status, or 0 when no answer came (a timeout, a reset).
+    pub status: u16,
+    /// How long the attempt took, quota wait excluded.
+    pub elapsed: Duration,
+    /// The attempt number, from 1.
+    pub attempt: u32,
+}
+
+/// A function told of every attempt of every request of a client and its clones
+/// (see [`Client::observe`]). It runs on the request's task: it must be quick.
+pub type RequestObserver = Arc<dyn Fn(&RequestRecord) + Send + Sync>;
 
 impl Runtime {
     pub(crate) fn retry_policy(&self) -> RetryPolicy {
@@ -356,6 +375,7 @@ impl ClientBuilder {
                 },
                 correlation_ids: self.correlation_ids,
                 sequence: AtomicU64::new(seed_from_clock()),
+                observers: std::sync::RwLock::new(Vec::new()),
             }),
         };
         Ok(Client::new_with_client(&base_url, http, runtime))
@@ -423,6 +443,17 @@ impl Client {
     /// Counters of this client and all its clones: requests, retries, quota waits, 429s.
     pub fn stats(&self) -> ClientStats {
         self.inner().shared.counters.snapshot()
+    }
+
+    /// Adds an observer told of every attempt of every request of this client and all its
+    /// clones (operation, status, latency): how metrics exporters count requests.
+    pub fn observe(&self, observer: impl Fn(&RequestRecord) + Send + Sync + 'static) {
+        self.inner()
+            .shared
+            .observers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Arc::new(observer));
     }
 
     fn next_correlation_id(&self) -> String {
@@ -573,6 +604,23 @@ impl ClientHooks<Runtime> for Client {
                 }
             };
             span.in_scope(|| tracing::debug!(target: "keycrm", "request finished"));
+            {
+                let observers = shared
+                    .observers
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !observers.is_empty() {
+                    let record = RequestRecord {
+                        operation: info.operation_id,
+                        status: result.as_ref().map_or(0, |r| r.status().as_u16()),
+                        elapsed,
+                        attempt,
+                    };
+                    for observer in observers.iter() {
+                        observer(&record);
+                    }
+                }
+            }
 
             match (outcome, spare) {
                 (Outcome::Retry(hint), Some(again)) if can_retry => {

@@ -6,16 +6,26 @@
 //! - [`plan`]: the pure three-way conflict planner;
 //! - [`store`]: the durable state (SQLite or memory);
 //! - [`config`]: what an operator configures;
-//! - [`model`]: the shared vocabulary.
+//! - [`model`]: the shared vocabulary;
+//! - [`http`], [`alert`], [`metrics`] (feature `service`; the axum router with feature `axum`):
+//!   the service layer a host mounts.
 
+#[cfg(feature = "service")]
+pub mod alert;
 pub mod canonical;
 pub mod config;
 pub mod engine;
 pub mod host;
+#[cfg(feature = "service")]
+pub mod http;
+#[cfg(feature = "service")]
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod store;
 
 pub use tokio_util::sync::CancellationToken;
 
-pub use engine::{RunReport, SyncEngine, SyncEngineBuilder, SyncError, SyncEvent, SyncStatus};
+pub use engine::{
+    RunPhase, RunReport, SyncEngine, SyncEngineBuilder, SyncError, SyncEvent, SyncStatus,
+};

@@ -142,6 +142,26 @@ pub enum SyncEvent {
         /// Whether retries are exhausted.
         dead: bool,
     },
+    /// An alert fired or resolved (the service layer's alert rules).
+    Alert {
+        /// The rule (`sync_errors`, `keycrm_unavailable`, ...).
+        alert: String,
+        /// `critical` or `warning`.
+        severity: String,
+        /// Whether it now fires (`false`: it resolved).
+        firing: bool,
+        /// What is wrong (no customer data).
+        message: String,
+    },
+    /// A background job (a full resync started over HTTP) started, progressed or ended.
+    Job {
+        /// The job's id.
+        id: String,
+        /// `running`, `succeeded` or `failed`.
+        state: String,
+        /// Records applied, pushed, failed so far.
+        processed: u64,
+    },
 }
 
 /// What one run did.
@@ -219,6 +239,26 @@ pub struct ApiHealth {
 /// The time the outbox is scheduled by (see [`SyncEngineBuilder::outbox_clock`]).
 pub type OutboxClock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
+/// A run's start or end, as told to run observers (the service layer's metrics and alerts).
+#[derive(Debug, Clone, Copy)]
+pub enum RunPhase<'a> {
+    /// A run (periodic, full or one record) took the run lock and started.
+    Started {
+        /// Whether it is a full resync.
+        full_resync: bool,
+    },
+    /// The run ended.
+    Finished {
+        /// What it did.
+        report: &'a RunReport,
+        /// Whether it ended without error.
+        ok: bool,
+    },
+}
+
+/// A function told when runs start and end (see [`SyncEngine::observe_runs`]).
+pub type RunObserver = Arc<dyn Fn(RunPhase<'_>) + Send + Sync>;
+
 /// Builds a [`SyncEngine`].
 pub struct SyncEngineBuilder<S, H> {
     client: Option<Client>,
@@ -228,9 +268,19 @@ pub struct SyncEngineBuilder<S, H> {
     mappings: Option<Mappings>,
     policies: BTreeMap<EntityKind, Policy>,
     outbox_clock: Option<OutboxClock>,
+    shutdown: Option<CancellationToken>,
 }
 
 impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
+    /// The token that shuts the engine down (default: a token of its own, cancelled by
+    /// [`SyncEngine::shutdown`]). Give it the token the host's server shuts down with, so that
+    /// event streams ([`SyncEngine::subscribe`], SSE, WebSocket) end and a graceful shutdown
+    /// does not wait for connected clients.
+    pub fn shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = Some(token);
+        self
+    }
+
     /// The KeyCRM client (required). Its quota pacing and retries apply to every call.
     pub fn client(mut self, client: Client) -> Self {
         self.client = Some(client);
@@ -315,6 +365,8 @@ impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
                 latency_micros: AtomicU64::new(0),
                 ranks_loaded: std::sync::atomic::AtomicBool::new(false),
                 outbox_clock: self.outbox_clock.unwrap_or_else(|| Arc::new(Utc::now)),
+                shutdown: self.shutdown.unwrap_or_default(),
+                run_observers: std::sync::RwLock::new(Vec::new()),
             }),
         })
     }
@@ -349,6 +401,8 @@ pub(crate) struct Inner<S, H> {
     latency_micros: AtomicU64,
     ranks_loaded: std::sync::atomic::AtomicBool,
     outbox_clock: OutboxClock,
+    shutdown: CancellationToken,
+    run_observers: std::sync::RwLock<Vec<RunObserver>>,
 }
 
 impl<S: Store, H: Host> SyncEngine<S, H> {
@@ -362,6 +416,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             mappings: None,
             policies: BTreeMap::new(),
             outbox_clock: None,
+            shutdown: None,
         }
     }
 
@@ -380,18 +435,64 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         &self.inner.client
     }
 
-    /// A stream of [`SyncEvent`]s from now on (a slow subscriber skips what it missed).
-    pub fn subscribe(&self) -> impl Stream<Item = SyncEvent> + Send + 'static {
+    /// A stream of [`SyncEvent`]s from now on. It holds no borrow of the engine (keep it in
+    /// another task, drop the engine) and ends when the engine shuts down
+    /// ([`SyncEngine::shutdown`] or the token given to [`SyncEngineBuilder::shutdown`]).
+    ///
+    /// Lag: events are buffered per subscriber up to 4096; a subscriber that falls further
+    /// behind never slows the engine: it skips the oldest events it missed and goes on with
+    /// the newest (the skip is logged at debug level). The HTTP layer's streams go further and
+    /// tell a lagging client so, then drop it.
+    pub fn subscribe(&self) -> impl Stream<Item = SyncEvent> + Send + use<S, H> {
         let rx = self.inner.events.subscribe();
-        futures_util::stream::unfold(rx, |mut rx| async move {
+        let shutdown = self.inner.shutdown.clone();
+        futures_util::stream::unfold((rx, shutdown), |(mut rx, shutdown)| async move {
             loop {
-                match rx.recv().await {
-                    Ok(event) => return Some((event, rx)),
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                let received = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return None,
+                    received = rx.recv() => received,
+                };
+                match received {
+                    Ok(event) => return Some((event, (rx, shutdown))),
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        tracing::debug!(target: "keycrm_sync", skipped, "a subscriber lagged");
+                    }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }
         })
+    }
+
+    /// Shuts the engine down: event streams end, and [`SyncEngine::run`] returns when it was
+    /// given the same token (see [`SyncEngine::shutdown_token`]).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// The engine's shutdown token (cancelled by [`SyncEngine::shutdown`]).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Adds a function told when each run starts and ends (metrics, alerts).
+    pub fn observe_runs(&self, observer: impl Fn(RunPhase<'_>) + Send + Sync + 'static) {
+        self.inner
+            .run_observers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Arc::new(observer));
+    }
+
+    fn tell_runs(&self, phase: RunPhase<'_>) {
+        let observers = self
+            .inner
+            .run_observers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for observer in observers.iter() {
+            observer(phase);
+        }
     }
 
     /// Runs until `shutdown` is cancelled: one run now, then one every
@@ -424,6 +525,9 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
 
     async fn run_with(&self, full: bool, everything: bool) -> Result<RunReport, SyncError> {
         let _guard = self.inner.run_lock.lock().await;
+        self.tell_runs(RunPhase::Started {
+            full_resync: everything,
+        });
         let started = Instant::now();
         let requests_before = self.inner.client.stats().requests;
         let mut report = RunReport {
@@ -452,6 +556,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             .last_run
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report.clone());
+        self.tell_runs(RunPhase::Finished {
+            report: &report,
+            ok: result.is_ok(),
+        });
         result.map(|()| report)
     }
 

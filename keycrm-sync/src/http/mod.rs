@@ -1,0 +1,816 @@
+//! The service layer: what a host mounts to operate the engine over HTTP.
+//!
+//! [`Service`] holds the framework-free pieces (feature `service`): status, sync actions,
+//! full-resync jobs, dead letters, conflicts, health, Prometheus text, the numbered event
+//! stream with replay, alerts, and the dashboard page. With feature `axum`, [`router`] mounts
+//! them as routes (see its docs for the table); any other framework calls the same methods
+//! (the `hyper_host` example does it with plain hyper).
+//!
+//! Errors are JSON `{"error": "<code>", "message": "..."}` with the status of
+//! [`HttpError::from_sync`], the HTTP classification of [`SyncError`] a host may reuse.
+
+mod hub;
+#[cfg(feature = "axum")]
+mod routes;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use keycrm_api::clock::{Clock, TokioClock};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use crate::alert::{Alert, AlertRules, AlertSnapshot, AlertState, AlertTransition, Notifier};
+use crate::config::Secret;
+use crate::engine::{RunPhase, RunReport, SyncEngine, SyncError, SyncEvent, SyncStatus};
+use crate::host::Host;
+use crate::metrics::Metrics;
+use crate::model::EntityKind;
+use crate::store::{ConflictRecord, OutboxId, Store, StoreError};
+
+pub use hub::{NumberedEvent, StreamItem, Subscription};
+#[cfg(feature = "axum")]
+pub use routes::{router, router_with};
+
+/// The dashboard page: HTML, CSS and JavaScript in one file, no external resources.
+pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+/// How the service layer is set up.
+#[derive(Clone)]
+pub struct HttpOptions {
+    /// The bearer token of the management routes (`Authorization: Bearer <token>`). An empty
+    /// token refuses every management request.
+    pub admin_token: Secret,
+    /// Whether `GET /metrics` is served without the token (default `false`).
+    pub public_metrics: bool,
+    /// Events kept for clients resuming with `Last-Event-ID` (default 1024).
+    pub replay_buffer: usize,
+    /// Events a client may fall behind before it is told it lagged and dropped (default 256).
+    pub client_buffer: usize,
+    /// Alert thresholds.
+    pub alert_rules: AlertRules,
+    /// How often alerts are evaluated in the background (default 15 s; `None`: only when
+    /// [`Service::evaluate_alerts`] is called).
+    pub alert_interval: Option<Duration>,
+    /// Where alerts go besides events, `tracing` and metrics.
+    pub notifiers: Vec<Arc<dyn Notifier>>,
+    /// The clock of alert rules and KeyCRM reachability (default: tokio's).
+    pub clock: Arc<dyn Clock>,
+    /// Conflicts listed by `GET /sync/conflicts` at most (default 100).
+    pub conflict_limit: usize,
+}
+
+impl std::fmt::Debug for HttpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpOptions")
+            .field("admin_token", &self.admin_token)
+            .field("public_metrics", &self.public_metrics)
+            .field("replay_buffer", &self.replay_buffer)
+            .field("client_buffer", &self.client_buffer)
+            .field("alert_rules", &self.alert_rules)
+            .field("alert_interval", &self.alert_interval)
+            .field("notifiers", &self.notifiers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpOptions {
+    /// Options with the admin token and defaults otherwise.
+    pub fn new(admin_token: impl Into<String>) -> Self {
+        Self {
+            admin_token: Secret::new(admin_token.into()),
+            public_metrics: false,
+            replay_buffer: 1024,
+            client_buffer: 256,
+            alert_rules: AlertRules::default(),
+            alert_interval: Some(Duration::from_secs(15)),
+            notifiers: Vec::new(),
+            clock: Arc::new(TokioClock::new()),
+            conflict_limit: 100,
+        }
+    }
+
+    /// Adds a notifier (e.g. [`crate::alert::WebhookNotifier`]).
+    pub fn notifier(mut self, notifier: impl Notifier) -> Self {
+        self.notifiers.push(Arc::new(notifier));
+        self
+    }
+}
+
+/// An error answer: an HTTP status and a JSON body `{"error": code, "message": message}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpError {
+    /// The HTTP status.
+    #[serde(skip)]
+    pub status: u16,
+    /// A stable machine-readable code (`not_found`, `keycrm_unavailable`...).
+    pub error: &'static str,
+    /// For people (never customer data or secrets).
+    pub message: String,
+}
+
+impl HttpError {
+    /// An error with a status, a code and a message.
+    pub fn new(status: u16, error: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP classification of an engine error:
+    ///
+    /// | error | status | code |
+    /// |---|---|---|
+    /// | `NotFound` | 404 | `not_found` |
+    /// | KeyCRM 429, 5xx, timeout, transport | 503 | `keycrm_unavailable` |
+    /// | KeyCRM 422 | 422 | `keycrm_rejected` |
+    /// | KeyCRM 401/403 (our key) | 502 | `keycrm_auth` |
+    /// | other KeyCRM errors, unusable answers | 502 | `keycrm_error` |
+    /// | store backend | 503 | `store_unavailable` |
+    /// | store corrupt or newer schema | 500 | `store_error` |
+    /// | host | 500 | `host_error` |
+    /// | mapping | 422 | `mapping` |
+    /// | mass-zeroing guard | 409 | `mass_zeroing` |
+    /// | configuration | 500 | `config` |
+    pub fn from_sync(error: &SyncError) -> Self {
+        let (status, code) = match error {
+            SyncError::NotFound { .. } => (404, "not_found"),
+            SyncError::Api(e) => match e {
+                keycrm_api::Error::RateLimited { .. }
+                | keycrm_api::Error::Server { .. }
+                | keycrm_api::Error::Timeout { .. }
+                | keycrm_api::Error::Transport { .. } => (503, "keycrm_unavailable"),
+                keycrm_api::Error::Validation { .. } => (422, "keycrm_rejected"),
+                keycrm_api::Error::Unauthorized { .. } | keycrm_api::Error::Forbidden { .. } => {
+                    (502, "keycrm_auth")
+                }
+                _ => (502, "keycrm_error"),
+            },
+            SyncError::Answer { .. } => (502, "keycrm_error"),
+            SyncError::Store(StoreError::Backend(_)) => (503, "store_unavailable"),
+            SyncError::Store(_) => (500, "store_error"),
+            SyncError::Host(_) => (500, "host_error"),
+            SyncError::Mapping(_) => (422, "mapping"),
+            SyncError::MassZeroing { .. } => (409, "mass_zeroing"),
+            SyncError::Config(_) => (500, "config"),
+        };
+        Self::new(status, code, error.to_string())
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": self.error, "message": self.message})
+    }
+}
+
+impl From<SyncError> for HttpError {
+    fn from(error: SyncError) -> Self {
+        Self::from_sync(&error)
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(error: StoreError) -> Self {
+        Self::from_sync(&SyncError::Store(error))
+    }
+}
+
+/// A background job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Running.
+    Running,
+    /// Ended without error.
+    Succeeded,
+    /// Ended with an error.
+    Failed,
+}
+
+impl JobState {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+/// A full-resync job (`POST /sync/full-resync`, `GET /sync/jobs/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobInfo {
+    /// The job's id.
+    pub id: String,
+    /// What it does (`full_resync`).
+    pub kind: &'static str,
+    /// Its state.
+    pub state: JobState,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Records applied, pushed and failed so far (from the event stream).
+    pub processed: u64,
+    /// The run report, once it succeeded.
+    pub report: Option<RunReport>,
+    /// The error, once it failed.
+    pub error: Option<HttpError>,
+}
+
+/// Jobs kept for `GET /sync/jobs/{id}`.
+const JOBS_KEPT: usize = 64;
+/// A job's progress is published every this many records.
+const PROGRESS_EVERY: u64 = 50;
+
+#[derive(Default)]
+struct Jobs {
+    running: Option<String>,
+    all: BTreeMap<u64, JobInfo>,
+    next: u64,
+}
+
+/// A dead letter as the service shows it (no payload: it may hold customer data).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    /// The outbox id (for retry and discard).
+    pub id: OutboxId,
+    /// Kind of record.
+    pub kind: EntityKind,
+    /// The host's id.
+    pub local_id: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When the change was first queued.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Liveness and readiness (`GET /readyz`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Readiness {
+    /// Whether the service is ready (the store answers; KeyCRM answered recently or nothing
+    /// is pending).
+    pub ready: bool,
+    /// Whether the store answered.
+    pub store: bool,
+    /// Seconds since KeyCRM last answered successfully.
+    pub keycrm_silent_secs: u64,
+    /// Outbox items and webhooks waiting.
+    pub pending: u64,
+}
+
+/// Everything `GET /sync/status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceStatus {
+    /// The engine's status.
+    #[serde(flatten)]
+    pub engine: SyncStatus,
+    /// Age of the oldest webhook waiting, in seconds.
+    pub inbox_oldest_age_secs: Option<u64>,
+    /// KeyCRM quota: requests that waited, and the total wait in seconds.
+    pub quota: Quota,
+    /// Alerts that fire.
+    pub alerts: Vec<Alert>,
+    /// The running full-resync job, if any.
+    pub job: Option<String>,
+    /// The id of the last event published.
+    pub last_event_id: u64,
+}
+
+/// Quota use of the engine's client.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Quota {
+    /// Requests sent (retries included).
+    pub requests: u64,
+    /// Requests that waited for the quota.
+    pub waits: u64,
+    /// Seconds spent waiting.
+    pub waited_secs: f64,
+    /// 429 answers.
+    pub rate_limited: u64,
+}
+
+struct Shared<S, H> {
+    engine: SyncEngine<S, H>,
+    options: HttpOptions,
+    hub: hub::Hub,
+    metrics: Metrics,
+    alerts: Mutex<AlertState>,
+    alert_eval: tokio::sync::Mutex<()>,
+    jobs: Mutex<Jobs>,
+    /// Clock time (µs) of the last successful KeyCRM answer.
+    keycrm_ok_at: AtomicU64,
+    /// Clock time (µs) the current run started at, `u64::MAX` when none runs.
+    run_started_at: AtomicU64,
+}
+
+/// The framework-free service over an engine. Cheap to clone.
+pub struct Service<S, H> {
+    shared: Arc<Shared<S, H>>,
+}
+
+impl<S, H> Clone for Service<S, H> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, H> std::fmt::Debug for Service<S, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("options", &self.shared.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros().min(u128::from(u64::MAX - 1)) as u64
+}
+
+impl<S: Store, H: Host> Service<S, H> {
+    /// The service over `engine`. Starts, on the current tokio runtime, the task that numbers
+    /// events and the alert loop; both end when the engine shuts down. Counts every request of
+    /// the engine's client and every run in its metrics.
+    pub fn new(engine: SyncEngine<S, H>, options: HttpOptions) -> Self {
+        let shutdown = engine.shutdown_token();
+        let now = micros(options.clock.now());
+        let shared = Arc::new(Shared {
+            hub: hub::Hub::new(
+                options.replay_buffer,
+                options.client_buffer,
+                shutdown.clone(),
+            ),
+            engine,
+            options,
+            metrics: Metrics::new(),
+            alerts: Mutex::new(AlertState::default()),
+            alert_eval: tokio::sync::Mutex::new(()),
+            jobs: Mutex::new(Jobs::default()),
+            keycrm_ok_at: AtomicU64::new(now),
+            run_started_at: AtomicU64::new(u64::MAX),
+        });
+        let weak = Arc::downgrade(&shared);
+        shared.engine.client().observe(move |record| {
+            if let Some(shared) = weak.upgrade() {
+                shared.metrics.record_request(record);
+                if (1..500).contains(&record.status) && record.status != 429 {
+                    shared
+                        .keycrm_ok_at
+                        .store(micros(shared.options.clock.now()), Ordering::Relaxed);
+                }
+            }
+        });
+        let weak = Arc::downgrade(&shared);
+        shared.engine.observe_runs(move |phase| {
+            if let Some(shared) = weak.upgrade() {
+                shared.metrics.record_run(phase);
+                let at = match phase {
+                    RunPhase::Started { .. } => micros(shared.options.clock.now()),
+                    RunPhase::Finished { .. } => u64::MAX,
+                };
+                shared.run_started_at.store(at, Ordering::Relaxed);
+            }
+        });
+        let service = Self { shared };
+        // Numbers the engine's events for the streams; counts them for metrics and jobs.
+        let events = service.shared.engine.subscribe();
+        let weak = Arc::downgrade(&service.shared);
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                let Some(shared) = weak.upgrade() else { return };
+                Service { shared }.on_event(event);
+            }
+        });
+        if let Some(every) = service.shared.options.alert_interval {
+            let weak = Arc::downgrade(&service.shared);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let Some(shared) = weak.upgrade() else { return };
+                    Service { shared }.evaluate_alerts().await;
+                }
+            });
+        }
+        service
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &SyncEngine<S, H> {
+        &self.shared.engine
+    }
+
+    /// The options.
+    pub fn options(&self) -> &HttpOptions {
+        &self.shared.options
+    }
+
+    fn on_event(&self, event: SyncEvent) {
+        self.shared.metrics.record_event(&event);
+        let counts = matches!(
+            event,
+            SyncEvent::Applied { .. } | SyncEvent::Pushed { .. } | SyncEvent::Failed { .. }
+        );
+        self.shared.hub.push(event);
+        if counts {
+            let progress = {
+                let mut jobs = self.lock_jobs();
+                let running = jobs.running.clone();
+                running.and_then(|id| {
+                    let job = jobs.all.values_mut().find(|j| j.id == id)?;
+                    job.processed += 1;
+                    (job.processed % PROGRESS_EVERY == 0).then(|| (id, job.processed))
+                })
+            };
+            if let Some((id, processed)) = progress {
+                self.shared.engine.publish(SyncEvent::Job {
+                    id,
+                    state: "running".into(),
+                    processed,
+                });
+            }
+        }
+    }
+
+    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, Jobs> {
+        self.shared
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    // ---- auth ----
+
+    /// Checks an `Authorization` header value against the admin token (constant time):
+    /// 401 `missing_token` without a bearer token, 401 `invalid_token` for a wrong one.
+    pub fn authorize(&self, authorization: Option<&str>) -> Result<(), HttpError> {
+        let token = authorization
+            .and_then(|v| {
+                let (scheme, rest) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .filter(|t| !t.is_empty());
+        match token {
+            None => Err(HttpError::new(
+                401,
+                "missing_token",
+                "this route needs `Authorization: Bearer <admin token>`",
+            )),
+            Some(token) => self.check_token(token),
+        }
+    }
+
+    /// Checks a token given another way (the `access_token` query parameter of event streams,
+    /// which browsers cannot send headers with).
+    pub fn check_token(&self, token: &str) -> Result<(), HttpError> {
+        let expected = self.shared.options.admin_token.expose().as_bytes();
+        if !expected.is_empty() && bool::from(expected.ct_eq(token.as_bytes())) {
+            Ok(())
+        } else {
+            Err(HttpError::new(
+                401,
+                "invalid_token",
+                "the admin token is wrong",
+            ))
+        }
+    }
+
+    // ---- status ----
+
+    /// `GET /sync/status`.
+    pub async fn status(&self) -> Result<ServiceStatus, HttpError> {
+        let engine = self.shared.engine.status().await?;
+        let oldest = self.oldest_webhook().await?;
+        let stats = self.shared.engine.client().stats();
+        Ok(ServiceStatus {
+            engine,
+            inbox_oldest_age_secs: oldest.map(|d| d.as_secs()),
+            quota: Quota {
+                requests: stats.requests,
+                waits: stats.waits,
+                waited_secs: stats.waited.as_secs_f64(),
+                rate_limited: stats.rate_limited,
+            },
+            alerts: self.firing_alerts(),
+            job: self.lock_jobs().running.clone(),
+            last_event_id: self.shared.hub.last_id(),
+        })
+    }
+
+    async fn oldest_webhook(&self) -> Result<Option<Duration>, HttpError> {
+        let pending = self.shared.engine.store().inbox_pending(1).await?;
+        Ok(pending
+            .first()
+            .map(|item| (Utc::now() - item.received_at).to_std().unwrap_or_default()))
+    }
+
+    /// `GET /sync/conflicts`: the most recent conflicts, with both values and the winner.
+    pub async fn conflicts(&self) -> Result<Vec<ConflictRecord>, HttpError> {
+        Ok(self
+            .shared
+            .engine
+            .store()
+            .list_conflicts(None, self.shared.options.conflict_limit)
+            .await?)
+    }
+
+    /// `GET /sync/dead-letters`.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, HttpError> {
+        let items = self.shared.engine.store().dead_letters(None).await?;
+        Ok(items
+            .into_iter()
+            .map(|i| DeadLetter {
+                id: i.id,
+                kind: i.kind,
+                local_id: i.local_id,
+                attempts: i.attempts,
+                last_error: i.last_error,
+                created_at: i.created_at,
+            })
+            .collect())
+    }
+
+    /// `POST /sync/dead-letters/{id}/retry`: queued again (the id of the live item), or 404.
+    pub async fn retry_dead_letter(&self, id: i64) -> Result<OutboxId, HttpError> {
+        self.shared
+            .engine
+            .store()
+            .retry_dead_letter(OutboxId(id), self.shared.engine.outbox_now())
+            .await?
+            .ok_or_else(|| HttpError::new(404, "not_found", format!("no dead letter {id}")))
+    }
+
+    /// `DELETE /sync/dead-letters/{id}`: dropped, or 404.
+    pub async fn discard_dead_letter(&self, id: i64) -> Result<(), HttpError> {
+        if self
+            .shared
+            .engine
+            .store()
+            .discard_dead_letter(OutboxId(id))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(HttpError::new(
+                404,
+                "not_found",
+                format!("no dead letter {id}"),
+            ))
+        }
+    }
+
+    // ---- sync actions ----
+
+    /// `POST /sync/{kind}/{local_id}` with `kind` one of `orders`, `buyers`, `products`,
+    /// `offers`: syncs the record now (404 for an unknown kind or id).
+    pub async fn sync_record(&self, kind: &str, local_id: &str) -> Result<RunReport, HttpError> {
+        let engine = &self.shared.engine;
+        let result = match kind {
+            "orders" => engine.sync_order(local_id).await,
+            "buyers" => engine.sync_buyer(local_id).await,
+            "products" => engine.sync_product(local_id).await,
+            "offers" => engine.sync_offer(local_id).await,
+            other => {
+                return Err(HttpError::new(
+                    404,
+                    "not_found",
+                    format!("no record kind `{other}` (orders, buyers, products, offers)"),
+                ));
+            }
+        };
+        Ok(result?)
+    }
+
+    /// `POST /sync/full-resync`: starts a full resync in the background and returns its job
+    /// (202), or 409 `job_running` while one runs. Progress is published on the event stream.
+    pub fn start_full_resync(&self) -> Result<JobInfo, HttpError> {
+        let job = {
+            let mut jobs = self.lock_jobs();
+            if let Some(running) = &jobs.running {
+                return Err(HttpError::new(
+                    409,
+                    "job_running",
+                    format!("full resync {running} is running"),
+                ));
+            }
+            jobs.next += 1;
+            let n = jobs.next;
+            let job = JobInfo {
+                id: format!("job-{n}"),
+                kind: "full_resync",
+                state: JobState::Running,
+                started_at: Utc::now(),
+                finished_at: None,
+                processed: 0,
+                report: None,
+                error: None,
+            };
+            jobs.running = Some(job.id.clone());
+            jobs.all.insert(n, job.clone());
+            while jobs.all.len() > JOBS_KEPT {
+                jobs.all.pop_first();
+            }
+            job
+        };
+        self.shared.engine.publish(SyncEvent::Job {
+            id: job.id.clone(),
+            state: "running".into(),
+            processed: 0,
+        });
+        let this = self.clone();
+        let id = job.id.clone();
+        tokio::spawn(async move {
+            let result = this.shared.engine.full_resync().await;
+            let (state, processed) = {
+                let mut jobs = this.lock_jobs();
+                jobs.running = None;
+                let entry = jobs.all.values_mut().find(|j| j.id == id);
+                match entry {
+                    Some(job) => {
+                        job.finished_at = Some(Utc::now());
+                        match result {
+                            Ok(report) => {
+                                job.state = JobState::Succeeded;
+                                job.report = Some(report);
+                            }
+                            Err(error) => {
+                                tracing::warn!(target: "keycrm_sync", %error, "full resync failed");
+                                job.state = JobState::Failed;
+                                job.error = Some(HttpError::from_sync(&error));
+                            }
+                        }
+                        (job.state, job.processed)
+                    }
+                    None => return,
+                }
+            };
+            this.shared.engine.publish(SyncEvent::Job {
+                id,
+                state: state.as_str().into(),
+                processed,
+            });
+        });
+        Ok(job)
+    }
+
+    /// `GET /sync/jobs/{id}`, or 404.
+    pub fn job(&self, id: &str) -> Result<JobInfo, HttpError> {
+        self.lock_jobs()
+            .all
+            .values()
+            .find(|j| j.id == id)
+            .cloned()
+            .ok_or_else(|| HttpError::new(404, "not_found", format!("no job {id}")))
+    }
+
+    // ---- events ----
+
+    /// A numbered event stream, from now on or resuming after `last_event_id`. It ends when
+    /// the engine shuts down, or after telling a client that fell behind that it lagged.
+    pub fn events(&self, last_event_id: Option<u64>) -> Subscription {
+        self.shared.hub.subscribe(last_event_id)
+    }
+
+    // ---- health and metrics ----
+
+    /// `GET /readyz`: `Ok` when ready, else the details with 503.
+    pub async fn readiness(&self) -> Result<Readiness, (Readiness, HttpError)> {
+        let silent = self.since_keycrm_success();
+        let limit = self
+            .shared
+            .options
+            .alert_rules
+            .keycrm_silence
+            .unwrap_or(Duration::from_secs(120));
+        let counts = self.shared.engine.store().counts().await;
+        let (store, pending) = match &counts {
+            Ok(c) => (true, c.outbox_depth + c.inbox_backlog),
+            Err(_) => (false, 0),
+        };
+        let readiness = Readiness {
+            ready: store && (pending == 0 || silent <= limit),
+            store,
+            keycrm_silent_secs: silent.as_secs(),
+            pending,
+        };
+        if readiness.ready {
+            Ok(readiness)
+        } else {
+            let message = if store {
+                "KeyCRM has not answered recently and work is pending"
+            } else {
+                "the store does not answer"
+            };
+            Err((readiness, HttpError::new(503, "not_ready", message)))
+        }
+    }
+
+    /// `GET /metrics`: the Prometheus text exposition (content type
+    /// [`METRICS_CONTENT_TYPE`]).
+    pub async fn metrics_text(&self) -> Result<String, HttpError> {
+        let status = self.shared.engine.status().await?;
+        let oldest = self.oldest_webhook().await?;
+        self.shared.metrics.update(
+            &status,
+            self.shared.engine.client().stats(),
+            oldest.map_or(0.0, |d| d.as_secs_f64()),
+        );
+        Ok(self.shared.metrics.render())
+    }
+
+    /// The metrics (to register more, or to render them elsewhere).
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    // ---- alerts ----
+
+    fn since_keycrm_success(&self) -> Duration {
+        let now = micros(self.shared.options.clock.now());
+        Duration::from_micros(now.saturating_sub(self.shared.keycrm_ok_at.load(Ordering::Relaxed)))
+    }
+
+    /// What the alert rules look at now.
+    pub async fn alert_snapshot(&self) -> Result<AlertSnapshot, HttpError> {
+        let counts = self.shared.engine.store().counts().await?;
+        let now = micros(self.shared.options.clock.now());
+        let run = self.shared.run_started_at.load(Ordering::Relaxed);
+        Ok(AlertSnapshot {
+            dead_letters: counts.dead_letters,
+            pending_work: counts.outbox_depth + counts.inbox_backlog,
+            since_keycrm_success: self.since_keycrm_success(),
+            oldest_webhook: self.oldest_webhook().await?,
+            current_run: (run != u64::MAX).then(|| Duration::from_micros(now.saturating_sub(run))),
+        })
+    }
+
+    /// Evaluates the alert rules now; each transition goes to the event stream, `tracing`,
+    /// the metrics and the notifiers. Returns the transitions.
+    pub async fn evaluate_alerts(&self) -> Vec<AlertTransition> {
+        let _one_at_a_time = self.shared.alert_eval.lock().await;
+        let snapshot = match self.alert_snapshot().await {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::warn!(target: "keycrm_sync::alert", error = %error.message, "cannot evaluate alerts");
+                return Vec::new();
+            }
+        };
+        self.apply_snapshot(&snapshot).await
+    }
+
+    /// Evaluates the rules over a given snapshot (as [`Service::evaluate_alerts`] does).
+    pub async fn apply_snapshot(&self, snapshot: &AlertSnapshot) -> Vec<AlertTransition> {
+        let transitions = self
+            .shared
+            .alerts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .evaluate(&self.shared.options.alert_rules, snapshot);
+        for t in &transitions {
+            let name = t.alert.kind.as_str();
+            if t.firing {
+                tracing::warn!(target: "keycrm_sync::alert", alert = name, severity = t.alert.severity.as_str(), message = %t.alert.message, "alert firing");
+            } else {
+                tracing::info!(target: "keycrm_sync::alert", alert = name, "alert resolved");
+            }
+            self.shared.metrics.set_alert(t.alert.kind, t.firing);
+            self.shared.engine.publish(SyncEvent::Alert {
+                alert: name.into(),
+                severity: t.alert.severity.as_str().into(),
+                firing: t.firing,
+                message: t.alert.message.clone(),
+            });
+            for notifier in &self.shared.options.notifiers {
+                notifier.notify(t).await;
+            }
+        }
+        transitions
+    }
+
+    /// The alerts that fire now.
+    pub fn firing_alerts(&self) -> Vec<Alert> {
+        self.shared
+            .alerts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .firing()
+    }
+}
+
+/// The content type of [`Service::metrics_text`].
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
