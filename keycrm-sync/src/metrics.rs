@@ -196,6 +196,13 @@ impl Metrics {
             "1 while an alert fires",
             alerts.clone(),
         );
+        for kind in crate::model::EntityKind::ALL {
+            conflicts
+                .get_or_create(&KindLabel {
+                    kind: kind.as_str().into(),
+                })
+                .inc_by(0);
+        }
         for kind in AlertKind::ALL {
             alerts
                 .get_or_create(&AlertLabel {

@@ -422,28 +422,31 @@ impl<S: Store, H: Host> Service<S, H> {
 
     fn on_event(&self, event: SyncEvent) {
         self.shared.metrics.record_event(&event);
-        let counts = matches!(
+        self.shared.hub.push(event);
+    }
+
+    /// Counts a record of a running job; publishes its progress every [`PROGRESS_EVERY`].
+    fn job_progress(&self, id: &str, event: &SyncEvent) {
+        if !matches!(
             event,
             SyncEvent::Applied { .. } | SyncEvent::Pushed { .. } | SyncEvent::Failed { .. }
-        );
-        self.shared.hub.push(event);
-        if counts {
-            let progress = {
-                let mut jobs = self.lock_jobs();
-                let running = jobs.running.clone();
-                running.and_then(|id| {
-                    let job = jobs.all.values_mut().find(|j| j.id == id)?;
-                    job.processed += 1;
-                    (job.processed % PROGRESS_EVERY == 0).then(|| (id, job.processed))
-                })
+        ) {
+            return;
+        }
+        let processed = {
+            let mut jobs = self.lock_jobs();
+            let Some(job) = jobs.all.values_mut().find(|j| j.id == id) else {
+                return;
             };
-            if let Some((id, processed)) = progress {
-                self.shared.engine.publish(SyncEvent::Job {
-                    id,
-                    state: "running".into(),
-                    processed,
-                });
-            }
+            job.processed += 1;
+            job.processed
+        };
+        if processed % PROGRESS_EVERY == 0 {
+            self.shared.engine.publish(SyncEvent::Job {
+                id: id.to_string(),
+                state: "running".into(),
+                processed,
+            });
         }
     }
 
@@ -634,8 +637,22 @@ impl<S: Store, H: Host> Service<S, H> {
         });
         let this = self.clone();
         let id = job.id.clone();
+        let mut events = Box::pin(self.shared.engine.subscribe());
         tokio::spawn(async move {
-            let result = this.shared.engine.full_resync().await;
+            let result = {
+                let mut run = std::pin::pin!(this.shared.engine.full_resync());
+                loop {
+                    tokio::select! {
+                        biased;
+                        result = &mut run => break result,
+                        Some(event) = events.next() => this.job_progress(&id, &event),
+                    }
+                }
+            };
+            // Events the run published before it returned are buffered: count them all.
+            while let Some(Some(event)) = futures_util::FutureExt::now_or_never(events.next()) {
+                this.job_progress(&id, &event);
+            }
             let (state, processed) = {
                 let mut jobs = this.lock_jobs();
                 jobs.running = None;

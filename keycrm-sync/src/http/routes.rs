@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use axum::Json;
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -189,11 +189,15 @@ async fn events<S: Store, H: Host>(
 
 async fn ws<S: Store, H: Host>(
     State(service): State<Service<S, H>>,
-    headers: HeaderMap,
     Query(query): Query<StreamQuery>,
-    upgrade: WebSocketUpgrade,
+    request: Request,
 ) -> Result<Response, HttpError> {
-    let last = stream_auth(&service, &headers, &query)?;
+    let (mut parts, _) = request.into_parts();
+    // Authenticated before the upgrade is looked at: no token, 401, even for a plain GET.
+    let last = stream_auth(&service, &parts.headers, &query)?;
+    let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
+        .await
+        .map_err(|e| HttpError::new(400, "not_websocket", e.body_text()))?;
     let subscription = service.events(last);
     Ok(upgrade.on_upgrade(move |socket| serve_ws(socket, subscription)))
 }
