@@ -43,19 +43,20 @@ impl ErrorMeta {
     }
 }
 
-/// ` during `order_list` after 3 attempts`: the operation and the attempts, for one-line
-/// messages of failures that have no HTTP status to speak for them.
+/// ` [`order_list`, 3 attempts]`: the operation and the attempts, for one-line messages of
+/// failures that have no HTTP status to speak for them.
 struct Ctx<'a>(&'a ErrorMeta);
 
 impl fmt::Display for Ctx<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(" [")?;
         if let Some(op) = &self.0.operation {
-            write!(f, " during `{op}`")?;
+            write!(f, "`{op}`, ")?;
         }
         match self.0.attempts {
-            0 => f.write_str(" before anything was sent"),
-            1 => f.write_str(" after 1 attempt"),
-            n => write!(f, " after {n} attempts"),
+            0 => f.write_str("nothing sent]"),
+            1 => f.write_str("1 attempt]"),
+            n => write!(f, "{n} attempts]"),
         }
     }
 }
@@ -143,7 +144,7 @@ pub enum Error {
         meta: ErrorMeta,
     },
     /// The connection failed (refused, reset, closed early, TLS, DNS).
-    #[error("could not talk to KeyCRM{}: {message}", Ctx(meta))]
+    #[error("could not talk to KeyCRM: {message}{}", Ctx(meta))]
     Transport {
         /// What failed, with the URL (which can carry filter values) removed.
         message: String,
@@ -155,7 +156,7 @@ pub enum Error {
     /// the phase is [`WaitPhase::Request`].
     ///
     /// [`Client::with_deadline`]: crate::Client::with_deadline
-    #[error("the call ran out of its {} s deadline{} while {phase}", deadline.as_secs_f64(), Ctx(meta))]
+    #[error("the call ran out of its {} s deadline while {phase}{}", deadline.as_secs_f64(), Ctx(meta))]
     DeadlineExceeded {
         /// The deadline of the call.
         deadline: Duration,

@@ -214,12 +214,43 @@ async fn a_refused_connection_is_one_line_naming_operation_and_attempts() {
         .build()
         .unwrap();
     let raw = client.order_list().send().await.unwrap_err();
+    for text in [format!("{raw}"), format!("{raw:?}")] {
+        assert!(
+            !text.contains("599") && !text.contains("Response {"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("127.0.0.1") && !text.contains("no.url"),
+            "{text}"
+        );
+    }
     let err = Error::from(raw);
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert_eq!(err.attempts(), 3);
-    assert_one_clear_line(&err, "order_list", "after 3 attempts");
+    assert_one_clear_line(&err, "order_list", "3 attempts]");
     assert!(err.to_string().contains("connection refused"), "{err}");
     assert!(err.is_retryable());
+    assert_eq!(
+        err.to_string(),
+        "could not talk to KeyCRM: connecting failed (connection refused) \
+         [`order_list`, 3 attempts]"
+    );
+}
+
+fn assert_send<T: Send>(_: &T) {}
+
+#[test]
+fn the_futures_of_a_call_are_send() {
+    let client = Client::builder().api_key(KEY).build().unwrap();
+    assert_send(&client.order_list().send());
+    assert_send(&client.storage_upload("a.txt", b"x".to_vec()));
+    let body = keycrm_api::types::OrderCreate::builder()
+        .source_id(1)
+        .source_uuid(Some("u".to_string()))
+        .buyer(keycrm_api::types::OrderBuyerInput::builder().full_name(Some("B".to_string())))
+        .try_into()
+        .unwrap();
+    assert_send(&client.order_create_idempotent(body));
 }
 
 #[tokio::test]
@@ -238,7 +269,7 @@ async fn a_connection_closed_without_an_answer_is_a_transport_error() {
         .unwrap();
     let err = Error::from(client.order_status_list().send().await.unwrap_err());
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
-    assert_one_clear_line(&err, "order_status_list", "after 2 attempts");
+    assert_one_clear_line(&err, "order_status_list", "2 attempts]");
     assert_eq!(seen.load(Ordering::Relaxed), 2, "a GET is retried once");
 }
 
@@ -253,7 +284,7 @@ async fn a_timeout_is_one_line_naming_operation_and_attempts() {
         .unwrap();
     let err = Error::from(client.order_status_list().send().await.unwrap_err());
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
-    assert_one_clear_line(&err, "order_status_list", "after 1 attempt");
+    assert_one_clear_line(&err, "order_status_list", "1 attempt]");
     assert!(err.to_string().contains("timed out"), "{err}");
 }
 
@@ -590,7 +621,7 @@ async fn the_deadline_covers_pacing_and_can_be_overridden_per_call() {
         (Duration::from_secs(10), WaitPhase::Pacing, 0)
     );
     assert!(text.contains("10 s deadline"), "{text}");
-    assert!(text.contains("`order_status_list`"), "{text}");
+    assert!(text.contains("`order_status_list`, nothing sent"), "{text}");
     assert!(text.contains("paced quota slot"), "{text}");
     assert!(clock.sleeps().is_empty(), "failed at once, nothing slept");
 
