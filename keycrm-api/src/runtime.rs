@@ -802,10 +802,11 @@ impl Client {
                         let gate = wait.min(policy.max_retry_wait);
                         shared.limiter.close_gate(clock.now().saturating_add(gate));
                         if wait > policy.max_retry_wait || !can_retry {
-                            return self
-                                .answer(response, attempt, stamp, Some(wait), idempotent)
-                                .await
-                                .map_err(|(e, _)| e);
+                            return match self.answer(response, attempt, stamp, Some(wait)).await {
+                                Ok(answer) => Ok(answer),
+                                Err(AnswerFailure::Final(error)) => Err(error),
+                                Err(AnswerFailure::Read(e)) => Err(attempt_error(&e)),
+                            };
                         }
                         Retry {
                             hint: Some(Duration::ZERO),
@@ -827,16 +828,23 @@ impl Client {
                         if status.is_server_error() {
                             counters.server_errors.fetch_add(1, Ordering::Relaxed);
                         }
-                        match self
-                            .answer(response, attempt, stamp, None, idempotent && can_retry)
-                            .await
-                        {
+                        match self.answer(response, attempt, stamp, None).await {
                             Ok(answer) => return Ok(answer),
-                            Err((error, false)) => return Err(error),
-                            Err((error, true)) => Retry {
-                                hint: None,
-                                fallback: error,
-                            },
+                            Err(AnswerFailure::Final(error)) => return Err(error),
+                            Err(AnswerFailure::Read(e)) => {
+                                // The body broke off: a GET may fetch it again.
+                                let error = attempt_error(&e);
+                                if !idempotent
+                                    || !can_retry
+                                    || matches!(error, Error::DeadlineExceeded { .. })
+                                {
+                                    return Err(error);
+                                }
+                                Retry {
+                                    hint: None,
+                                    fallback: error,
+                                }
+                            }
                         }
                     }
                 }
@@ -860,16 +868,14 @@ impl Client {
     }
 
     /// Reads a final answer's body within its limit and rebuilds the response around it,
-    /// stamped for `Error::from`. On failure, also says whether a body that could not be
-    /// read may be fetched again (`retryable` and a transport failure).
+    /// stamped for `Error::from`.
     async fn answer(
         &self,
         mut response: reqwest::Response,
         attempts: u32,
         stamp: Stamp<'_>,
         retry_after: Option<Duration>,
-        retryable: bool,
-    ) -> std::result::Result<reqwest::Response, (Error, bool)> {
+    ) -> std::result::Result<reqwest::Response, AnswerFailure> {
         let shared = &self.inner().shared;
         let status = response.status();
         let is_error = status.is_client_error() || status.is_server_error();
@@ -885,23 +891,13 @@ impl Client {
         let body = match read_capped(&mut response, limit).await {
             Ok(body) => body,
             Err(BodyError::TooLarge) => {
-                return Err((
-                    Error::ResponseTooLarge {
-                        status: status.as_u16(),
-                        limit,
-                        meta: meta(),
-                    },
-                    false,
-                ));
+                return Err(AnswerFailure::Final(Error::ResponseTooLarge {
+                    status: status.as_u16(),
+                    limit,
+                    meta: meta(),
+                }));
             }
-            Err(BodyError::Read(e)) => {
-                shared
-                    .counters
-                    .transport_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                let error = Error::from_reqwest_attempt(&e, meta());
-                return Err((error, retryable));
-            }
+            Err(BodyError::Read(e)) => return Err(AnswerFailure::Read(e)),
         };
         let mut rebuilt = http::Response::new(Bytes::new());
         *rebuilt.status_mut() = status;
@@ -945,6 +941,14 @@ struct Stamp<'a> {
 
 enum BodyError {
     TooLarge,
+    Read(reqwest::Error),
+}
+
+/// Why a final answer could not be handed over.
+enum AnswerFailure {
+    /// For good (a body over its limit).
+    Final(Error),
+    /// The body broke off while it was read.
     Read(reqwest::Error),
 }
 

@@ -43,6 +43,8 @@ enum Reply {
     },
     /// Declares `Content-Length: length`, sends a few bytes, then keeps the connection open.
     Declared { status: u16, length: u64 },
+    /// Declares a body, sends part of it, then closes the connection.
+    Truncated,
     /// Closes the connection without answering.
     Close,
     /// Never answers.
@@ -157,6 +159,12 @@ async fn connection(mut stream: TcpStream, handler: Handler) {
                 );
                 let _ = stream.write_all(head.as_bytes()).await;
                 std::future::pending::<()>().await;
+            }
+            Reply::Truncated => {
+                let head = "HTTP/1.1 200 X\r\ncontent-type: application/json\r\n\
+                            content-length: 100\r\n\r\n{\"data\": [";
+                let _ = stream.write_all(head.as_bytes()).await;
+                return;
             }
             Reply::Close => return,
             Reply::Silent => std::future::pending::<()>().await,
@@ -811,4 +819,66 @@ async fn a_body_exactly_at_the_limit_is_read() {
         .unwrap();
     let err = Error::from(client.order_status_list().send().await.unwrap_err());
     assert_eq!(too_large(err), (200, len - 1));
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_off_is_fetched_again_by_a_get_only() {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let addr = serve(move |method, _| {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        if (method == "GET" && n == 0) || method == "POST" {
+            Reply::Truncated
+        } else {
+            Reply::json(200, statuses_page())
+        }
+    })
+    .await;
+    let client = loopback_client(addr)
+        .clock(Arc::new(VirtualClock::new()))
+        .build()
+        .unwrap();
+    let page = client
+        .order_status_list()
+        .send()
+        .await
+        .expect("the second read works");
+    assert_eq!(page.data.len(), 1);
+    assert_eq!(client.stats().requests, 2);
+
+    let body = keycrm_api::types::PaymentCreate::builder()
+        .amount(100)
+        .payment_method_id(2);
+    let err = Error::from(
+        client
+            .order_payment_create()
+            .order_id(9)
+            .body(body)
+            .send()
+            .await
+            .unwrap_err(),
+    );
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    assert_one_clear_line(&err, "order_payment_create", "1 attempt]");
+    assert!(
+        err.to_string().contains("reading the answer failed"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_deadline_bounds_reading_a_body_that_stalls() {
+    let addr = serve(|_, _| Reply::Declared {
+        status: 200,
+        length: 100,
+    })
+    .await;
+    let client = loopback_client(addr)
+        .clock(Arc::new(VirtualClock::new()))
+        .deadline(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let (_, phase, attempts, _) = deadline_error(err);
+    assert_eq!((phase, attempts), (WaitPhase::Request, 1));
 }
