@@ -172,6 +172,25 @@ async fn connection(mut stream: TcpStream, handler: Handler) {
     }
 }
 
+/// `keycrm_api::Error` from whatever error type `send()` returns.
+fn into_error<E>(e: E) -> Error
+where
+    Error: From<E>,
+{
+    Error::from(e)
+}
+
+/// The error of a call that must fail, as `keycrm_api::Error`.
+fn failed<T, E>(result: Result<T, E>) -> Error
+where
+    Error: From<E>,
+{
+    match result {
+        Ok(_) => panic!("the call was expected to fail"),
+        Err(e) => into_error(e),
+    }
+}
+
 fn loopback_client(addr: SocketAddr) -> keycrm_api::ClientBuilder {
     Client::builder()
         .api_key(KEY)
@@ -232,7 +251,7 @@ async fn a_refused_connection_is_one_line_naming_operation_and_attempts() {
             "{text}"
         );
     }
-    let err = Error::from(raw);
+    let err = into_error(raw);
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert_eq!(err.attempts(), 3);
     assert_one_clear_line(&err, "order_list", "3 attempts]");
@@ -275,7 +294,7 @@ async fn a_connection_closed_without_an_answer_is_a_transport_error() {
         .max_retries(1)
         .build()
         .unwrap();
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert_one_clear_line(&err, "order_status_list", "2 attempts]");
     assert_eq!(seen.load(Ordering::Relaxed), 2, "a GET is retried once");
@@ -290,7 +309,7 @@ async fn a_timeout_is_one_line_naming_operation_and_attempts() {
         .max_retries(0)
         .build()
         .unwrap();
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert_one_clear_line(&err, "order_status_list", "1 attempt]");
     assert!(err.to_string().contains("timed out"), "{err}");
@@ -470,7 +489,7 @@ async fn a_retry_after_beyond_max_retry_wait_fails_fast_with_the_wait() {
     let server = scripted("/order/status", vec![too_many("121"), ok_statuses()]).await;
     let clock = Arc::new(VirtualClock::new());
     let client = virtual_client(&server, &clock).build().unwrap();
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     match &err {
         Error::RateLimited { retry_after, meta } => {
             assert_eq!(*retry_after, Some(Duration::from_secs(121)));
@@ -505,7 +524,7 @@ async fn max_retry_wait_is_configurable_and_applies_to_http_dates() {
         .max_retry_wait(Duration::from_secs(10))
         .build()
         .unwrap();
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     assert!(
         matches!(err, Error::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(11)),
         "{err:?}"
@@ -517,7 +536,7 @@ async fn max_retry_wait_is_configurable_and_applies_to_http_dates() {
     let server = scripted("/order/status", vec![too_many(&date), ok_statuses()]).await;
     let clock = Arc::new(VirtualClock::new());
     let client = virtual_client(&server, &clock).build().unwrap();
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     match err {
         Error::RateLimited {
             retry_after: Some(wait),
@@ -544,7 +563,7 @@ async fn huge_retry_after_values_neither_panic_nor_break_later_requests() {
             .requests_per_minute(60)
             .build()
             .unwrap();
-        let err = Error::from(client.order_status_list().send().await.unwrap_err());
+        let err = failed(client.order_status_list().send().await);
         match err {
             Error::RateLimited {
                 retry_after: Some(wait),
@@ -621,7 +640,7 @@ async fn the_deadline_covers_pacing_and_can_be_overridden_per_call() {
         .send()
         .await
         .expect("the first slot is free");
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     assert!(err.is_retryable());
     let (deadline, phase, attempts, text) = deadline_error(err);
     assert_eq!(
@@ -654,7 +673,7 @@ async fn the_deadline_covers_the_rate_limit_gate() {
         .deadline(Duration::from_secs(30))
         .build()
         .unwrap();
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     let (_, phase, attempts, text) = deadline_error(err);
     assert_eq!((phase, attempts), (WaitPhase::RateLimitGate, 1));
     assert!(text.contains("rate-limit gate"), "{text}");
@@ -670,7 +689,7 @@ async fn the_deadline_covers_backoff_between_retries() {
         .deadline(Duration::from_secs(15))
         .build()
         .unwrap();
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     let (_, phase, attempts, _) = deadline_error(err);
     assert_eq!(phase, WaitPhase::Backoff);
     assert!((2..=3).contains(&attempts), "{attempts}");
@@ -691,7 +710,7 @@ async fn the_deadline_bounds_an_attempt_on_the_wire() {
         .build()
         .unwrap();
     let started = std::time::Instant::now();
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     assert!(started.elapsed() < Duration::from_secs(3));
     let (_, phase, attempts, text) = deadline_error(err);
     assert_eq!((phase, attempts), (WaitPhase::Request, 1));
@@ -722,7 +741,7 @@ async fn an_endless_success_body_stops_at_the_limit() {
         .max_retries(0)
         .build()
         .unwrap();
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     assert!(
         err.to_string()
             .contains("exceeds the limit of 1048576 bytes"),
@@ -732,7 +751,7 @@ async fn an_endless_success_body_stops_at_the_limit() {
 
     // The default limit is 32 MiB.
     let client = loopback_client(addr).max_retries(0).build().unwrap();
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     assert_eq!(
         too_large(err),
         (200, keycrm_api::DEFAULT_MAX_RESPONSE_BYTES)
@@ -756,7 +775,7 @@ async fn a_huge_content_length_is_refused_before_reading() {
         .build()
         .unwrap();
     let started = std::time::Instant::now();
-    let err = Error::from(client.order_list().send().await.unwrap_err());
+    let err = failed(client.order_list().send().await);
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "refused at once"
@@ -777,14 +796,13 @@ async fn an_endless_error_body_stops_at_the_error_limit() {
     let body = keycrm_api::types::PaymentCreate::builder()
         .amount(100)
         .payment_method_id(2);
-    let err = Error::from(
+    let err = failed(
         client
             .order_payment_create()
             .order_id(9)
             .body(body)
             .send()
-            .await
-            .unwrap_err(),
+            .await,
     );
     assert_eq!(too_large(err), (500, 64 * 1024));
 
@@ -793,7 +811,7 @@ async fn an_endless_error_body_stops_at_the_error_limit() {
         .max_retries(0)
         .build()
         .unwrap();
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     assert_eq!(too_large(err), (500, 1024));
 }
 
@@ -817,7 +835,7 @@ async fn a_body_exactly_at_the_limit_is_read() {
         .max_retries(0)
         .build()
         .unwrap();
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     assert_eq!(too_large(err), (200, len - 1));
 }
 
@@ -849,14 +867,13 @@ async fn a_body_that_breaks_off_is_fetched_again_by_a_get_only() {
     let body = keycrm_api::types::PaymentCreate::builder()
         .amount(100)
         .payment_method_id(2);
-    let err = Error::from(
+    let err = failed(
         client
             .order_payment_create()
             .order_id(9)
             .body(body)
             .send()
-            .await
-            .unwrap_err(),
+            .await,
     );
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert_one_clear_line(&err, "order_payment_create", "1 attempt]");
@@ -878,7 +895,7 @@ async fn the_deadline_bounds_reading_a_body_that_stalls() {
         .deadline(Duration::from_millis(300))
         .build()
         .unwrap();
-    let err = Error::from(client.order_status_list().send().await.unwrap_err());
+    let err = failed(client.order_status_list().send().await);
     let (_, phase, attempts, _) = deadline_error(err);
     assert_eq!((phase, attempts), (WaitPhase::Request, 1));
 }
