@@ -145,7 +145,8 @@ impl HttpError {
                 keycrm_api::Error::RateLimited { .. }
                 | keycrm_api::Error::Server { .. }
                 | keycrm_api::Error::Timeout { .. }
-                | keycrm_api::Error::Transport { .. } => (503, "keycrm_unavailable"),
+                | keycrm_api::Error::Transport { .. }
+                | keycrm_api::Error::DeadlineExceeded { .. } => (503, "keycrm_unavailable"),
                 keycrm_api::Error::Validation { .. } => (422, "keycrm_rejected"),
                 keycrm_api::Error::Unauthorized { .. } | keycrm_api::Error::Forbidden { .. } => {
                     (502, "keycrm_auth")
