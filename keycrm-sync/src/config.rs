@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::model::EntityKind;
+use crate::plan::{Side, SourceOfTruth};
+
 /// A secret string (API key, webhook token) whose `Debug`/`Display` never show it.
 #[derive(Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -110,6 +113,20 @@ pub struct SyncConfig {
     pub payment_method_ids: BTreeMap<String, i64>,
     /// Host warehouse code -> KeyCRM warehouse id.
     pub warehouse_ids: BTreeMap<String, i64>,
+    /// Per kind, the side whose values win when records that already exist on both sides are
+    /// linked for the first time (no base yet) and differ; such a first link is audited once
+    /// and is not a conflict. Kinds not listed keep the built-in default
+    /// ([`SyncConfig::source_of_truth`]): the host for the catalogue, prices and stock, KeyCRM
+    /// for orders (their status above all) and buyers.
+    ///
+    /// ```toml
+    /// [first_contact.offer]
+    /// default = "remote"          # KeyCRM's prices win on first contact
+    /// [first_contact.order]
+    /// default = "remote"
+    /// fields = { manager_comment = "local" }
+    /// ```
+    pub first_contact: BTreeMap<EntityKind, SourceOfTruth>,
 }
 
 impl Default for SyncConfig {
@@ -132,6 +149,7 @@ impl Default for SyncConfig {
             status_ids: BTreeMap::new(),
             payment_method_ids: BTreeMap::new(),
             warehouse_ids: BTreeMap::new(),
+            first_contact: BTreeMap::new(),
         }
     }
 }
@@ -289,6 +307,23 @@ impl SyncConfig {
             .requests_per_minute(self.requests_per_minute)
     }
 
+    /// The source of truth of `kind` on first contact (see [`SyncConfig::first_contact`]): the
+    /// configured one, else the host for products, offers (prices) and stock, and KeyCRM for
+    /// orders (status included) and buyers.
+    pub fn source_of_truth(&self, kind: EntityKind) -> SourceOfTruth {
+        if let Some(source) = self.first_contact.get(&kind) {
+            return source.clone();
+        }
+        match kind {
+            EntityKind::Product | EntityKind::Offer | EntityKind::Stock => {
+                SourceOfTruth::new(Side::Local)
+            }
+            EntityKind::Order => SourceOfTruth::new(Side::Remote)
+                .with_field(crate::canonical::ORDER_STATUS_FIELD, Side::Remote),
+            EntityKind::Buyer => SourceOfTruth::new(Side::Remote),
+        }
+    }
+
     /// The background run interval.
     pub fn sync_interval(&self) -> Duration {
         Duration::from_secs(self.sync_interval_secs)
@@ -345,6 +380,46 @@ mod tests {
         assert!(
             !shown.contains("k-123") && !shown.contains("w-456"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn first_contact_defaults_and_overrides() {
+        let config = SyncConfig::from_toml_str("api_key = \"k\"\n").unwrap();
+        assert_eq!(config.source_of_truth(EntityKind::Offer).side_for("price"), Side::Local);
+        assert_eq!(
+            config.source_of_truth(EntityKind::Stock).side_for("quantity"),
+            Side::Local
+        );
+        assert_eq!(
+            config.source_of_truth(EntityKind::Order).side_for("status_id"),
+            Side::Remote
+        );
+        let config = SyncConfig::from_toml_str(
+            r#"
+            api_key = "k"
+            [first_contact.offer]
+            default = "remote"
+            [first_contact.order]
+            default = "remote"
+            fields = { manager_comment = "local" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.source_of_truth(EntityKind::Offer).side_for("price"), Side::Remote);
+        let order = config.source_of_truth(EntityKind::Order);
+        assert_eq!(order.side_for("manager_comment"), Side::Local);
+        assert_eq!(order.side_for("status_id"), Side::Remote);
+        assert_eq!(
+            config.source_of_truth(EntityKind::Stock).side_for("quantity"),
+            Side::Local,
+            "kinds not listed keep their default"
+        );
+        assert!(
+            SyncConfig::from_toml_str(
+                "api_key = \"k\"\n[first_contact.offer]\ndefault = \"crm\"\n",
+            )
+            .is_err()
         );
     }
 

@@ -19,6 +19,10 @@
 
 mod pull;
 mod push;
+mod quarantine;
+
+pub use pull::FIRST_LINK_ACTION;
+pub use quarantine::Quarantined;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,11 +35,12 @@ use keycrm_api::{Client, Paginate};
 use serde::Serialize;
 use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::canonical::{MappingError, Mappings, ORDER_STATUS_FIELD};
 use crate::config::SyncConfig;
 use crate::host::{Host, HostError};
-use crate::model::EntityKind;
+use crate::model::{EntityKind, redact};
 use crate::plan::{Conflict, ConflictReason, Policy, Resolution, Side};
 use crate::store::{AuditEntry, ConflictRecord, KindCounts, Store, StoreError};
 
@@ -47,8 +52,9 @@ pub const FULL_PASS_EVERY: u64 = 12;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SyncError {
-    /// A KeyCRM call failed.
-    #[error("KeyCRM: {0}")]
+    /// A KeyCRM call failed. The message is bounded (KeyCRM's own messages and validation
+    /// lists are cut at 512 characters).
+    #[error("KeyCRM: {}", redact::bounded(&.0.to_string()))]
     Api(#[from] keycrm_api::Error),
     /// The store failed.
     #[error(transparent)]
@@ -146,6 +152,9 @@ pub struct RunReport {
     pub requests: u64,
     /// Whether catalogue and stock were reconciled in full.
     pub full_pass: bool,
+    /// Remote records that could not be decoded and were set aside (see
+    /// [`SyncStatus::quarantined`]).
+    pub quarantined: u64,
 }
 
 impl RunReport {
@@ -158,6 +167,7 @@ impl RunReport {
         self.unchanged += other.unchanged;
         self.conflicts += other.conflicts;
         self.failed += other.failed;
+        self.quarantined += other.quarantined;
     }
 }
 
@@ -178,6 +188,9 @@ pub struct SyncStatus {
     pub runs: u64,
     /// KeyCRM traffic of this engine's client.
     pub keycrm: ApiHealth,
+    /// Remote records set aside because they cannot be decoded (kind, remote id, JSON path,
+    /// operation); the passes that met them stay incomplete until they decode again.
+    pub quarantined: Vec<Quarantined>,
 }
 
 /// KeyCRM traffic as the engine saw it.
@@ -408,8 +421,17 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             full_pass: full,
             ..RunReport::default()
         };
-        self.ensure_status_ranks().await;
+        let span = tracing::info_span!(
+            target: "keycrm_sync",
+            "keycrm_sync.run",
+            full,
+            everything,
+            records = tracing::field::Empty,
+            requests = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
         let result = async {
+            self.ensure_status_ranks().await;
             self.collect(&mut report, everything).await?;
             self.pull(&mut report, full, everything).await?;
             self.process_inbox(&mut report).await?;
@@ -419,9 +441,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             self.inner.store.purge(cutoff).await?;
             Ok::<_, SyncError>(())
         }
+        .instrument(span.clone())
         .await;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.requests = self.inner.client.stats().requests - requests_before;
+        record_run(&span, &report, result.is_ok());
         *self.inner.last_run.lock().expect("lock") = Some(report.clone());
         result.map(|()| report)
     }
@@ -482,7 +506,12 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             outbox_depth: counts.outbox_depth,
             dead_letters: counts.dead_letters,
             inbox_backlog: counts.inbox_backlog,
-            last_run: self.inner.last_run.lock().expect("lock").clone(),
+            last_run: self
+                .inner
+                .last_run
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
             runs: self.inner.runs.load(Ordering::Relaxed),
             keycrm: ApiHealth {
                 requests: stats.requests,
@@ -494,6 +523,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     self.inner.latency_micros.load(Ordering::Relaxed) as f64 / calls as f64 / 1000.0
                 },
             },
+            quarantined: self.quarantined_all().await?,
         })
     }
 
@@ -544,7 +574,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     *policy = policy.clone().with_status_ranks(ORDER_STATUS_FIELD, ranks);
                 }
                 Err(error) => {
-                    tracing::warn!(target: "keycrm_sync", %error, "cannot read order statuses; status moves are not ranked");
+                    let error = error.to_string();
+                    tracing::warn!(target: "keycrm_sync", error = %redact::bounded(&error), "cannot read order statuses; status moves are not ranked");
                     return;
                 }
             }
@@ -558,13 +589,18 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     }
 
     pub(crate) fn policy(&self, kind: EntityKind) -> Policy {
-        self.inner
+        let mut policy = self
+            .inner
             .policies
             .lock()
             .expect("lock")
             .get(&kind)
             .cloned()
-            .unwrap_or_else(|| default_policy(kind))
+            .unwrap_or_else(|| default_policy(kind));
+        if policy.first_contact.is_none() {
+            policy.first_contact = Some(self.inner.config.source_of_truth(kind));
+        }
+        policy
     }
 
     /// Runs a KeyCRM call, recording its latency and failure.
@@ -588,6 +624,20 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     }
 
     pub(crate) fn publish(&self, event: SyncEvent) {
+        let event = match event {
+            SyncEvent::Failed {
+                kind,
+                local_id,
+                error,
+                dead,
+            } => SyncEvent::Failed {
+                kind,
+                local_id,
+                error: redact::bounded(&error),
+                dead,
+            },
+            other => other,
+        };
         let _ = self.inner.events.send(event);
     }
 
@@ -651,7 +701,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 kind,
                 local_id: local_id.to_string(),
                 action: action.to_string(),
-                detail,
+                detail: redact::bounded(&detail),
             })
             .await?;
         Ok(())
@@ -668,6 +718,32 @@ pub fn default_policy(kind: EntityKind) -> Policy {
         }
         EntityKind::Order | EntityKind::Buyer => Policy::new(Resolution::NewestWins),
     }
+}
+
+/// Records a run's figures on its span: records pulled and pushed, KeyCRM requests, outcome.
+fn record_run(span: &tracing::Span, report: &RunReport, ok: bool) {
+    let records = report.pulled + report.pushed;
+    let outcome = if !ok {
+        "failed"
+    } else if report.failed > 0 || report.quarantined > 0 {
+        "partial"
+    } else {
+        "ok"
+    };
+    span.record("records", records);
+    span.record("requests", report.requests);
+    span.record("outcome", outcome);
+    span.in_scope(|| {
+        tracing::info!(
+            target: "keycrm_sync",
+            records,
+            requests = report.requests,
+            outcome,
+            conflicts = report.conflicts,
+            quarantined = report.quarantined,
+            "run finished"
+        );
+    });
 }
 
 /// The current UTC time.
