@@ -307,13 +307,17 @@ pub enum MappingError {
     )]
     UnknownPaymentMethodId(i64),
     /// A host warehouse code with no KeyCRM warehouse id.
-    #[error("stock field `warehouse`: the host warehouse has no KeyCRM id; add it to warehouse_ids")]
+    #[error(
+        "stock field `warehouse`: the host warehouse has no KeyCRM id; add it to warehouse_ids"
+    )]
     UnknownWarehouse(String),
     /// Orders cannot be created without a KeyCRM source.
     #[error("no KeyCRM order source to create orders with: set source_id")]
     MissingSourceId,
     /// A payment status other than `paid`, `not_paid`, `canceled`.
-    #[error("order field `payments.status`: unknown payment status; expected paid, not_paid or canceled")]
+    #[error(
+        "order field `payments.status`: unknown payment status; expected paid, not_paid or canceled"
+    )]
     UnknownPaymentStatus(String),
     /// An order needs at least one buyer detail.
     #[error("an order needs a buyer: set buyer.full_name, buyer.phone or buyer.email")]
@@ -353,8 +357,12 @@ impl fmt::Debug for MappingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let redacted = "[redacted]";
         match self {
-            MappingError::UnknownStatus(_) => f.debug_tuple("UnknownStatus").field(&redacted).finish(),
-            MappingError::UnknownStatusId(id) => f.debug_tuple("UnknownStatusId").field(id).finish(),
+            MappingError::UnknownStatus(_) => {
+                f.debug_tuple("UnknownStatus").field(&redacted).finish()
+            }
+            MappingError::UnknownStatusId(id) => {
+                f.debug_tuple("UnknownStatusId").field(id).finish()
+            }
             MappingError::UnknownPaymentMethod(_) => f
                 .debug_tuple("UnknownPaymentMethod")
                 .field(&redacted)
@@ -909,7 +917,16 @@ fn payment_keys<'a>(references: impl IntoIterator<Item = Option<&'a str>>) -> Ve
         .collect()
 }
 
-fn flatten_order(o: &FlatOrder<'_>) -> Fields {
+/// What [`flatten_order`] does when the quantities of lines with one key do not fit a decimal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Overflow {
+    /// Fail with [`MappingError::InvalidField`].
+    Fail,
+    /// Keep the largest decimal.
+    Saturate,
+}
+
+fn flatten_order(o: &FlatOrder<'_>, overflow: Overflow) -> Result<Fields, MappingError> {
     let mut out = Out::default();
     out.text("source_uuid", o.source_uuid);
     out.id("status_id", o.status_id);
@@ -930,7 +947,18 @@ fn flatten_order(o: &FlatOrder<'_>) -> Fields {
             });
         entry.name = entry.name.or(clean(line.name));
         entry.quantity = match (entry.quantity, line.quantity) {
-            (Some(a), Some(b)) => Some(Decimal::new(a.value() + b.value())),
+            (Some(a), Some(b)) => Some(match a.value().checked_add(b.value()) {
+                Some(sum) => Decimal::new(sum),
+                None if overflow == Overflow::Saturate => Decimal::new(rust_decimal::Decimal::MAX),
+                None => {
+                    return Err(MappingError::InvalidField {
+                        kind: EntityKind::Order,
+                        field: format!("lines.{}.quantity", line_key(n, line.sku, line.name)),
+                        value: "quantities whose sum is out of range".to_string(),
+                        expected: "a decimal",
+                    });
+                }
+            }),
             (a, b) => a.or(b),
         };
         entry.price = entry.price.or(line.price);
@@ -957,7 +985,7 @@ fn flatten_order(o: &FlatOrder<'_>) -> Fields {
     out.phone("shipping.recipient_phone", o.recipient_phone);
     out.text("manager_comment", o.manager_comment);
     out.time("ordered_at", o.ordered_at);
-    out.0
+    Ok(out.0)
 }
 
 /// The host's order as fields in KeyCRM terms (status and payment methods mapped to ids).
@@ -1007,7 +1035,7 @@ pub fn order_fields_from_local(
         manager_comment: order.comment.as_deref(),
         ordered_at: order.ordered_at,
     };
-    Ok(flatten_order(&flat))
+    flatten_order(&flat, Overflow::Fail)
 }
 
 fn first_contact(values: Option<&types::BuyerContactValues>) -> Option<&str> {
@@ -1028,6 +1056,18 @@ fn all_contacts(values: Option<&types::BuyerContactValues>) -> Vec<&str> {
 /// KeyCRM's order as fields. Read it with `include=buyer,products.offer,payments,shipping`:
 /// a relation that was not included counts as empty.
 pub fn order_fields_from_remote(order: &types::Order) -> Fields {
+    // Saturating flattening has no error case.
+    remote_order_fields(order, Overflow::Saturate).unwrap_or_default()
+}
+
+/// [`order_fields_from_remote`], failing with a [`MappingError`] that names the line when the
+/// quantities of lines with one SKU add up beyond a decimal's range (KeyCRM data is not
+/// trusted; [`order_fields_from_remote`] keeps the largest decimal instead).
+pub fn try_order_fields_from_remote(order: &types::Order) -> Result<Fields, MappingError> {
+    remote_order_fields(order, Overflow::Fail)
+}
+
+fn remote_order_fields(order: &types::Order, overflow: Overflow) -> Result<Fields, MappingError> {
     let buyer = order.buyer.as_ref();
     let shipping = order.shipping.as_ref();
     let lines = order
@@ -1072,7 +1112,7 @@ pub fn order_fields_from_remote(order: &types::Order) -> Fields {
         manager_comment: order.manager_comment.as_deref(),
         ordered_at: order.ordered_at,
     };
-    flatten_order(&flat)
+    flatten_order(&flat, overflow)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -2265,7 +2305,10 @@ mod tests {
                 assert!(!shown.contains("Olena"), "{shown}");
                 assert!(!shown.contains("380501234567"), "{shown}");
             }
-            assert!(err.to_string().contains("field `"), "names the field: {err}");
+            assert!(
+                err.to_string().contains("field `"),
+                "names the field: {err}"
+            );
         }
     }
 

@@ -386,13 +386,20 @@ mod tests {
     #[test]
     fn first_contact_defaults_and_overrides() {
         let config = SyncConfig::from_toml_str("api_key = \"k\"\n").unwrap();
-        assert_eq!(config.source_of_truth(EntityKind::Offer).side_for("price"), Side::Local);
         assert_eq!(
-            config.source_of_truth(EntityKind::Stock).side_for("quantity"),
+            config.source_of_truth(EntityKind::Offer).side_for("price"),
             Side::Local
         );
         assert_eq!(
-            config.source_of_truth(EntityKind::Order).side_for("status_id"),
+            config
+                .source_of_truth(EntityKind::Stock)
+                .side_for("quantity"),
+            Side::Local
+        );
+        assert_eq!(
+            config
+                .source_of_truth(EntityKind::Order)
+                .side_for("status_id"),
             Side::Remote
         );
         let config = SyncConfig::from_toml_str(
@@ -406,12 +413,17 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(config.source_of_truth(EntityKind::Offer).side_for("price"), Side::Remote);
+        assert_eq!(
+            config.source_of_truth(EntityKind::Offer).side_for("price"),
+            Side::Remote
+        );
         let order = config.source_of_truth(EntityKind::Order);
         assert_eq!(order.side_for("manager_comment"), Side::Local);
         assert_eq!(order.side_for("status_id"), Side::Remote);
         assert_eq!(
-            config.source_of_truth(EntityKind::Stock).side_for("quantity"),
+            config
+                .source_of_truth(EntityKind::Stock)
+                .side_for("quantity"),
             Side::Local,
             "kinds not listed keep their default"
         );

@@ -589,18 +589,13 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     }
 
     pub(crate) fn policy(&self, kind: EntityKind) -> Policy {
-        let mut policy = self
-            .inner
+        self.inner
             .policies
             .lock()
             .expect("lock")
             .get(&kind)
             .cloned()
-            .unwrap_or_else(|| default_policy(kind));
-        if policy.first_contact.is_none() {
-            policy.first_contact = Some(self.inner.config.source_of_truth(kind));
-        }
-        policy
+            .unwrap_or_else(|| default_policy(kind))
     }
 
     /// Runs a KeyCRM call, recording its latency and failure.

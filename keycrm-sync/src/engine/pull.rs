@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::quarantine::{self, Decoded, Quarantined, RawList, RawPages};
 use super::{RunReport, SyncEngine, SyncError, SyncEvent, now};
-use crate::canonical;
+use crate::canonical::{self, MappingError};
 use crate::host::{Applied, Host, RemoteChange};
 use crate::model::{EntityKind, Snapshot};
 use crate::plan::{FirstLink, PlanInput, Side, plan};
@@ -184,7 +184,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             self.apply_all(kind, pass, list, &mut state, report, |o: &types::Order| {
                 Some((
                     o.id?,
-                    canonical::snapshot(canonical::order_fields_from_remote(o), o.updated_at),
+                    canonical::try_order_fields_from_remote(o)
+                        .map(|fields| canonical::snapshot(fields, o.updated_at)),
                 ))
             })
             .await?;
@@ -206,7 +207,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         self.apply_all(kind, pass, list, &mut state, report, |b: &types::Buyer| {
             Some((
                 b.id?,
-                canonical::snapshot(canonical::buyer_fields_from_remote(b), b.updated_at),
+                Ok(canonical::snapshot(
+                    canonical::buyer_fields_from_remote(b),
+                    b.updated_at,
+                )),
             ))
         })
         .await?;
@@ -226,7 +230,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             |p: &types::Product| {
                 Some((
                     p.id?,
-                    canonical::snapshot(canonical::product_fields_from_remote(p), p.updated_at),
+                    Ok(canonical::snapshot(
+                        canonical::product_fields_from_remote(p),
+                        p.updated_at,
+                    )),
                 ))
             },
         )
@@ -246,7 +253,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             |o: &types::Offer| {
                 Some((
                     o.id?,
-                    canonical::snapshot(canonical::offer_fields_from_remote(o), None),
+                    Ok(canonical::snapshot(
+                        canonical::offer_fields_from_remote(o),
+                        None,
+                    )),
                 ))
             },
         )
@@ -265,7 +275,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         list: RawList,
         state: &mut PassState,
         report: &mut RunReport,
-        remote_of: impl Fn(&T) -> Option<(i64, Snapshot)>,
+        remote_of: impl Fn(&T) -> Option<(i64, Result<Snapshot, MappingError>)>,
     ) -> Result<(), SyncError> {
         let span = pass_span(kind, pass);
         let requests_before = self.inner.client.stats().requests;
@@ -293,9 +303,13 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     if !state.seen.insert(id) {
                         continue;
                     }
-                    let result = self
-                        .apply_remote(kind, Key::Remote(id), id, true, remote, report)
-                        .await;
+                    let result = match remote {
+                        Ok(remote) => {
+                            self.apply_remote(kind, Key::Remote(id), id, true, remote, report)
+                                .await
+                        }
+                        Err(e) => Err(SyncError::Mapping(e)),
+                    };
                     self.isolated(kind, id, result, &mut state.complete).await?;
                 }
             }
@@ -509,7 +523,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                             .send(),
                     )
                     .await?;
-                canonical::snapshot(canonical::order_fields_from_remote(&o), o.updated_at)
+                canonical::snapshot(canonical::try_order_fields_from_remote(&o)?, o.updated_at)
             }
             EntityKind::Buyer => {
                 let b = self
@@ -664,6 +678,9 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 mapping = store.get_mapping(kind, &local_id).await?;
             }
         }
+        // A first contact: the host already has the record, the engine has never linked it
+        // (no mapping row, so neither a create of ours nor an earlier link).
+        let mut first_contact = false;
         if mapping.is_none() && matches!(key, Key::Remote(_)) {
             // Not mapped yet: maybe the host has it already (first sync, or a create whose
             // mapping was never written).
@@ -673,17 +690,19 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 .find_local(kind, remote.fields.clone())
                 .await?
             {
-                mapping = Some(
-                    store
-                        .get_mapping(kind, &local_id)
-                        .await?
-                        .unwrap_or_else(|| Mapping::new(kind, &local_id)),
-                );
+                mapping = Some(match store.get_mapping(kind, &local_id).await? {
+                    Some(m) => m,
+                    None => {
+                        first_contact = true;
+                        Mapping::new(kind, &local_id)
+                    }
+                });
             }
         }
         if let Key::Local(id) = key
             && mapping.is_none()
         {
+            first_contact = true;
             mapping = Some(Mapping::new(kind, id));
         }
         if let Some(base) = mapping.as_ref().and_then(|m| m.base.as_ref())
@@ -697,8 +716,16 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             Some(m) => self.inner.host.load(kind, m.local_id.clone()).await?,
             None => None,
         };
-        let policy = self.policy(kind);
         let base = mapping.as_ref().and_then(|m| m.base.clone());
+        let first_contact = first_contact && base.is_none() && local.is_some();
+        let mut policy = self.policy(kind);
+        if !first_contact {
+            policy.first_contact = None;
+        } else if policy.first_contact.is_none() {
+            // A policy set on the builder may name its own source of truth; else the
+            // configuration's.
+            policy.first_contact = Some(self.inner.config.source_of_truth(kind));
+        }
         let planned = plan(&PlanInput {
             kind,
             base: base.as_ref(),
@@ -706,7 +733,6 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             remote: Some(&remote),
             policy: &policy,
         });
-        let first_contact = base.is_none() && local.is_some();
         let mapped_local_id = mapping.as_ref().map(|m| m.local_id.clone());
         let local_id = if local.is_none() || !planned.to_local.is_empty() {
             let change = RemoteChange {

@@ -152,11 +152,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         query.push(("limit", PAGE_SIZE.to_string()));
         query.push(("page", number.to_string()));
         let page: Page<Value> = self
-            .call(self.inner.client.list_page_raw(
-                pages.list.operation,
-                pages.list.path,
-                &query,
-            ))
+            .call(
+                self.inner
+                    .client
+                    .list_page_raw(pages.list.operation, pages.list.path, &query),
+            )
             .await?;
         let advanced = page
             .current_page
@@ -195,13 +195,20 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let detail = format!(
             "cannot decode {} {} from {} at `{}`: {}; the rest of the page was applied",
             record.kind,
-            record.remote_id.map_or("?".to_string(), |id| id.to_string()),
+            record
+                .remote_id
+                .map_or("?".to_string(), |id| id.to_string()),
             record.operation,
             record.path,
             record.reason
         );
-        self.audit(record.kind, &record.local_ref(), "quarantined", detail.clone())
-            .await?;
+        self.audit(
+            record.kind,
+            &record.local_ref(),
+            "quarantined",
+            detail.clone(),
+        )
+        .await?;
         self.publish(SyncEvent::Failed {
             kind: record.kind,
             local_id: record.local_ref(),
@@ -216,11 +223,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         &self,
         kind: EntityKind,
     ) -> Result<Vec<Quarantined>, SyncError> {
-        let stored = self
-            .inner
-            .store
-            .get_cursor(kind, QUARANTINE_CURSOR)
-            .await?;
+        let stored = self.inner.store.get_cursor(kind, QUARANTINE_CURSOR).await?;
         Ok(stored
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default())
@@ -270,7 +273,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 .iter()
                 .any(|q| q.remote_id == record.remote_id && q.path == record.path)
             {
-                after.push(Quarantined { at: first, ..record });
+                after.push(Quarantined {
+                    at: first,
+                    ..record
+                });
             }
         }
         if after != before {
