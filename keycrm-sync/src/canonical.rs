@@ -2279,6 +2279,28 @@ mod tests {
     }
 
     #[test]
+    fn remote_line_quantities_that_overflow_are_a_typed_error_not_a_panic() {
+        let huge = "79228162514264337593543950335";
+        let order: types::Order = serde_json::from_value(json!({
+            "id": 5,
+            "products": [
+                {"sku": "TEA-1", "name": "Tea", "quantity": huge, "price": "1"},
+                {"sku": "TEA-1", "name": "Tea", "quantity": huge, "price": "1"},
+            ],
+        }))
+        .unwrap();
+        let err = try_order_fields_from_remote(&order).unwrap_err();
+        assert!(
+            matches!(&err, MappingError::InvalidField { field, .. } if field == "lines.TEA-1.quantity"),
+            "{err:?}"
+        );
+        assert!(!err.to_string().contains(huge), "{err}");
+        // The infallible flattening keeps the largest decimal instead of panicking.
+        let fields = order_fields_from_remote(&order);
+        assert_eq!(fields["lines.TEA-1.quantity"], json!(huge));
+    }
+
+    #[test]
     fn mapping_errors_never_show_the_host_value() {
         let secret_ish = "Olena Petrenko +380501234567";
         let m = mappings();

@@ -1012,6 +1012,88 @@ mod tests {
     // ---- first meetings and missing records --------------------------------------------------------
 
     #[test]
+    fn first_contact_follows_the_source_of_truth_without_conflicts() {
+        let local = snap(
+            &[
+                ("price", json!("10")),
+                ("purchased_price", json!("4")),
+                ("sku", json!("A")),
+            ],
+            Some(9),
+        );
+        let remote = snap(
+            &[
+                ("price", json!("12")),
+                ("purchased_price", json!("4")),
+                ("note", json!("x")),
+            ],
+            Some(1),
+        );
+        let source = SourceOfTruth::new(Side::Local).with_field("note", Side::Remote);
+        let policy = Policy::new(Resolution::RemoteWins).with_first_contact(source);
+        let p = run(&policy, None, Some(&local), Some(&remote));
+        assert!(p.conflicts.is_empty(), "{:?}", p.conflicts);
+        assert_eq!(
+            p.merged["price"],
+            json!("10"),
+            "the host is right about prices"
+        );
+        assert_eq!(p.merged["sku"], json!("A"), "one side only: taken");
+        assert_eq!(p.merged["note"], json!("x"));
+        assert_eq!(
+            p.first_link,
+            vec![FirstLink {
+                field: "price".into(),
+                local: json!("10"),
+                remote: json!("12"),
+                winner: Side::Local,
+            }]
+        );
+        assert_eq!(
+            p.to_remote,
+            fields(&[("price", json!("10")), ("sku", json!("A"))])
+        );
+        assert!(!p.is_noop());
+
+        // Flipped: KeyCRM is right.
+        let policy =
+            Policy::new(Resolution::LocalWins).with_first_contact(SourceOfTruth::new(Side::Remote));
+        let p = run(&policy, None, Some(&local), Some(&remote));
+        assert!(p.conflicts.is_empty());
+        assert_eq!(p.merged["price"], json!("12"));
+        assert_eq!(p.first_link[0].winner, Side::Remote);
+
+        // With a base there is no first contact: the usual three-way rules apply.
+        let base = snap(&[("price", json!("11"))], None);
+        let p = run(&policy, Some(&base), Some(&local), Some(&remote));
+        assert!(p.first_link.is_empty());
+        assert_eq!(p.conflicts.len(), 1);
+        // The status rule does not apply to a first contact either.
+        let ranked = order_policy(Resolution::NewestWins)
+            .with_first_contact(SourceOfTruth::new(Side::Remote));
+        let l = snap(&[("status_id", json!(3))], None);
+        let r = snap(&[("status_id", json!(1))], None);
+        let p = run(&ranked, None, Some(&l), Some(&r));
+        assert_eq!(p.merged["status_id"], json!(1));
+        assert!(p.conflicts.is_empty());
+    }
+
+    #[test]
+    fn source_of_truth_matches_fields_by_dotted_prefix() {
+        let source = SourceOfTruth::new(Side::Remote)
+            .with_field("lines", Side::Local)
+            .with_field("lines.A.price", Side::Remote);
+        assert_eq!(source.side_for("lines.B.quantity"), Side::Local);
+        assert_eq!(source.side_for("lines.A.price"), Side::Remote);
+        assert_eq!(source.side_for("linesX"), Side::Remote);
+        let text = serde_json::to_string(&source).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SourceOfTruth>(&text).unwrap(),
+            source
+        );
+    }
+
+    #[test]
     fn no_base_merges_the_union_and_conflicts_on_differences() {
         let local = snap(
             &[("a", json!(1)), ("b", json!("same")), ("c", json!("l"))],
