@@ -499,6 +499,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     /// The engine's status.
     pub async fn status(&self) -> Result<SyncStatus, SyncError> {
         let counts = self.inner.store.counts().await?;
+        let quarantined = self.quarantined_all().await?;
         let stats = self.inner.client.stats();
         let calls = self.inner.calls.load(Ordering::Relaxed);
         Ok(SyncStatus {
@@ -523,7 +524,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     self.inner.latency_micros.load(Ordering::Relaxed) as f64 / calls as f64 / 1000.0
                 },
             },
-            quarantined: self.quarantined_all().await?,
+            quarantined,
         })
     }
 
@@ -783,4 +784,5 @@ fn assert_futures_are_send<S: Store, H: Host>(e: &SyncEngine<S, H>) {
     is_send(&e.full_resync());
     is_send(&e.sync_order(""));
     is_send(&e.ingest_webhook(&serde_json::Value::Null));
+    is_send(&e.status());
 }
