@@ -448,6 +448,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             Err(SyncError::Store(e)) => Err(SyncError::Store(e)),
             Err(e) => {
                 *complete = false;
+                tracing::debug!(target: "keycrm_sync", kind = kind.as_str(), remote_id, decision = "failed", "remote record not applied; the pass stays incomplete");
                 let local_id = format!("remote:{remote_id}");
                 self.audit(kind, &local_id, "pull-failed", e.to_string())
                     .await?;
