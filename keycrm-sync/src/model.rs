@@ -121,13 +121,23 @@ pub(crate) mod redact {
     /// A foreign message without the values it quotes (`"..."` and `` `...` `` become `…`),
     /// bounded by [`bounded`]: decoder and builder messages quote the offending value.
     pub(crate) fn message(text: &str) -> String {
+        without_quotes(text, &['"', '`'])
+    }
+
+    /// [`message`] for text whose backticks name fields, not values (the engine's own errors
+    /// around KeyCRM's text): only `"..."` becomes `…`.
+    pub(crate) fn unquoted(text: &str) -> String {
+        without_quotes(text, &['"'])
+    }
+
+    fn without_quotes(text: &str, quotes: &[char]) -> String {
         let mut out = String::with_capacity(text.len().min(4 * MAX_MESSAGE_CHARS));
         let mut quote: Option<char> = None;
         for c in text.chars() {
             match quote {
                 Some(q) if c == q => quote = None,
                 Some(_) => {}
-                None if c == '"' || c == '`' => {
+                None if quotes.contains(&c) => {
                     quote = Some(c);
                     out.push('…');
                 }
@@ -172,6 +182,10 @@ mod tests {
             "invalid type: string …, expected …"
         );
         assert!(redact::message(&long).chars().count() <= redact::MAX_MESSAGE_CHARS + 1);
+        assert_eq!(
+            redact::unquoted("field `email`: \"a@b.c\" is taken"),
+            "field `email`: … is taken"
+        );
     }
 
     #[test]

@@ -208,4 +208,79 @@ async fn runs_and_passes_have_spans_and_nothing_personal_is_logged_above_debug()
         }
     }
     assert!(checked > 5);
+
+    // A run that fails on KeyCRM answers echoing customer data: the warnings name the status
+    // and the fields; the messages themselves go to debug level only.
+    let email = "olena.petrenko@example.com";
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::path("/order/status"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(400)
+                .set_body_json(serde_json::json!({"message": format!("No statuses for {email}")})),
+        )
+        .mount(&server)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::path("/buyer"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(422).set_body_json(serde_json::json!({
+                "message": format!("The e-mail \"{email}\" is invalid."),
+                "errors": {"filter.buyer_email": [format!("The e-mail {email} is invalid.")]},
+            })),
+        )
+        .mount(&server)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::path("/order"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"current_page": 1, "data": [], "last_page": 1})),
+        )
+        .mount(&server)
+        .await;
+    let config = SyncConfig {
+        api_key: Secret::new("test"),
+        ..SyncConfig::default()
+    };
+    let engine = SyncEngine::builder()
+        .client(
+            keycrm_api::Client::builder()
+                .api_key("test")
+                .base_url(server.uri())
+                .requests_per_minute(0)
+                .build()
+                .unwrap(),
+        )
+        .store(MemoryStore::new())
+        .host(MemoryHost::new(Mappings::from_config(&config)))
+        .config(config)
+        .build()
+        .unwrap();
+    capture.events.lock().unwrap().clear();
+    let stop = tokio_util::sync::CancellationToken::new();
+    stop.cancel();
+    engine.run(stop).await;
+    let events = capture.events.lock().unwrap().clone();
+    let warnings: Vec<String> = events
+        .iter()
+        .filter(|e| e.level == Level::WARN)
+        .map(Seen::text)
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("buyer_email") && w.contains("422")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("order statuses")),
+        "{warnings:?}"
+    );
+    for w in &warnings {
+        assert!(!w.contains(email), "{w}");
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e.level == Level::DEBUG && e.text().contains(email)),
+        "the details stay available at debug level"
+    );
 }

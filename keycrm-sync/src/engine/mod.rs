@@ -17,6 +17,7 @@
 //!
 //! Every applied change, push, conflict and failure is published to [`SyncEngine::subscribe`].
 
+mod logline;
 mod pull;
 mod push;
 mod quarantine;
@@ -389,7 +390,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     pub async fn run(&self, shutdown: CancellationToken) {
         loop {
             if let Err(error) = self.run_once().await {
-                tracing::warn!(target: "keycrm_sync", %error, "sync run failed");
+                logline::warn(&error, "sync run failed");
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -575,8 +576,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     *policy = policy.clone().with_status_ranks(ORDER_STATUS_FIELD, ranks);
                 }
                 Err(error) => {
-                    let error = error.to_string();
-                    tracing::warn!(target: "keycrm_sync", error = %redact::bounded(&error), "cannot read order statuses; status moves are not ranked");
+                    logline::warn(
+                        &error,
+                        "cannot read order statuses; status moves are not ranked",
+                    );
                     return;
                 }
             }
