@@ -465,3 +465,93 @@ async fn keycrm_messages_are_bounded_in_errors_events_and_the_audit_log() {
         dead.error
     );
 }
+
+/// An order that exists on both sides (the host's number is KeyCRM's `source_uuid`) with
+/// another status and buyer name, met for the first time.
+async fn order_first_contact(config: SyncConfig) -> SyncEngine<MemoryStore, MemoryHost> {
+    let server = MockServer::start().await;
+    let mut order = remote_order(1, json!("10"));
+    order["source_uuid"] = json!("SHOP-1");
+    order["status_id"] = json!(4);
+    order["buyer"] = json!({"id": 3, "full_name": "Olena Petrenko"});
+    serve_lists(&server, vec![order], vec![]).await;
+    let engine = wiremock_engine(&server, config);
+    engine.host().put_order(CanonicalOrder {
+        local_id: "SHOP-1".into(),
+        number: Some("SHOP-1".into()),
+        status: Some("new".into()),
+        buyer: keycrm_sync::canonical::CanonicalContact {
+            name: Some("Олена Петренко".into()),
+            ..Default::default()
+        },
+        ..CanonicalOrder::default()
+    });
+    engine.run_once().await.unwrap();
+    // The server must outlive the run only.
+    drop(server);
+    engine
+}
+
+#[tokio::test]
+async fn an_order_met_on_both_sides_takes_keycrms_status_by_default() {
+    let engine = order_first_contact(config()).await;
+    let order = engine.host().orders().pop().unwrap();
+    assert_eq!(
+        order.status.as_deref(),
+        Some("shipped"),
+        "KeyCRM is right about the status"
+    );
+    assert!(
+        engine
+            .store()
+            .list_conflicts(None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let audit = engine.store().list_audit(10).await.unwrap();
+    let links: Vec<_> = audit
+        .iter()
+        .filter(|a| a.action == FIRST_LINK_ACTION)
+        .collect();
+    assert_eq!(links.len(), 1, "{audit:?}");
+    assert_eq!(links[0].local_id, "SHOP-1");
+    assert!(
+        links[0].detail.contains("status_id from KeyCRM"),
+        "{}",
+        links[0].detail
+    );
+    assert!(
+        links[0].detail.contains("buyer.full_name"),
+        "{}",
+        links[0].detail
+    );
+    assert!(
+        !links[0].detail.contains("Olena") && !links[0].detail.contains("Олена"),
+        "no customer data in the audit log: {}",
+        links[0].detail
+    );
+
+    // Configured the other way for the status field.
+    let mut host_status = config();
+    host_status.first_contact.insert(
+        EntityKind::Order,
+        SourceOfTruth::new(Side::Remote).with_field("status_id", Side::Local),
+    );
+    let engine = order_first_contact(host_status).await;
+    let order = engine.host().orders().pop().unwrap();
+    assert_eq!(
+        order.status.as_deref(),
+        Some("new"),
+        "the host is right about the status"
+    );
+    assert_eq!(order.buyer.name.as_deref(), Some("Olena Petrenko"));
+    assert!(
+        engine
+            .store()
+            .list_conflicts(None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
