@@ -8,7 +8,13 @@
 //! 2. **pull**: reconciles KeyCRM's changes: orders and buyers by `updated_between` from the
 //!    cursor minus the overlap (orders also by `created_between`), the catalogue and stock
 //!    in full passes every [`FULL_PASS_EVERY`] runs; each remote record is planned against the
-//!    base snapshot and applied to the host; cursors advance only after the pass is applied;
+//!    base snapshot and applied to the host; cursors advance only after the pass is applied.
+//!    Pages are read as raw JSON and decoded record by record: a record of an unknown shape is
+//!    quarantined ([`SyncStatus::quarantined`], the audit log) and the rest of its page applied,
+//!    but the pass is then incomplete (no cursor move, no tombstones). Records that already
+//!    existed on both sides meet as a *first link* (audited once as [`FIRST_LINK_ACTION`]),
+//!    their differences decided by the configured source of truth
+//!    ([`SyncConfig::first_contact`]), not logged as conflicts;
 //! 3. **inbox**: applies received webhooks (stored first by [`SyncEngine::ingest_webhook`]);
 //! 4. **push**: sends due outbox items with as few requests as KeyCRM allows: unchanged
 //!    records cost nothing, orders are created idempotently (bulk import with read-back by
