@@ -117,13 +117,32 @@ async fn a_record_of_an_unknown_shape_is_quarantined_and_the_rest_of_its_page_ap
     gone.state = SyncState::Synced;
     gone.base = Some(Snapshot::default());
     engine.store().put_mapping(&gone).await.unwrap();
+    // Orders are read incrementally from a cursor: an `updated_between` and a
+    // `created_between` pass, both meeting the broken order.
+    let cursor = "2026-01-01T00:00:00+00:00";
+    engine
+        .store()
+        .set_cursor(EntityKind::Order, "remote", cursor, chrono::Utc::now())
+        .await
+        .unwrap();
 
     let report = engine
         .run_once()
         .await
         .expect("one broken record fails no run");
     assert!(report.full_pass);
-    assert_eq!(report.quarantined, 2, "{report:?}");
+    assert_eq!(
+        report.quarantined, 3,
+        "the order twice, the offer once: {report:?}"
+    );
+    let order_pages = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/order")
+        .count();
+    assert_eq!(order_pages, 2, "two order passes");
     let host = engine.host();
     let numbers: BTreeSet<String> = host.orders().into_iter().filter_map(|o| o.number).collect();
     assert_eq!(
@@ -194,8 +213,9 @@ async fn a_record_of_an_unknown_shape_is_quarantined_and_the_rest_of_its_page_ap
             .store()
             .get_cursor(EntityKind::Order, "remote")
             .await
-            .unwrap(),
-        None,
+            .unwrap()
+            .as_deref(),
+        Some(cursor),
         "an incomplete pass keeps its cursor"
     );
 
@@ -237,13 +257,15 @@ async fn a_record_of_an_unknown_shape_is_quarantined_and_the_rest_of_its_page_ap
             .is_none(),
         "a complete pass turns absence into a tombstone"
     );
-    assert!(
+    assert_ne!(
         engine
             .store()
             .get_cursor(EntityKind::Order, "remote")
             .await
             .unwrap()
-            .is_some()
+            .as_deref(),
+        Some(cursor),
+        "a complete pass moves the cursor"
     );
 }
 

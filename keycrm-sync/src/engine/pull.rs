@@ -291,7 +291,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                         Decoded::Broken(q) => {
                             state.complete = false;
                             report.quarantined += 1;
-                            self.quarantine(&q, &already).await?;
+                            self.quarantine(&q, &already, &state.broken).await?;
                             state.broken.push(q);
                             continue;
                         }
@@ -372,7 +372,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                             Decoded::Broken(q) => {
                                 state.complete = false;
                                 report.quarantined += 1;
-                                self.quarantine(&q, &already).await?;
+                                self.quarantine(&q, &already, &state.broken).await?;
                                 state.broken.push(q);
                                 continue;
                             }

@@ -176,7 +176,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     pub(crate) async fn quarantine(
         &self,
         record: &Quarantined,
-        already: &[Quarantined],
+        stored: &[Quarantined],
+        this_pass: &[Quarantined],
     ) -> Result<(), SyncError> {
         tracing::warn!(
             target: "keycrm_sync",
@@ -186,8 +187,9 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             operation = %record.operation,
             "record quarantined: it cannot be decoded"
         );
-        let known = already
+        let known = stored
             .iter()
+            .chain(this_pass)
             .any(|q| q.remote_id == record.remote_id && q.path == record.path);
         if known {
             return Ok(());
