@@ -1,37 +1,37 @@
-//! The engine's tracing: one span per run and per reconciliation pass with its figures,
-//! debug events for record decisions, and no customer data above debug level.
-//!
-//! One test in its own binary: it installs a subscriber for its thread.
+//! Tracing of batch pushes: one `keycrm_sync.batch` span per batch write, naming the kind,
+//! the records, the requests it took and the outcome; no customer data in any span or event
+//! above debug level.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
-use keycrm_api::Paginate;
 use keycrm_api::mock::{KeyCrmMock, Quota, SeedConfig};
+use keycrm_api::{Decimal, Paginate};
 use keycrm_sync::SyncEngine;
-use keycrm_sync::canonical::Mappings;
+use keycrm_sync::canonical::{
+    CanonicalContact, CanonicalLine, CanonicalOrder, CanonicalStock, Mappings,
+};
 use keycrm_sync::config::{Secret, SyncConfig};
 use keycrm_sync::host::MemoryHost;
 use keycrm_sync::store::MemoryStore;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
+use tracing::{Event, Level, Metadata, Subscriber};
 
-/// One span or event as text: its name or message and every field.
+/// One span or event as recorded: name, level, fields (as text).
 #[derive(Clone, Debug)]
 struct Seen {
-    level: Level,
     name: String,
+    level: Level,
     fields: BTreeMap<String, String>,
 }
 
-impl Seen {
-    fn text(&self) -> String {
-        format!("{} {:?}", self.name, self.fields)
-    }
+#[derive(Default)]
+struct Capture {
+    next: AtomicU64,
+    spans: Mutex<BTreeMap<u64, Seen>>,
+    events: Mutex<Vec<Seen>>,
 }
 
 struct Fields<'a>(&'a mut BTreeMap<String, String>);
@@ -47,240 +47,179 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// Captures every span (with the fields recorded later) and event.
 #[derive(Clone, Default)]
-struct Capture {
-    spans: Arc<Mutex<BTreeMap<u64, Seen>>>,
-    events: Arc<Mutex<Vec<Seen>>>,
-}
+struct Collector(Arc<Capture>);
 
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: Context<'_, S>) {
+impl Subscriber for Collector {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+        let id = self.0.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut fields = BTreeMap::new();
         attrs.record(&mut Fields(&mut fields));
-        self.spans.lock().unwrap().insert(
-            id.into_u64(),
+        self.0.spans.lock().unwrap().insert(
+            id,
             Seen {
-                level: *attrs.metadata().level(),
                 name: attrs.metadata().name().to_string(),
+                level: *attrs.metadata().level(),
                 fields,
             },
         );
+        Id::from_u64(id)
     }
 
-    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
-        if let Some(span) = self.spans.lock().unwrap().get_mut(&id.into_u64()) {
-            values.record(&mut Fields(&mut span.fields));
+    fn record(&self, span: &Id, values: &Record<'_>) {
+        if let Some(seen) = self.0.spans.lock().unwrap().get_mut(&span.into_u64()) {
+            values.record(&mut Fields(&mut seen.fields));
         }
     }
 
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
         let mut fields = BTreeMap::new();
         event.record(&mut Fields(&mut fields));
-        self.events.lock().unwrap().push(Seen {
+        self.0.events.lock().unwrap().push(Seen {
+            name: event.metadata().name().to_string(),
             level: *event.metadata().level(),
-            name: event.metadata().target().to_string(),
             fields,
         });
+    }
+
+    fn enter(&self, _: &Id) {}
+
+    fn exit(&self, _: &Id) {}
+}
+
+fn config() -> SyncConfig {
+    SyncConfig {
+        api_key: Secret::new("test"),
+        source_id: Some(1),
+        status_ids: BTreeMap::from([("new".to_string(), 1)]),
+        warehouse_ids: BTreeMap::from([("main".to_string(), 1)]),
+        ..SyncConfig::default()
     }
 }
 
 #[tokio::test]
-async fn runs_and_passes_have_spans_and_nothing_personal_is_logged_above_debug() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry().with(capture.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+async fn each_batch_push_has_one_span_and_nothing_personal_above_debug() {
+    let collector = Collector::default();
+    let _guard = tracing::subscriber::set_default(collector.clone());
 
     let mock = KeyCrmMock::builder()
         .quota(Quota::unlimited())
         .start()
         .await;
     mock.seed(SeedConfig {
-        buyers: 12,
-        products: 4,
-        orders: 15,
+        products: 12,
+        orders: 0,
+        buyers: 0,
+        companies: 0,
         cards: 0,
         calls: 0,
         transactions: 0,
         ..SeedConfig::default()
     });
-    let client = mock
-        .client_builder()
-        .requests_per_minute(0)
-        .build()
-        .unwrap();
-    // Customer data the account holds: names, phones, e-mails of buyers.
-    let buyers: Vec<_> = client
-        .buyer_list()
-        .items()
-        .map(|b| b.unwrap())
-        .collect()
-        .await;
-    let mut personal: Vec<String> = Vec::new();
-    for b in &buyers {
-        personal.extend(b.full_name.clone());
-        for contacts in [&b.phone, &b.email] {
-            match contacts.as_ref().map(|v| serde_json::to_value(v).unwrap()) {
-                Some(serde_json::Value::String(s)) => personal.push(s),
-                Some(serde_json::Value::Array(items)) => {
-                    personal.extend(items.iter().filter_map(|v| v.as_str().map(str::to_string)))
-                }
-                _ => {}
-            }
-        }
-    }
-    personal.retain(|p| p.trim().len() >= 5);
-    assert!(personal.len() >= 12, "{personal:?}");
-
-    let config = SyncConfig {
-        api_key: Secret::new("test"),
-        source_id: Some(1),
-        // Only some statuses are mapped: orders in the others fail, with their errors logged.
-        status_ids: BTreeMap::from([("new".to_string(), 1)]),
-        warehouse_ids: BTreeMap::from([("main".to_string(), 1)]),
-        ..SyncConfig::default()
-    };
-    let engine = SyncEngine::builder()
-        .client(client)
-        .store(MemoryStore::new())
-        .host(MemoryHost::new(Mappings::from_config(&config)))
-        .config(config)
-        .build()
-        .unwrap();
-    let report = engine.run_once().await.unwrap();
-    assert!(report.pulled > 0, "{report:?}");
-
-    let spans: Vec<Seen> = capture.spans.lock().unwrap().values().cloned().collect();
-    let events = capture.events.lock().unwrap().clone();
-
-    // One run span, with its figures.
-    let runs: Vec<&Seen> = spans
-        .iter()
-        .filter(|s| s.name == "keycrm_sync.run")
-        .collect();
-    assert_eq!(runs.len(), 1, "{spans:?}");
-    for field in ["records", "requests", "outcome"] {
-        assert!(runs[0].fields.contains_key(field), "run {field}: {runs:?}");
-    }
-    // One span per pass, with kind, records, requests and outcome.
-    let passes: Vec<&Seen> = spans
-        .iter()
-        .filter(|s| s.name == "keycrm_sync.pass")
-        .collect();
-    let kinds: std::collections::BTreeSet<&str> = passes
-        .iter()
-        .filter_map(|s| s.fields.get("kind").map(String::as_str))
-        .collect();
-    for kind in ["order", "buyer", "product", "offer", "stock"] {
-        assert!(kinds.contains(kind), "no {kind} pass: {passes:?}");
-    }
-    for pass in &passes {
-        for field in ["records", "requests", "outcome"] {
-            assert!(pass.fields.contains_key(field), "{field}: {pass:?}");
-        }
-    }
-    let orders = passes
-        .iter()
-        .find(|s| s.fields.get("kind").map(String::as_str) == Some("order"))
-        .unwrap();
-    assert_eq!(orders.fields["records"], "15", "{orders:?}");
-    // Debug events for each record decision.
-    let decisions = events
-        .iter()
-        .filter(|e| e.level == Level::DEBUG && e.fields.contains_key("decision"))
-        .count();
-    assert!(
-        decisions as u64 >= report.pulled - 1,
-        "{decisions} decisions"
-    );
-
-    // Nothing personal at info, warn or error level.
-    let loud = spans
-        .iter()
-        .chain(events.iter())
-        .filter(|s| s.level <= Level::INFO);
-    let mut checked = 0;
-    for seen in loud {
-        checked += 1;
-        let text = seen.text();
-        for p in &personal {
-            assert!(!text.contains(p.as_str()), "{p:?} logged: {text}");
-        }
-    }
-    assert!(checked > 5);
-
-    // A run that fails on KeyCRM answers echoing customer data: the warnings name the status
-    // and the fields; the messages themselves go to debug level only.
-    let email = "olena.petrenko@example.com";
-    let server = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::path("/order/status"))
-        .respond_with(
-            wiremock::ResponseTemplate::new(400)
-                .set_body_json(serde_json::json!({"message": format!("No statuses for {email}")})),
-        )
-        .mount(&server)
-        .await;
-    wiremock::Mock::given(wiremock::matchers::path("/buyer"))
-        .respond_with(
-            wiremock::ResponseTemplate::new(422).set_body_json(serde_json::json!({
-                "message": format!("The e-mail \"{email}\" is invalid."),
-                "errors": {"filter.buyer_email": [format!("The e-mail {email} is invalid.")]},
-            })),
-        )
-        .mount(&server)
-        .await;
-    wiremock::Mock::given(wiremock::matchers::path("/order"))
-        .respond_with(
-            wiremock::ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({"current_page": 1, "data": [], "last_page": 1})),
-        )
-        .mount(&server)
-        .await;
-    let config = SyncConfig {
-        api_key: Secret::new("test"),
-        ..SyncConfig::default()
-    };
+    let host = MemoryHost::new(Mappings::from_config(&config()));
     let engine = SyncEngine::builder()
         .client(
-            keycrm_api::Client::builder()
-                .api_key("test")
-                .base_url(server.uri())
+            mock.client_builder()
                 .requests_per_minute(0)
                 .build()
                 .unwrap(),
         )
         .store(MemoryStore::new())
-        .host(MemoryHost::new(Mappings::from_config(&config)))
-        .config(config)
+        .host(host.clone())
+        .config(config())
         .build()
         .unwrap();
-    capture.events.lock().unwrap().clear();
-    let stop = tokio_util::sync::CancellationToken::new();
-    stop.cancel();
-    engine.run(stop).await;
-    let events = capture.events.lock().unwrap().clone();
-    let warnings: Vec<String> = events
-        .iter()
-        .filter(|e| e.level == Level::WARN)
-        .map(Seen::text)
+    engine.run_once().await.unwrap();
+    let skus: Vec<String> = engine
+        .client()
+        .offer_list()
+        .collect_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|o| o.sku)
+        .take(12)
         .collect();
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("buyer_email") && w.contains("422")),
-        "{warnings:?}"
-    );
-    assert!(
-        warnings.iter().any(|w| w.contains("order statuses")),
-        "{warnings:?}"
-    );
-    for w in &warnings {
-        assert!(!w.contains(email), "{w}");
+    for (i, sku) in skus.iter().enumerate() {
+        host.put_stock(CanonicalStock {
+            sku: sku.clone(),
+            warehouse: "main".into(),
+            quantity: Decimal::from(7000 + i as i64),
+        });
     }
-    assert!(
-        events
-            .iter()
-            .any(|e| e.level == Level::DEBUG && e.text().contains(email)),
-        "the details stay available at debug level"
+    host.put_stock(CanonicalStock {
+        sku: "NO-SUCH-SKU".into(),
+        warehouse: "main".into(),
+        quantity: Decimal::from(3),
+    });
+    for n in 1..=3u32 {
+        host.put_order(CanonicalOrder {
+            local_id: format!("WMS-{n}"),
+            number: Some(format!("WMS-{n}")),
+            buyer: CanonicalContact {
+                name: Some(format!("Secretname Person{n}")),
+                phone: Some(format!("+38050999000{n}")),
+                email: Some(format!("private{n}@example.com")),
+            },
+            lines: vec![CanonicalLine {
+                sku: "SKU-1".into(),
+                name: "Tea".into(),
+                quantity: Decimal::from(1),
+                price: "5.00".parse().unwrap(),
+            }],
+            ..CanonicalOrder::default()
+        });
+    }
+    let report = engine.run_once().await.unwrap();
+    assert_eq!(report.pushed, 15, "{report:?}");
+    assert_eq!(report.failed, 1, "{report:?}");
+
+    let spans = collector.0.spans.lock().unwrap().clone();
+    let batches: Vec<&Seen> = spans
+        .values()
+        .filter(|s| s.name == "keycrm_sync.batch")
+        .collect();
+    let stock: Vec<&&Seen> = batches
+        .iter()
+        .filter(|s| s.fields.get("kind").map(String::as_str) == Some("stock"))
+        .collect();
+    assert_eq!(
+        stock.len(),
+        1,
+        "one span for the warehouse's batch: {batches:?}"
     );
+    let stock = &stock[0].fields;
+    assert_eq!(stock["records"], "13");
+    assert_eq!(stock["requests"], "2");
+    assert_eq!(stock["delivered"], "12");
+    assert_eq!(stock["rejected"], "1");
+    assert_eq!(stock["outcome"], "partial");
+    let orders: Vec<&&Seen> = batches
+        .iter()
+        .filter(|s| s.fields.get("kind").map(String::as_str) == Some("order"))
+        .collect();
+    assert_eq!(orders.len(), 1, "{batches:?}");
+    assert_eq!(orders[0].fields["records"], "3");
+    assert_eq!(orders[0].fields["requests"], "1");
+    assert_eq!(orders[0].fields["outcome"], "delivered");
+
+    // Nothing personal in what an info-level log shows (INFO, WARN, ERROR rank below DEBUG).
+    let events = collector.0.events.lock().unwrap().clone();
+    let loud = spans
+        .values()
+        .cloned()
+        .chain(events)
+        .filter(|s| s.level < Level::DEBUG);
+    for seen in loud {
+        let text = format!("{seen:?}");
+        for secret in ["Secretname", "+38050999", "private", "example.com"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
 }
