@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::{
     AuditEntry, ConflictRecord, InboxId, InboxItem, InboxStatus, Mapping, OutboxId, OutboxItem,
-    PurgeReport, Store, StoreCounts, StoreError, SyncState, WriteBatch, WriteOp,
-    is_personal_field, truncate_micros,
+    PurgeReport, Store, StoreCounts, StoreError, SyncState, WriteBatch, WriteOp, is_personal_field,
+    truncate_micros,
 };
 use crate::model::EntityKind;
 
@@ -541,8 +541,7 @@ impl Store for MemoryStore {
         let expired: Vec<i64> = inbox
             .values()
             .filter(|i| {
-                i.status != InboxStatus::Pending
-                    && i.processed_at.is_some_and(|t| t < older_than)
+                i.status != InboxStatus::Pending && i.processed_at.is_some_and(|t| t < older_than)
             })
             .map(|i| i.id.0)
             .collect();

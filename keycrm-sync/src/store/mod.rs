@@ -540,9 +540,10 @@ impl WriteBatch {
     pub fn mapping(&self, kind: EntityKind, local_id: &str) -> Option<Option<&Mapping>> {
         self.ops.iter().rev().find_map(|op| match op {
             WriteOp::PutMapping(m) if m.kind == kind && m.local_id == local_id => Some(Some(m)),
-            WriteOp::DeleteMapping { kind: k, local_id: l } if *k == kind && l == local_id => {
-                Some(None)
-            }
+            WriteOp::DeleteMapping {
+                kind: k,
+                local_id: l,
+            } if *k == kind && l == local_id => Some(None),
             _ => None,
         })
     }

@@ -15,8 +15,7 @@ use tokio::sync::oneshot;
 
 use super::{
     AuditEntry, ConflictRecord, InboxId, InboxItem, InboxStatus, Mapping, OutboxId, OutboxItem,
-    PurgeReport, Store, StoreCounts, StoreError, SyncState, WriteBatch, WriteOp,
-    is_personal_field,
+    PurgeReport, Store, StoreCounts, StoreError, SyncState, WriteBatch, WriteOp, is_personal_field,
 };
 use crate::model::EntityKind;
 
@@ -863,10 +862,11 @@ impl Store for SqliteStore {
     async fn get_cursor(&self, kind: EntityKind, name: &str) -> Result<Option<String>, StoreError> {
         let name = name.to_owned();
         self.call(move |c| {
-            Ok(c
-                .prepare_cached("SELECT value FROM cursors WHERE kind = ?1 AND name = ?2")?
-                .query_row(params![kind.as_str(), name], |r| r.get(0))
-                .optional()?)
+            Ok(
+                c.prepare_cached("SELECT value FROM cursors WHERE kind = ?1 AND name = ?2")?
+                    .query_row(params![kind.as_str(), name], |r| r.get(0))
+                    .optional()?,
+            )
         })
         .await
     }

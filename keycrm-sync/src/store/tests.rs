@@ -918,7 +918,12 @@ async fn purge_drops_failed_inbox_rows_after_retention(s: &impl Store) {
     let mark = now - DEFAULT_RETENTION;
     let body = json!({"context": {"buyer": {"phone": "+380501112233"}}});
     let old = s
-        .inbox_insert("failed-old", "order.change_order_status", body.clone(), t(0))
+        .inbox_insert(
+            "failed-old",
+            "order.change_order_status",
+            body.clone(),
+            t(0),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -1172,7 +1177,6 @@ async fn write_batch_is_all_or_nothing(s: &impl Store) {
         vec![]
     );
 }
-
 
 async fn counts_summarise_the_store(s: &impl Store) {
     let empty = s.counts().await.unwrap();
@@ -1451,7 +1455,10 @@ fn sqlite_calls_never_block_the_runtime_thread() {
         assert_eq!(other_task.await.unwrap(), 42);
         assert!(!writer.is_finished(), "the lock is still held");
         release_tx.send(()).unwrap();
-        writer.await.unwrap().expect("written once the lock is free");
+        writer
+            .await
+            .unwrap()
+            .expect("written once the lock is free");
         assert_eq!(store.list_audit(5_000).await.unwrap().len(), 2_000);
         assert_eq!(
             store
@@ -1492,8 +1499,10 @@ async fn sqlite_purged_bodies_leave_no_trace_in_the_file() {
     assert_eq!(report.inbox, 20);
     // Move everything from the WAL into the main file and empty the WAL.
     let raw = rusqlite::Connection::open(&db.path).unwrap();
-    raw.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0))
-        .unwrap();
+    raw.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap();
     drop(raw);
     drop(store);
     let needle = phone.as_bytes();
@@ -1507,7 +1516,6 @@ async fn sqlite_purged_bodies_leave_no_trace_in_the_file() {
         );
     }
 }
-
 
 // ---- SQLite only ----
 
@@ -1732,7 +1740,11 @@ async fn sqlite_runs_wal_with_full_sync() {
     assert_eq!(s.pragma_text("synchronous").unwrap(), "2", "FULL");
     assert_eq!(s.pragma_text("foreign_keys").unwrap(), "1");
     assert_eq!(s.pragma_text("busy_timeout").unwrap(), "5000");
-    assert_eq!(s.pragma_text("secure_delete").unwrap(), "1", "secure_delete=ON");
+    assert_eq!(
+        s.pragma_text("secure_delete").unwrap(),
+        "1",
+        "secure_delete=ON"
+    );
     // WAL is a property of the file: another connection sees it too.
     let raw = rusqlite::Connection::open(&db.path).unwrap();
     let mode: String = raw
