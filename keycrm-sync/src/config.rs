@@ -204,7 +204,7 @@ pub struct SyncConfig {
     pub realtime: bool,
     /// Overlap of reconciliation windows, in seconds (`updated_between` from cursor - overlap).
     pub overlap_secs: u64,
-    /// Days to keep conflict/audit logs and processed webhooks.
+    /// Days to keep conflict/audit logs and processed, ignored and failed webhooks.
     pub retention_days: u32,
     /// Refuse a stock push that would zero more than this share (0..=1) of the pushed SKUs.
     pub max_zeroed_share: f64,
