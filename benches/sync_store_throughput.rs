@@ -12,7 +12,7 @@
 //! the run's wall time. The median round is printed last.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use keycrm::api::mock::{KeyCrmMock, Quota, SeedConfig};
@@ -54,9 +54,9 @@ fn db_path(round: usize) -> PathBuf {
     ))
 }
 
-fn remove_db(path: &PathBuf) {
+fn remove_db(path: &Path) {
     for suffix in ["", "-wal", "-shm", "-journal"] {
-        let mut p = path.clone().into_os_string();
+        let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(p));
     }
