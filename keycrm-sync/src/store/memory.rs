@@ -153,6 +153,16 @@ impl State {
         id
     }
 
+    fn complete_outbox(&mut self, id: OutboxId, revision: i64) -> bool {
+        match self.outbox.get(&id.0) {
+            Some(item) if !item.dead && item.revision == revision => {
+                self.outbox.remove(&id.0);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn set_cursor(&mut self, kind: EntityKind, name: &str, value: &str, now: DateTime<Utc>) {
         self.cursors.insert(
             (kind, name.to_owned()),
@@ -285,14 +295,7 @@ impl Store for MemoryStore {
     }
 
     async fn complete_outbox(&self, id: OutboxId, revision: i64) -> Result<bool, StoreError> {
-        let mut state = self.lock()?;
-        match state.outbox.get(&id.0) {
-            Some(item) if !item.dead && item.revision == revision => {
-                state.outbox.remove(&id.0);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(self.lock()?.complete_outbox(id, revision))
     }
 
     async fn fail_outbox(
@@ -511,6 +514,9 @@ impl Store for MemoryStore {
                     now,
                 } => {
                     state.enqueue(kind, &local_id, payload, now);
+                }
+                WriteOp::CompleteOutbox { id, revision } => {
+                    state.complete_outbox(id, revision);
                 }
                 WriteOp::SetCursor {
                     kind,

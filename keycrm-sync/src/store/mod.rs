@@ -403,6 +403,14 @@ pub enum WriteOp {
         /// The time of the change.
         now: DateTime<Utc>,
     },
+    /// [`Store::complete_outbox`] (which changes nothing when the revision no longer
+    /// matches).
+    CompleteOutbox {
+        /// The item's id.
+        id: OutboxId,
+        /// The revision that was sent.
+        revision: i64,
+    },
     /// [`Store::set_cursor`].
     SetCursor {
         /// The entity kind.
@@ -428,8 +436,8 @@ pub enum WriteOp {
 }
 
 /// Writes applied together by [`Store::write_batch`]: in order, in one transaction, all or
-/// none. A reconciliation pass gathers a page's mapping, outbox, conflict and audit writes in
-/// one batch, so that a page costs one commit (one `fsync` on SQLite) instead of one per write.
+/// none. A reconciliation pass gathers a page's mapping, outbox, cursor, conflict and audit
+/// writes in one batch, so that a page costs one commit (one `fsync` on SQLite) instead of one per write.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WriteBatch {
     ops: Vec<WriteOp>,
@@ -474,6 +482,11 @@ impl WriteBatch {
             payload,
             now,
         })
+    }
+
+    /// Appends [`WriteOp::CompleteOutbox`].
+    pub fn complete_outbox(&mut self, id: OutboxId, revision: i64) -> &mut Self {
+        self.push(WriteOp::CompleteOutbox { id, revision })
     }
 
     /// Appends [`WriteOp::SetCursor`].

@@ -528,6 +528,13 @@ fn enqueue_in(
     Ok(OutboxId(id))
 }
 
+fn complete_outbox_in(c: &Connection, id: OutboxId, revision: i64) -> Result<bool, Fail> {
+    let n = c
+        .prepare_cached("DELETE FROM outbox WHERE id = ?1 AND revision = ?2 AND dead = 0")?
+        .execute(params![id.0, revision])?;
+    Ok(n > 0)
+}
+
 fn set_cursor_in(
     c: &Connection,
     kind: EntityKind,
@@ -705,13 +712,8 @@ impl Store for SqliteStore {
     }
 
     async fn complete_outbox(&self, id: OutboxId, revision: i64) -> Result<bool, StoreError> {
-        self.call(move |c| {
-            let n = c
-                .prepare_cached("DELETE FROM outbox WHERE id = ?1 AND revision = ?2 AND dead = 0")?
-                .execute(params![id.0, revision])?;
-            Ok(n > 0)
-        })
-        .await
+        self.call(move |c| complete_outbox_in(c, id, revision))
+            .await
     }
 
     async fn fail_outbox(
@@ -964,6 +966,9 @@ impl Store for SqliteStore {
                         now,
                     } => {
                         enqueue_in(&tx, *kind, local_id, payload, *now)?;
+                    }
+                    WriteOp::CompleteOutbox { id, revision } => {
+                        complete_outbox_in(&tx, *id, *revision)?;
                     }
                     WriteOp::SetCursor {
                         kind,

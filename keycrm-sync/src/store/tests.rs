@@ -1105,6 +1105,24 @@ async fn write_batch_applies_everything_in_order(s: &impl Store) {
         vec![audit(t(6), "o-1", "applied")]
     );
 
+    // Completing: only the revision that was sent; a newer payload stays due.
+    let o9 = s
+        .enqueue(EntityKind::Offer, "x", json!(1), t(1))
+        .await
+        .unwrap();
+    let mut batch = WriteBatch::new();
+    batch
+        .complete_outbox(due[0].id, 1)
+        .complete_outbox(o9, 1)
+        .log_audit(audit(t(7), "x", "pushed"));
+    s.write_batch(batch).await.unwrap();
+    let due = s.due_outbox(t(10), 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|i| i.local_id.as_str()).collect::<Vec<_>>(),
+        ["o-1"],
+        "revision 2 of o-1 stays; x is done"
+    );
+
     // A remote id may move to another record within one batch (freed first, then taken).
     let mut freed = full_mapping(EntityKind::Order, "o-1", None);
     freed.state = SyncState::Error;
