@@ -5,7 +5,8 @@
 //!
 //! - [`SqliteStore`]: the embedded default (bundled SQLite, WAL, `synchronous=FULL`), one file per
 //!   engine. A committed write survives a crash, so the engine may acknowledge a webhook or report a
-//!   local change as accepted as soon as the store call returns.
+//!   local change as accepted as soon as the store call returns. The connection lives on its own
+//!   thread: no call blocks the async runtime.
 //! - [`MemoryStore`]: everything in memory, for tests and dry runs.
 //!
 //! The [`Store`] trait is asynchronous so that a pooled backend (PostgreSQL for hosts running
@@ -13,6 +14,19 @@
 //! every method where time matters takes `now` from the caller, which keeps tests deterministic.
 //!
 //! Timestamps are kept with microsecond precision by every backend (finer parts are truncated).
+//!
+//! # Grouped writes
+//!
+//! [`Store::write_batch`] applies a [`WriteBatch`] (mappings, outbox, cursors, conflict and audit
+//! entries) in one transaction. The engine gathers the writes of a page of a reconciliation pass
+//! into one batch: one commit, and on SQLite one `fsync`, per page instead of per record.
+//!
+//! # Retention
+//!
+//! [`Store::purge`] removes processed, ignored and failed webhooks, conflicts and audit entries
+//! older than the retention period; [`Store::forget_personal_conflicts`] drops a tombstoned
+//! record's personal values (see [`is_personal_field`]) from the conflict log at once. SQLite
+//! runs with `secure_delete`, so removed rows do not linger in free pages of the file.
 //!
 //! # Outbox protocol
 //!
@@ -589,8 +603,8 @@ impl From<Vec<WriteOp>> for WriteBatch {
 /// The engine's durable state. Every method is one atomic operation: it either happens
 /// completely (and, for durable backends, survives a crash once it returns) or not at all.
 ///
-/// Methods return `impl Future + Send` so the trait suits both inline backends (SQLite) and
-/// pooled ones (PostgreSQL). The store never reads the clock; callers pass `now`.
+/// Methods return `impl Future + Send` so the trait suits both a backend on its own thread
+/// (SQLite) and pooled ones (PostgreSQL). The store never reads the clock; callers pass `now`.
 pub trait Store: Send + Sync + 'static {
     // ---- id mapping ----
 
