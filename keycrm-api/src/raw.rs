@@ -9,7 +9,7 @@
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo};
 use reqwest::header::{HeaderName, HeaderValue};
 
-use crate::error::{Error, ErrorMeta, Result, meta_from_headers, retry_after};
+use crate::error::{Error, ErrorMeta, Result, meta_from_headers, runtime_retry_after};
 use crate::{Client, Page, types};
 
 impl Client {
@@ -85,7 +85,7 @@ impl Client {
             Ok(body) => Err(Error::from_status(
                 status.as_u16(),
                 Some(body),
-                retry_after(&headers),
+                runtime_retry_after(&headers),
                 meta,
             )),
             Err(_) => Err(Error::from_response_head(status.as_u16(), &headers)),

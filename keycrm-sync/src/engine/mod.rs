@@ -55,7 +55,9 @@ use crate::config::SyncConfig;
 use crate::host::{Host, HostError};
 use crate::model::{EntityKind, redact};
 use crate::plan::{Conflict, ConflictReason, Policy, Resolution, Side};
-use crate::store::{AuditEntry, ConflictRecord, KindCounts, Store, StoreError};
+use crate::store::{
+    AuditEntry, ConflictRecord, KindCounts, Mapping, Store, StoreError, WriteBatch, WriteOp,
+};
 
 /// Catalogue and stock are reconciled in full passes, every this many runs (and on
 /// [`SyncEngine::full_resync`]); orders and buyers incrementally on every run.
@@ -334,6 +336,7 @@ impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
                 call_errors: AtomicU64::new(0),
                 latency_micros: AtomicU64::new(0),
                 ranks_loaded: std::sync::atomic::AtomicBool::new(false),
+                gathered: std::sync::Mutex::new(None),
                 outbox_clock: self.outbox_clock.unwrap_or_else(|| Arc::new(Utc::now)),
             }),
         })
@@ -368,7 +371,23 @@ pub(crate) struct Inner<S, H> {
     call_errors: AtomicU64,
     latency_micros: AtomicU64,
     ranks_loaded: std::sync::atomic::AtomicBool,
+    /// Store writes gathered while a page is applied, written as one batch at its end (see
+    /// [`SyncEngine::gathering`]). Only the task holding `run_lock` uses it.
+    gathered: std::sync::Mutex<Option<WriteBatch>>,
     outbox_clock: OutboxClock,
+}
+
+/// Ends a gathering of store writes: [`SyncEngine::commit_gathered`] writes them; when the
+/// gathering future is dropped before (cancelled), they are dropped too, as after a crash (the
+/// records are pulled and linked again), and later writes go straight to the store.
+pub(crate) struct Gathering<'a> {
+    slot: &'a std::sync::Mutex<Option<WriteBatch>>,
+}
+
+impl Drop for Gathering<'_> {
+    fn drop(&mut self) {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
 }
 
 impl<S: Store, H: Host> SyncEngine<S, H> {
@@ -711,23 +730,21 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     format!("status may not move backwards ({refused:?} refused)")
                 }
             };
-            self.inner
-                .store
-                .log_conflict(&ConflictRecord {
-                    at: now(),
-                    kind,
-                    local_id: local_id.to_string(),
-                    remote_id,
-                    field: c.field.clone(),
-                    base: c.base.clone(),
-                    local: c.local.clone(),
-                    remote: c.remote.clone(),
-                    winner: c.winner.map_or("none", Side::as_str).to_string(),
-                    reason,
-                    local_updated_at: c.local_updated_at,
-                    remote_updated_at: c.remote_updated_at,
-                })
-                .await?;
+            self.write(WriteOp::LogConflict(ConflictRecord {
+                at: now(),
+                kind,
+                local_id: local_id.to_string(),
+                remote_id,
+                field: c.field.clone(),
+                base: c.base.clone(),
+                local: c.local.clone(),
+                remote: c.remote.clone(),
+                winner: c.winner.map_or("none", Side::as_str).to_string(),
+                reason,
+                local_updated_at: c.local_updated_at,
+                remote_updated_at: c.remote_updated_at,
+            }))
+            .await?;
             report.conflicts += 1;
             self.publish(SyncEvent::Conflict {
                 kind,
@@ -746,17 +763,104 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         action: &str,
         detail: String,
     ) -> Result<(), SyncError> {
-        self.inner
-            .store
-            .log_audit(&AuditEntry {
-                at: now(),
-                kind,
-                local_id: local_id.to_string(),
-                action: action.to_string(),
-                detail: redact::bounded(&detail),
-            })
-            .await?;
+        self.write(WriteOp::LogAudit(AuditEntry {
+            at: now(),
+            kind,
+            local_id: local_id.to_string(),
+            action: action.to_string(),
+            detail: redact::bounded(&detail),
+        }))
+        .await
+    }
+
+    /// Starts gathering the store writes of [`Self::write`] into one batch, so that a page of
+    /// a pass costs one transaction (one `fsync` on SQLite) instead of one per write. Reads
+    /// through [`Self::mapping`] and [`Self::mapping_by_remote`] see the gathered writes.
+    pub(crate) fn gathering(&self) -> Gathering<'_> {
+        *self.inner.gathered.lock().expect("lock") = Some(WriteBatch::new());
+        Gathering {
+            slot: &self.inner.gathered,
+        }
+    }
+
+    /// Writes what was gathered since [`Self::gathering`] in one transaction, and stops
+    /// gathering.
+    pub(crate) async fn commit_gathered(&self, gathering: Gathering<'_>) -> Result<(), SyncError> {
+        let batch = gathering.slot.lock().expect("lock").take();
+        drop(gathering);
+        if let Some(batch) = batch {
+            self.inner.store.write_batch(batch).await?;
+        }
         Ok(())
+    }
+
+    /// A store write: gathered while a page is applied, else written at once.
+    pub(crate) async fn write(&self, op: WriteOp) -> Result<(), SyncError> {
+        let op = {
+            let mut gathered = self.inner.gathered.lock().expect("lock");
+            match gathered.as_mut() {
+                Some(batch) => {
+                    batch.push(op);
+                    return Ok(());
+                }
+                None => op,
+            }
+        };
+        self.inner.store.write_batch(op.into()).await?;
+        Ok(())
+    }
+
+    /// The mapping of a host record, as the gathered writes leave it.
+    pub(crate) async fn mapping(
+        &self,
+        kind: EntityKind,
+        local_id: &str,
+    ) -> Result<Option<Mapping>, SyncError> {
+        if let Some(gathered) = self
+            .inner
+            .gathered
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|b| b.mapping(kind, local_id))
+        {
+            return Ok(gathered.cloned());
+        }
+        Ok(self.inner.store.get_mapping(kind, local_id).await?)
+    }
+
+    /// The mapping of a KeyCRM record, as the gathered writes leave it.
+    pub(crate) async fn mapping_by_remote(
+        &self,
+        kind: EntityKind,
+        remote_id: i64,
+    ) -> Result<Option<Mapping>, SyncError> {
+        if let Some(gathered) = self
+            .inner
+            .gathered
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|b| b.mapping_by_remote(kind, remote_id))
+        {
+            return Ok(Some(gathered.clone()));
+        }
+        let stored = self
+            .inner
+            .store
+            .get_mapping_by_remote(kind, remote_id)
+            .await?;
+        // A gathered write that moved the remote id away from the stored record, or deleted
+        // it, hides it.
+        Ok(stored.filter(|m| {
+            self.inner
+                .gathered
+                .lock()
+                .expect("lock")
+                .as_ref()
+                .and_then(|b| b.mapping(kind, &m.local_id))
+                .is_none()
+        }))
     }
 }
 

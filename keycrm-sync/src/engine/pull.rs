@@ -14,7 +14,7 @@ use crate::canonical::{self, MappingError};
 use crate::host::{Applied, Host, RemoteChange};
 use crate::model::{EntityKind, Snapshot};
 use crate::plan::{FirstLink, PlanInput, Side, plan};
-use crate::store::{InboxStatus, Mapping, Store, SyncState};
+use crate::store::{InboxStatus, Mapping, Store, SyncState, WriteOp};
 
 /// Relations an order is read with: enough for its canonical fields.
 pub(crate) const ORDER_INCLUDE: &str = "buyer,products.offer,payments,shipping";
@@ -284,34 +284,43 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             let already = self.quarantined_of(kind).await?;
             let mut pages = RawPages::new(list);
             while let Some(page) = self.next_raw_page(&mut pages).await? {
-                for record in page {
-                    records += 1;
-                    let item = match quarantine::decode::<T>(kind, pages.operation(), &record) {
-                        Decoded::Record(item) => item,
-                        Decoded::Broken(q) => {
-                            state.complete = false;
-                            report.quarantined += 1;
-                            self.quarantine(&q, &already, &state.broken).await?;
-                            state.broken.push(q);
+                // A page's store writes are one transaction.
+                let gathering = self.gathering();
+                let applied = async {
+                    for record in page {
+                        records += 1;
+                        let item = match quarantine::decode::<T>(kind, pages.operation(), &record) {
+                            Decoded::Record(item) => item,
+                            Decoded::Broken(q) => {
+                                state.complete = false;
+                                report.quarantined += 1;
+                                self.quarantine(&q, &already, &state.broken).await?;
+                                state.broken.push(q);
+                                continue;
+                            }
+                        };
+                        let Some((id, remote)) = remote_of(&item) else {
+                            tracing::debug!(target: "keycrm_sync", kind = kind.as_str(), decision = "no-id", "record without an id skipped");
+                            continue;
+                        };
+                        if !state.seen.insert(id) {
                             continue;
                         }
-                    };
-                    let Some((id, remote)) = remote_of(&item) else {
-                        tracing::debug!(target: "keycrm_sync", kind = kind.as_str(), decision = "no-id", "record without an id skipped");
-                        continue;
-                    };
-                    if !state.seen.insert(id) {
-                        continue;
+                        let result = match remote {
+                            Ok(remote) => {
+                                self.apply_remote(kind, Key::Remote(id), id, true, remote, report)
+                                    .await
+                            }
+                            Err(e) => Err(SyncError::Mapping(e)),
+                        };
+                        self.isolated(kind, id, result, &mut state.complete).await?;
                     }
-                    let result = match remote {
-                        Ok(remote) => {
-                            self.apply_remote(kind, Key::Remote(id), id, true, remote, report)
-                                .await
-                        }
-                        Err(e) => Err(SyncError::Mapping(e)),
-                    };
-                    self.isolated(kind, id, result, &mut state.complete).await?;
+                    Ok::<_, SyncError>(())
                 }
+                .await;
+                // What was applied to the host is recorded even when the page stopped early.
+                self.commit_gathered(gathering).await?;
+                applied?;
             }
             Ok::<_, SyncError>(())
         }
@@ -364,21 +373,30 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             let already = self.quarantined_of(kind).await?;
             let mut pages = RawPages::new(quarantine::offer_stock_list());
             while let Some(page) = self.next_raw_page(&mut pages).await? {
-                for record in page {
-                    records += 1;
-                    let stock: types::OfferStock =
-                        match quarantine::decode(kind, pages.operation(), &record) {
-                            Decoded::Record(stock) => stock,
-                            Decoded::Broken(q) => {
-                                state.complete = false;
-                                report.quarantined += 1;
-                                self.quarantine(&q, &already, &state.broken).await?;
-                                state.broken.push(q);
-                                continue;
-                            }
-                        };
-                    self.apply_stock(&stock, &mut state, report).await?;
+                // A page's store writes are one transaction.
+                let gathering = self.gathering();
+                let applied = async {
+                    for record in page {
+                        records += 1;
+                        let stock: types::OfferStock =
+                            match quarantine::decode(kind, pages.operation(), &record) {
+                                Decoded::Record(stock) => stock,
+                                Decoded::Broken(q) => {
+                                    state.complete = false;
+                                    report.quarantined += 1;
+                                    self.quarantine(&q, &already, &state.broken).await?;
+                                    state.broken.push(q);
+                                    continue;
+                                }
+                            };
+                        self.apply_stock(&stock, &mut state, report).await?;
+                    }
+                    Ok::<_, SyncError>(())
                 }
+                .await;
+                // What was applied to the host is recorded even when the page stopped early.
+                self.commit_gathered(gathering).await?;
+                applied?;
             }
             Ok::<_, SyncError>(())
         }
@@ -470,7 +488,23 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         seen: &BTreeSet<i64>,
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
-        for mapping in self.inner.store.list_mappings(kind, None).await? {
+        let mappings = self.inner.store.list_mappings(kind, None).await?;
+        let gathering = self.gathering();
+        let applied = self.apply_tombstones(kind, mappings, seen, report).await;
+        self.commit_gathered(gathering).await?;
+        applied
+    }
+
+    /// Tombstones the mapped records a complete pass did not see; their personal values in
+    /// the conflict log go with them.
+    async fn apply_tombstones(
+        &self,
+        kind: EntityKind,
+        mappings: Vec<Mapping>,
+        seen: &BTreeSet<i64>,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        for mapping in mappings {
             let Some(remote_id) = mapping.remote_id else {
                 continue;
             };
@@ -484,10 +518,16 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 tombstone: true,
             };
             self.inner.host.apply(kind, change).await?;
-            self.inner
-                .store
-                .delete_mapping(kind, &mapping.local_id)
-                .await?;
+            self.write(WriteOp::DeleteMapping {
+                kind,
+                local_id: mapping.local_id.clone(),
+            })
+            .await?;
+            self.write(WriteOp::ForgetPersonalConflicts {
+                kind,
+                local_id: mapping.local_id.clone(),
+            })
+            .await?;
             self.audit(
                 kind,
                 &mapping.local_id,
@@ -666,8 +706,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let store = &self.inner.store;
         report.pulled += 1;
         let mut mapping = match key {
-            Key::Remote(id) => store.get_mapping_by_remote(kind, id).await?,
-            Key::Local(id) => store.get_mapping(kind, id).await?,
+            Key::Remote(id) => self.mapping_by_remote(kind, id).await?,
+            Key::Local(id) => self.mapping(kind, id).await?,
         };
         if mapping.is_none() && kind == EntityKind::Order {
             // An order the host created: the engine noted its number (the source_uuid)
@@ -676,7 +716,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             if let Some(uuid) = remote.fields.get("source_uuid").and_then(|v| v.as_str()) {
                 let noted = store.get_cursor(kind, &source_uuid_key(uuid)).await?;
                 let local_id = noted.unwrap_or_else(|| uuid.to_string());
-                mapping = store.get_mapping(kind, &local_id).await?;
+                mapping = self.mapping(kind, &local_id).await?;
             }
         }
         // A first contact: the host already has the record, the engine has never linked it
@@ -691,7 +731,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 .find_local(kind, remote.fields.clone())
                 .await?
             {
-                mapping = Some(match store.get_mapping(kind, &local_id).await? {
+                mapping = Some(match self.mapping(kind, &local_id).await? {
                     Some(m) => m,
                     None => {
                         first_contact = true;
@@ -808,11 +848,15 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             m.state = SyncState::Synced;
         } else {
             m.state = SyncState::Pending;
-            store
-                .enqueue(kind, &local_id, serde_json::json!({}), now())
-                .await?;
+            self.write(WriteOp::Enqueue {
+                kind,
+                local_id: local_id.clone(),
+                payload: serde_json::json!({}),
+                now: now(),
+            })
+            .await?;
         }
-        store.put_mapping(&m).await?;
+        self.write(WriteOp::PutMapping(m)).await?;
         Ok(())
     }
 }
