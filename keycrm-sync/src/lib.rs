@@ -7,7 +7,7 @@
 //! - [`store`]: the durable state (SQLite or memory);
 //! - [`config`]: what an operator configures;
 //! - [`model`]: the shared vocabulary;
-//! - [`http`], [`alert`], [`metrics`] (feature `service`; the axum router with feature `axum`):
+//! - `http`, `alert`, `metrics` (feature `service`; the axum router with feature `axum`):
 //!   the service layer a host mounts.
 
 #[cfg(feature = "service")]
