@@ -780,3 +780,27 @@ fn sync_errors_have_an_http_classification() {
     let e = HttpError::from_sync(&SyncError::Host(keycrm_sync::host::HostError("h".into())));
     assert_eq!((e.status, e.error), (500, "host_error"));
 }
+
+/// `subscribe()` holds no borrow of the engine: the stream outlives it (compile-time proof).
+fn owned_events(
+    engine: Engine,
+) -> impl futures::Stream<Item = keycrm_sync::SyncEvent> + Send + 'static {
+    engine.subscribe()
+}
+
+#[tokio::test]
+async fn subscribe_outlives_the_engine_handle_and_ends_on_engine_shutdown() {
+    let rig = rig().await;
+    let events = owned_events(rig.engine.clone());
+    let task = tokio::spawn(events.collect::<Vec<_>>());
+    rig.host.put_order(order(9));
+    rig.engine.run_once().await.unwrap();
+    rig.engine.shutdown();
+    let seen = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the stream ended on shutdown")
+        .unwrap();
+    assert!(seen.iter().any(
+        |e| matches!(e, keycrm_sync::SyncEvent::Pushed { local_id, .. } if local_id == "WMS-9")
+    ));
+}
