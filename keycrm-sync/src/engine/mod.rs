@@ -475,7 +475,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     }
 
     /// A stream of [`SyncEvent`]s from now on. It holds no borrow of the engine (keep it in
-    /// another task, drop the engine) and ends when the engine shuts down
+    /// another task, drop the engine) and ends, after the events published before, when the
+    /// engine shuts down
     /// ([`SyncEngine::shutdown`] or the token given to [`SyncEngineBuilder::shutdown`]).
     ///
     /// Lag: events are buffered per subscriber up to 4096; a subscriber that falls further
@@ -489,7 +490,14 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             loop {
                 let received = tokio::select! {
                     biased;
-                    () = shutdown.cancelled() => return None,
+                    // Shut down: what was published before still comes, then the end.
+                    () = shutdown.cancelled() => match rx.try_recv() {
+                        Ok(event) => Ok(event),
+                        Err(broadcast::error::TryRecvError::Lagged(skipped)) => {
+                            Err(broadcast::error::RecvError::Lagged(skipped))
+                        }
+                        Err(_) => return None,
+                    },
                     received = rx.recv() => received,
                 };
                 match received {
