@@ -102,25 +102,44 @@ fn terminate(child: &Child) {
 #[tokio::test]
 async fn the_binary_serves_the_seeded_account_and_stops_cleanly_on_sigterm() {
     let mut server = start_binary(&[
-        "--port", "0", "--seed", "42", "--orders", "30", "--quota", "0", "--api-key", "test",
+        "--port",
+        "0",
+        "--seed",
+        "42",
+        "--orders",
+        "30",
+        "--quota",
+        "0",
+        "--api-key",
+        "test",
     ]);
     let banner = server.banner.join("\n");
     assert!(server.base_url.starts_with("http://127.0.0.1:"));
     assert!(server.base_url.ends_with("/v1"));
-    assert!(banner.contains("orders       10001..=10030 (30)"), "{banner}");
+    assert!(
+        banner.contains("orders       10001..=10030 (30)"),
+        "{banner}"
+    );
     assert!(banner.contains("order statuses    1 Новий"), "{banner}");
-    assert!(banner.contains("warehouses        1 Основний склад"), "{banner}");
+    assert!(
+        banner.contains("warehouses        1 Основний склад"),
+        "{banner}"
+    );
     assert!(banner.contains("payment methods   1 "), "{banner}");
     assert!(banner.contains("sources           1 "), "{banner}");
     // A key given on the command line is not echoed.
     assert!(!banner.contains("test"), "{banner}");
 
-    let (status, page) = get_json(&format!("{}/order?limit=5", server.base_url), Some("test")).await;
+    let (status, page) =
+        get_json(&format!("{}/order?limit=5", server.base_url), Some("test")).await;
     assert_eq!(status, 200);
     assert_eq!(page["total"], 30);
     assert_eq!(page["data"].as_array().map(Vec::len), Some(5));
     let (status, body) = get_json(&format!("{}/order", server.base_url), Some("wrong")).await;
-    assert_eq!((status, body), (401, json!({ "message": "Unauthenticated." })));
+    assert_eq!(
+        (status, body),
+        (401, json!({ "message": "Unauthenticated." }))
+    );
     let (status, body) = get_json(&format!("{}/__mock/health", server.origin()), None).await;
     assert_eq!((status, body), (200, json!({ "status": "ok" })));
 
@@ -137,11 +156,13 @@ async fn the_binary_serves_the_seeded_account_and_stops_cleanly_on_sigterm() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("SIGTERM received, stopping"), "{stderr}");
         // The port is free again: nobody answers any more.
-        assert!(http()
-            .get(format!("{}/__mock/health", server.origin()))
-            .send()
-            .await
-            .is_err());
+        assert!(
+            http()
+                .get(format!("{}/__mock/health", server.origin()))
+                .send()
+                .await
+                .is_err()
+        );
     }
 }
 
@@ -152,7 +173,9 @@ fn the_binary_refuses_bad_options_and_a_taken_port_clearly() {
         .output()
         .expect("runs");
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--orders: `many` is not a valid number"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--orders: `many` is not a valid number")
+    );
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     let port = taken.local_addr().expect("bound").port().to_string();
@@ -195,9 +218,18 @@ async fn the_binary_takes_faults_leads_and_webhook_receivers_from_the_command_li
     let banner = server.banner.join("\n");
     assert!(banner.contains("leads: off"), "{banner}");
     assert!(banner.contains("100.0 % answered 503"), "{banner}");
-    assert!(banner.contains("order/lead webhooks to: http://127.0.0.1:"), "{banner}");
-    assert!(!banner.contains("s3cret"), "the receiver's token stays hidden: {banner}");
-    assert!(banner.contains(keycrm_api::mock::DEFAULT_API_KEY), "{banner}");
+    assert!(
+        banner.contains("order/lead webhooks to: http://127.0.0.1:"),
+        "{banner}"
+    );
+    assert!(
+        !banner.contains("s3cret"),
+        "the receiver's token stays hidden: {banner}"
+    );
+    assert!(
+        banner.contains(keycrm_api::mock::DEFAULT_API_KEY),
+        "{banner}"
+    );
 
     let key = Some(keycrm_api::mock::DEFAULT_API_KEY);
     let (status, _) = get_json(&format!("{}/order", server.base_url), key).await;
@@ -210,7 +242,10 @@ async fn the_binary_takes_faults_leads_and_webhook_receivers_from_the_command_li
     .await;
     assert_eq!(status, 204);
     let (status, body) = get_json(&format!("{}/pipelines", server.base_url), key).await;
-    assert_eq!((status, body), (400, json!({ "message": "Leads are not enabled" })));
+    assert_eq!(
+        (status, body),
+        (400, json!({ "message": "Leads are not enabled" }))
+    );
 
     // The receiver from the command line gets the status change made through the admin API.
     let (status, _) = send(
@@ -261,7 +296,11 @@ async fn admin(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
 #[tokio::test]
 async fn admin_reset_goes_back_to_the_started_account() {
     let (mock, admin_url) = simulator().await;
-    let client = mock.client_builder().requests_per_minute(0).build().unwrap();
+    let client = mock
+        .client_builder()
+        .requests_per_minute(0)
+        .build()
+        .unwrap();
     client.order_list().send().await.unwrap();
     let (status, _) = admin(
         "POST",
@@ -355,7 +394,10 @@ async fn admin_order_status_change_is_made_in_the_crm_and_sends_the_webhook() {
     assert_eq!(body["status_id"], 6);
     let deliveries = mock.wait_for_webhooks().await;
     assert_eq!(deliveries.len(), 1);
-    assert_eq!(deliveries[0].event.as_deref(), Some("order.change_order_status"));
+    assert_eq!(
+        deliveries[0].event.as_deref(),
+        Some("order.change_order_status")
+    );
     assert_eq!(deliveries[0].payload["context"]["status_id"], 6);
     assert!(deliveries[0].delivered);
     let (status, log) = admin("GET", &format!("{admin_url}/webhooks"), None).await;
@@ -392,7 +434,11 @@ async fn admin_order_status_change_is_made_in_the_crm_and_sends_the_webhook() {
 #[tokio::test]
 async fn admin_request_log_lists_and_forgets_api_requests() {
     let (mock, admin_url) = simulator().await;
-    let client = mock.client_builder().requests_per_minute(0).build().unwrap();
+    let client = mock
+        .client_builder()
+        .requests_per_minute(0)
+        .build()
+        .unwrap();
     client.order_list().limit(2u64).send().await.unwrap();
     client.order_get().order_id(10001).send().await.unwrap();
     // Admin requests themselves are not recorded.
@@ -495,9 +541,12 @@ async fn admin_faults_stock_leads_quota_and_reference() {
 
     let (status, reference) = admin("GET", &format!("{admin_url}/reference"), None).await;
     assert_eq!(status, 200);
-    assert_eq!(reference["order_statuses"][3], json!({
-        "id": 4, "name": "Відправлено", "alias": "shipped", "group_id": 4, "is_closing_order": false
-    }));
+    assert_eq!(
+        reference["order_statuses"][3],
+        json!({
+            "id": 4, "name": "Відправлено", "alias": "shipped", "group_id": 4, "is_closing_order": false
+        })
+    );
     assert_eq!(reference["warehouses"].as_array().map(Vec::len), Some(2));
     assert_eq!(reference["leads_enabled"], false);
     assert_eq!(reference, mock.reference());
@@ -513,12 +562,7 @@ async fn admin_answers_unknown_routes_methods_and_bodies_plainly() {
     assert_eq!(status, 405);
     assert!(body["message"].as_str().unwrap().contains("POST"));
     let url = format!("{admin_url}/orders/10001/status");
-    let response = http()
-        .put(&url)
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let response = http().put(&url).body("{not json").send().await.unwrap();
     assert_eq!(response.status(), 400);
     let (status, _) = admin("PUT", &url, None).await;
     assert_eq!(status, 400, "a body is required");

@@ -437,9 +437,10 @@ mod tests {
 
     #[test]
     fn the_issue_command_line_parses() {
-        let Command::Serve(o) =
-            parse(args("--port 8088 --seed 42 --orders 500 --quota 60 --api-key test")).unwrap()
-        else {
+        let Command::Serve(o) = parse(args(
+            "--port 8088 --seed 42 --orders 500 --quota 60 --api-key test",
+        ))
+        .unwrap() else {
             panic!("expected serve")
         };
         assert_eq!(o.port, 8088);

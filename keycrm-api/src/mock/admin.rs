@@ -141,8 +141,8 @@ fn route(shared: &Shared, method: &str, segments: &[&str], body: &[u8]) -> Answe
         ("POST", ["orders", id, "payments"]) => {
             let id = path_id(id)?;
             let body = parse(body, false)?;
-            let amount = decimal_field(&body, "amount")?
-                .ok_or((422, "`amount` is required".to_string()))?;
+            let amount =
+                decimal_field(&body, "amount")?.ok_or((422, "`amount` is required".to_string()))?;
             let payment = orders::NewPayment {
                 method: orders::MethodRef::Id(int_field(&body, "payment_method_id")?.unwrap_or(1)),
                 amount,
@@ -171,13 +171,17 @@ fn route(shared: &Shared, method: &str, segments: &[&str], body: &[u8]) -> Answe
                 pipelines::update_card(state, id, &json!({ "status_id": status }))
             })?;
             let inner = shared.lock();
-            let card = inner.state.cards.get(&id).map(|c| pipelines::card_record(&inner.state, c));
+            let card = inner
+                .state
+                .cards
+                .get(&id)
+                .map(|c| pipelines::card_record(&inner.state, c));
             Ok((200, card))
         }
         ("PUT", ["stock"]) => {
             let body = parse(body, false)?;
-            let offer = int_field(&body, "offer_id")?
-                .ok_or((422, "`offer_id` is required".to_string()))?;
+            let offer =
+                int_field(&body, "offer_id")?.ok_or((422, "`offer_id` is required".to_string()))?;
             let warehouse = int_field(&body, "warehouse_id")?
                 .ok_or((422, "`warehouse_id` is required".to_string()))?;
             let quantity = decimal_field(&body, "quantity")?
@@ -213,7 +217,8 @@ fn route(shared: &Shared, method: &str, segments: &[&str], body: &[u8]) -> Answe
             let body = parse(body, false)?;
             let limit = int_field(&body, "limit")?
                 .ok_or((422, "`limit` is required (0: unlimited)".to_string()))?;
-            let limit = u32::try_from(limit).map_err(|_| (422, "`limit` is 0 or more".to_string()))?;
+            let limit =
+                u32::try_from(limit).map_err(|_| (422, "`limit` is 0 or more".to_string()))?;
             let window = int_field(&body, "window_secs")?.unwrap_or(60).max(1);
             let quota = if limit == 0 {
                 Quota::unlimited()
@@ -267,7 +272,10 @@ fn set_faults(shared: &Shared, body: &Value) -> Answer {
         .as_object()
         .and_then(|o| o.keys().find(|k| !known.contains(&k.as_str())))
     {
-        return Err((422, format!("unknown fault `{unknown}`; known: {}", known.join(", "))));
+        return Err((
+            422,
+            format!("unknown fault `{unknown}`; known: {}", known.join(", ")),
+        ));
     }
     let status = |v: &Value| -> Result<u16, (u16, String)> {
         match int_field(v, "status")? {
@@ -417,15 +425,26 @@ fn seed_config(body: &Value) -> Result<SeedConfig, (u16, String)> {
             .ok_or((422, "`days` is 1 or more".to_string()))?;
     }
     if let Some(start) = str_field(body, "start")? {
-        config.start = start
-            .parse()
-            .map_err(|_| (422, "`start` is a date and time (`2024-01-01 00:00:00`)".to_string()))?;
+        config.start = start.parse().map_err(|_| {
+            (
+                422,
+                "`start` is a date and time (`2024-01-01 00:00:00`)".to_string(),
+            )
+        })?;
     }
     if let Some(key) = body.as_object().and_then(|o| {
         o.keys().find(|k| {
             ![
-                "seed", "buyers", "companies", "products", "orders", "cards", "calls",
-                "transactions", "days", "start",
+                "seed",
+                "buyers",
+                "companies",
+                "products",
+                "orders",
+                "cards",
+                "calls",
+                "transactions",
+                "days",
+                "start",
             ]
             .contains(&k.as_str())
         })

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wiremock::{Request, Respond, ResponseTemplate};
 
-use super::{KeyCrmMockBuilder, RecordedRequest, admin, seed};
 use super::faults::{Fault, FaultState};
 use super::http::{ApiError, Ctx, Reply};
 use super::quota::Throttle;
 use super::routes::{self, Match};
 use super::state::{Event, State};
 use super::webhooks::Dispatcher;
+use super::{KeyCrmMockBuilder, RecordedRequest, admin, seed};
 
 /// Everything that changes while the simulator runs.
 pub(crate) struct Inner {
