@@ -270,6 +270,26 @@ async fn the_binary_takes_faults_leads_and_webhook_receivers_from_the_command_li
     assert_eq!(payload["event"], "order.change_order_status");
     assert_eq!(payload["context"]["id"], 10001);
     assert_eq!(delivered[0].url.query(), Some("token=s3cret"));
+
+    // Ctrl-C (SIGINT) stops it as cleanly as SIGTERM.
+    #[cfg(unix)]
+    {
+        let mut server = server;
+        let status = Command::new("kill")
+            .args(["-INT", &server.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exit = server.child.wait().expect("the server exits");
+        assert!(exit.success(), "exit status {exit:?}");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(
+            server.child.stderr.as_mut().expect("piped stderr"),
+            &mut stderr,
+        )
+        .expect("stderr");
+        assert!(stderr.contains("SIGINT received, stopping"), "{stderr}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -566,4 +586,16 @@ async fn admin_answers_unknown_routes_methods_and_bodies_plainly() {
     assert_eq!(response.status(), 400);
     let (status, _) = admin("PUT", &url, None).await;
     assert_eq!(status, 400, "a body is required");
+}
+
+#[test]
+fn the_builder_keeps_the_key_and_receiver_tokens_out_of_debug() {
+    let builder = KeyCrmMock::builder()
+        .api_key("sk-live-secret")
+        .webhook("http://127.0.0.1:9/hook?token=s3cret")
+        .stock_webhook("http://127.0.0.1:9/stock/s3cret");
+    let shown = format!("{builder:?}");
+    assert!(!shown.contains("sk-live-secret"), "{shown}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("webhooks: 1"), "{shown}");
 }

@@ -78,6 +78,11 @@
 //! - **Lost responses** ([`Faults::lose_next_creates`]): the create is applied, and its
 //!   answer is held back for [`KeyCrmMockBuilder::lost_response_delay`] (2 minutes unless
 //!   configured), longer than any sensible client timeout.
+//! - **Admin API**: under `/__mock/` (outside `/v1`, no key, no quota, not recorded) the
+//!   same simulator takes commands over HTTP: reset, seed, order and card status changes
+//!   made "in the CRM", stock, faults, webhook receivers, the request and delivery logs.
+//!   It is what tests in other languages use through the `keycrm-mock` binary (feature
+//!   `mock`); the README documents every route.
 //! - **Reference data** of a fresh account: six order statuses, five sources, payment
 //!   methods, expense types, delivery services, tags, four users, two warehouses (ids 1
 //!   and 2), custom fields (`OR_1001`...), two pipelines with four stages each.
@@ -144,7 +149,7 @@ pub struct RecordedRequest {
 }
 
 /// Configures a [`KeyCrmMock`] before it starts.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KeyCrmMockBuilder {
     api_key: String,
     quota: Quota,
@@ -158,6 +163,19 @@ pub struct KeyCrmMockBuilder {
     fail_share: Option<(f64, u16, u64)>,
     latency: Duration,
     lose_create_share: Option<(f64, u64)>,
+}
+
+impl std::fmt::Debug for KeyCrmMockBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key and the receiver URLs (which often carry a token) stay out of logs.
+        f.debug_struct("KeyCrmMockBuilder")
+            .field("quota", &self.quota)
+            .field("leads_enabled", &self.leads_enabled)
+            .field("seed", &self.seed)
+            .field("webhooks", &self.webhooks.len())
+            .field("stock_webhooks", &self.stock_webhooks.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for KeyCrmMockBuilder {
