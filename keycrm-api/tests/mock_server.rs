@@ -401,6 +401,13 @@ async fn admin_order_status_change_is_made_in_the_crm_and_sends_the_webhook() {
     .await;
     assert_eq!(status, 201);
     assert_eq!(receivers["order"].as_array().map(Vec::len), Some(1));
+    let (status, _) = admin(
+        "POST",
+        &format!("{admin_url}/webhooks"),
+        Some(json!({ "url": "ftp://nowhere", "kind": "order" })),
+    )
+    .await;
+    assert_eq!(status, 422);
     let order = mock.seeded().unwrap().orders[0];
 
     let (status, body) = admin(

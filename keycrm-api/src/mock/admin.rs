@@ -115,7 +115,8 @@ fn route(shared: &Shared, method: &str, segments: &[&str], body: &[u8]) -> Answe
         ("POST", ["webhooks"]) => {
             let body = parse(body, false)?;
             let url = str_field(&body, "url")?
-                .ok_or((422, "`url` is required".to_string()))?
+                .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+                .ok_or((422, "`url` (http:// or https://) is required".to_string()))?
                 .to_string();
             let mut inner = shared.lock();
             match body.get("kind").and_then(Value::as_str).unwrap_or("order") {
