@@ -6,12 +6,24 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
-/// A secret string (API key, webhook token) whose `Debug`/`Display` never show it.
-#[derive(Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+/// A secret string (API key, webhook token) whose `Debug`, `Display` and `Serialize` never
+/// show it: it serialises as `"[redacted]"` (`""` when empty), so a configuration written to
+/// a log, a status page or a file does not leak it. Read it with [`Secret::expose`]; serialise
+/// it in clear only where that is the point, with
+/// `#[serde(serialize_with = "Secret::serialize_exposed")]`.
+///
+/// It deserialises from a string only; any other value is refused with an error that does not
+/// quote it.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
+
+/// What a non-empty [`Secret`] shows instead of its value.
+const REDACTED: &str = "[redacted]";
+
+/// The error of a secret given as something else than a string; it never quotes the value.
+const SECRET_TYPE_ERROR: &str = "a secret must be a quoted string (the value given is not shown)";
 
 impl Secret {
     /// Wraps a secret.
@@ -28,11 +40,107 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.trim().is_empty()
     }
+
+    /// Serialises the secret in clear, for
+    /// `#[serde(serialize_with = "Secret::serialize_exposed")]` on a field whose reader must
+    /// get the value (the default `Serialize` redacts it).
+    ///
+    /// ```
+    /// use keycrm_sync::config::Secret;
+    ///
+    /// #[derive(serde::Serialize)]
+    /// struct Credentials {
+    ///     #[serde(serialize_with = "Secret::serialize_exposed")]
+    ///     api_key: Secret,
+    ///     shown: Secret,
+    /// }
+    /// let c = Credentials { api_key: Secret::new("k-1"), shown: Secret::new("k-2") };
+    /// assert_eq!(
+    ///     serde_json::to_string(&c).unwrap(),
+    ///     r#"{"api_key":"k-1","shown":"[redacted]"}"#
+    /// );
+    /// ```
+    pub fn serialize_exposed<S: Serializer>(
+        secret: &Secret,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&secret.0)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.is_empty() { "" } else { REDACTED })
+    }
 }
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
+        deserializer.deserialize_string(SecretVisitor)
+    }
+}
+
+/// Accepts strings; refuses everything else without quoting it (serde's own "invalid type"
+/// errors quote numbers and booleans).
+struct SecretVisitor;
+
+impl<'de> de::Visitor<'de> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a quoted string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
+        Ok(Secret(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Secret, E> {
+        Ok(Secret(v))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+        Err(de::Error::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+        Err(de::Error::custom(SECRET_TYPE_ERROR))
     }
 }
 
@@ -96,7 +204,7 @@ pub struct SyncConfig {
     pub realtime: bool,
     /// Overlap of reconciliation windows, in seconds (`updated_between` from cursor - overlap).
     pub overlap_secs: u64,
-    /// Days to keep conflict/audit logs and processed webhooks.
+    /// Days to keep conflict/audit logs and processed, ignored and failed webhooks.
     pub retention_days: u32,
     /// Refuse a stock push that would zero more than this share (0..=1) of the pushed SKUs.
     pub max_zeroed_share: f64,
@@ -166,14 +274,7 @@ impl SyncConfig {
 
     /// Parses TOML text, then validates.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let config: SyncConfig = toml::from_str(text).map_err(|e| {
-            let setting = e
-                .message()
-                .split('`')
-                .nth(1)
-                .map_or_else(|| "toml".to_string(), str::to_string);
-            ConfigError::new(setting, e.message().to_string())
-        })?;
+        let config: SyncConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         config.validate()?;
         Ok(config)
     }
@@ -300,6 +401,49 @@ impl SyncConfig {
     }
 }
 
+/// The settings that hold a [`Secret`].
+const SECRET_SETTINGS: &[&str] = &["api_key", "webhook_secret"];
+
+/// A TOML error as a [`ConfigError`] that names the setting (found from the error's position
+/// in `text`) and never quotes the value of a secret.
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let setting = e
+        .span()
+        .and_then(|span| setting_at(text, span.start))
+        .unwrap_or_else(|| "toml".to_string());
+    let secret =
+        SECRET_SETTINGS.contains(&setting.as_str()) || e.message().contains(SECRET_TYPE_ERROR);
+    let reason = if secret {
+        SECRET_TYPE_ERROR.to_string()
+    } else {
+        e.message().trim().to_string()
+    };
+    ConfigError::new(setting, reason)
+}
+
+/// The dotted name of the setting written on the line that holds byte `offset` of `text`
+/// (`batch_size`, or `status_ids.shipped` inside a `[status_ids]` table).
+fn setting_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset.min(text.len()))?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let key = line.split('=').next()?.trim();
+    let key = key.trim_matches(|c| c == '"' || c == '\'');
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(table) if !table.is_empty() => format!("{table}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
 fn parse_bool(s: &str) -> Option<bool> {
     match s.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Some(true),
@@ -359,6 +503,64 @@ mod tests {
         let err =
             SyncConfig::from_toml_str("api_key = \"k\"\nmax_zeroed_share = 2.0\n").unwrap_err();
         assert_eq!(err.setting, "max_zeroed_share");
+    }
+
+    #[test]
+    fn secrets_serialise_redacted_unless_exposed() {
+        let config = SyncConfig {
+            api_key: Secret::new("k-123"),
+            webhook_secret: Secret::new("w-456"),
+            ..SyncConfig::default()
+        };
+        let json = serde_json::to_value(&config).unwrap();
+        let text = json.to_string();
+        assert!(!text.contains("k-123") && !text.contains("w-456"), "{text}");
+        assert_eq!(json["api_key"], "[redacted]");
+        assert_eq!(json["webhook_secret"], "[redacted]");
+        assert_eq!(serde_json::to_value(Secret::default()).unwrap(), "");
+
+        #[derive(Serialize)]
+        struct Exposed<'a> {
+            #[serde(serialize_with = "Secret::serialize_exposed")]
+            api_key: &'a Secret,
+        }
+        let exposed = serde_json::to_value(Exposed {
+            api_key: &config.api_key,
+        })
+        .unwrap();
+        assert_eq!(exposed["api_key"], "k-123");
+        assert_eq!(config.api_key.expose(), "k-123");
+        // Reading a string back still works.
+        let back: Secret = serde_json::from_value(serde_json::json!("k-9")).unwrap();
+        assert_eq!(back.expose(), "k-9");
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_names_the_setting_not_the_value() {
+        for (text, setting, value) in [
+            ("api_key = 12345\n", "api_key", "12345"),
+            (
+                "api_key = \"k\"\nwebhook_secret = 987654321\n",
+                "webhook_secret",
+                "987654321",
+            ),
+            ("api_key = 31415.92653\n", "api_key", "31415"),
+            ("api_key = [\"abc-secret\"]\n", "api_key", "abc-secret"),
+            ("api_key = true\n", "api_key", "true"),
+        ] {
+            let err = SyncConfig::from_toml_str(text).unwrap_err();
+            assert_eq!(err.setting, setting, "{text}");
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(value), "{shown}");
+            assert!(shown.contains("quoted string"), "{shown}");
+        }
+        // Other settings are named by their line, inside tables too.
+        let err =
+            SyncConfig::from_toml_str("api_key = \"k\"\nbatch_size = \"lots\"\n").unwrap_err();
+        assert_eq!(err.setting, "batch_size");
+        let err = SyncConfig::from_toml_str("api_key = \"k\"\n[status_ids]\nshipped = \"four\"\n")
+            .unwrap_err();
+        assert_eq!(err.setting, "status_ids.shipped");
     }
 
     #[test]

@@ -13,10 +13,16 @@
 //! 4. **push**: sends due outbox items with as few requests as KeyCRM allows: unchanged
 //!    records cost nothing, orders are created idempotently (bulk import with read-back by
 //!    `source_uuid` for several), products imported 100 at a time, prices in one bulk
-//!    `PUT /offers`, stock in one `PUT /offers/stocks` per warehouse.
+//!    `PUT /offers`, stock in one `PUT /offers/stocks` per warehouse. When KeyCRM refuses
+//!    some rows of a batch (a 422 naming `stocks.3.sku`), those rows are dead-lettered with
+//!    its message and the rest is sent again in the same run; one warehouse's failure never
+//!    skips another. Before a create is sent, the body being created is noted as the record's
+//!    base, so that a record created by a run that stopped before its bookkeeping is linked
+//!    against what was sent, and a local edit made in between is not lost.
 //!
 //! Every applied change, push, conflict and failure is published to [`SyncEngine::subscribe`].
 
+mod batch;
 mod pull;
 mod push;
 
@@ -37,7 +43,9 @@ use crate::config::SyncConfig;
 use crate::host::{Host, HostError};
 use crate::model::EntityKind;
 use crate::plan::{Conflict, ConflictReason, Policy, Resolution, Side};
-use crate::store::{AuditEntry, ConflictRecord, KindCounts, Store, StoreError};
+use crate::store::{
+    AuditEntry, ConflictRecord, KindCounts, Mapping, Store, StoreError, WriteBatch, WriteOp,
+};
 
 /// Catalogue and stock are reconciled in full passes, every this many runs (and on
 /// [`SyncEngine::full_resync`]); orders and buyers incrementally on every run.
@@ -71,6 +79,23 @@ pub enum SyncError {
         total: usize,
         /// The configured limit, in percent.
         limit: f64,
+    },
+    /// An on-demand sync named a record the host does not have.
+    #[error("the host has no {kind} with the given id")]
+    NotFound {
+        /// Kind of record.
+        kind: EntityKind,
+        /// The id asked for.
+        local_id: String,
+    },
+    /// KeyCRM answered with something the engine cannot use (a record without its id, or
+    /// another record than the one asked for).
+    #[error("unusable KeyCRM answer to {operation}: {problem}")]
+    Answer {
+        /// The call answered (`GET /order/{id}`).
+        operation: &'static str,
+        /// What is wrong with the answer (never its values).
+        problem: &'static str,
     },
 }
 
@@ -291,6 +316,7 @@ impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
                 call_errors: AtomicU64::new(0),
                 latency_micros: AtomicU64::new(0),
                 ranks_loaded: std::sync::atomic::AtomicBool::new(false),
+                gathered: std::sync::Mutex::new(None),
                 outbox_clock: self.outbox_clock.unwrap_or_else(|| Arc::new(Utc::now)),
             }),
         })
@@ -325,7 +351,23 @@ pub(crate) struct Inner<S, H> {
     call_errors: AtomicU64,
     latency_micros: AtomicU64,
     ranks_loaded: std::sync::atomic::AtomicBool,
+    /// Store writes gathered while a page is applied, written as one batch at its end (see
+    /// [`SyncEngine::gathering`]). Only the task holding `run_lock` uses it.
+    gathered: std::sync::Mutex<Option<WriteBatch>>,
     outbox_clock: OutboxClock,
+}
+
+/// Ends a gathering of store writes: [`SyncEngine::commit_gathered`] writes them; when the
+/// gathering future is dropped before (cancelled), they are dropped too, as after a crash (the
+/// records are pulled and linked again), and later writes go straight to the store.
+pub(crate) struct Gathering<'a> {
+    slot: &'a std::sync::Mutex<Option<WriteBatch>>,
+}
+
+impl Drop for Gathering<'_> {
+    fn drop(&mut self) {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
 }
 
 impl<S: Store, H: Host> SyncEngine<S, H> {
@@ -408,12 +450,14 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             full_pass: full,
             ..RunReport::default()
         };
-        self.ensure_status_ranks().await;
+        Box::pin(self.ensure_status_ranks()).await;
+        // Each stage's future is large (every KeyCRM call it may make is a state of it):
+        // boxed, they live on the heap and a run fits the 2 MiB stack of a test thread.
         let result = async {
-            self.collect(&mut report, everything).await?;
-            self.pull(&mut report, full, everything).await?;
-            self.process_inbox(&mut report).await?;
-            self.push(&mut report).await?;
+            Box::pin(self.collect(&mut report, everything)).await?;
+            Box::pin(self.pull(&mut report, full, everything)).await?;
+            Box::pin(self.process_inbox(&mut report)).await?;
+            Box::pin(self.push(&mut report)).await?;
             let cutoff =
                 now() - chrono::Duration::days(i64::from(self.inner.config.retention_days));
             self.inner.store.purge(cutoff).await?;
@@ -422,7 +466,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         .await;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.requests = self.inner.client.stats().requests - requests_before;
-        *self.inner.last_run.lock().expect("lock") = Some(report.clone());
+        *self
+            .inner
+            .last_run
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report.clone());
         result.map(|()| report)
     }
 
@@ -455,18 +503,32 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             started_at: Some(now()),
             ..RunReport::default()
         };
-        self.ensure_status_ranks().await;
+        // A record the host does not have is an error of the caller, not a deletion: nothing
+        // is queued, pulled or audited for it.
+        if self
+            .inner
+            .host
+            .load(kind, local_id.to_string())
+            .await?
+            .is_none()
+        {
+            return Err(SyncError::NotFound {
+                kind,
+                local_id: local_id.to_string(),
+            });
+        }
+        Box::pin(self.ensure_status_ranks()).await;
         if let Some(mapping) = self.inner.store.get_mapping(kind, local_id).await?
             && let Some(remote_id) = mapping.remote_id
         {
-            self.pull_one(kind, remote_id, &mut report).await?;
+            Box::pin(self.pull_one(kind, remote_id, &mut report)).await?;
         }
         self.inner
             .store
             .enqueue(kind, local_id, serde_json::json!({}), now())
             .await?;
         report.collected += 1;
-        self.push_only(&mut report, Some((kind, local_id))).await?;
+        Box::pin(self.push_only(&mut report, Some((kind, local_id)))).await?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.requests = self.inner.client.stats().requests - requests_before;
         Ok(report)
@@ -482,7 +544,12 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             outbox_depth: counts.outbox_depth,
             dead_letters: counts.dead_letters,
             inbox_backlog: counts.inbox_backlog,
-            last_run: self.inner.last_run.lock().expect("lock").clone(),
+            last_run: self
+                .inner
+                .last_run
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
             runs: self.inner.runs.load(Ordering::Relaxed),
             keycrm: ApiHealth {
                 requests: stats.requests,
@@ -510,7 +577,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         if inserted.is_some() && self.inner.config.realtime {
             let _guard = self.inner.run_lock.lock().await;
             let mut report = RunReport::default();
-            self.process_inbox(&mut report).await?;
+            Box::pin(self.process_inbox(&mut report)).await?;
         }
         Ok(inserted.is_some())
     }
@@ -537,7 +604,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                         .iter()
                         .filter_map(|s| Some((s.id?.to_string(), s.group_id?)))
                         .collect();
-                    let mut policies = self.inner.policies.lock().expect("lock");
+                    let mut policies = self
+                        .inner
+                        .policies
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     let policy = policies
                         .entry(EntityKind::Order)
                         .or_insert_with(|| Policy::new(Resolution::NewestWins));
@@ -609,23 +680,21 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     format!("status may not move backwards ({refused:?} refused)")
                 }
             };
-            self.inner
-                .store
-                .log_conflict(&ConflictRecord {
-                    at: now(),
-                    kind,
-                    local_id: local_id.to_string(),
-                    remote_id,
-                    field: c.field.clone(),
-                    base: c.base.clone(),
-                    local: c.local.clone(),
-                    remote: c.remote.clone(),
-                    winner: c.winner.map_or("none", Side::as_str).to_string(),
-                    reason,
-                    local_updated_at: c.local_updated_at,
-                    remote_updated_at: c.remote_updated_at,
-                })
-                .await?;
+            self.write(WriteOp::LogConflict(ConflictRecord {
+                at: now(),
+                kind,
+                local_id: local_id.to_string(),
+                remote_id,
+                field: c.field.clone(),
+                base: c.base.clone(),
+                local: c.local.clone(),
+                remote: c.remote.clone(),
+                winner: c.winner.map_or("none", Side::as_str).to_string(),
+                reason,
+                local_updated_at: c.local_updated_at,
+                remote_updated_at: c.remote_updated_at,
+            }))
+            .await?;
             report.conflicts += 1;
             self.publish(SyncEvent::Conflict {
                 kind,
@@ -644,17 +713,104 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         action: &str,
         detail: String,
     ) -> Result<(), SyncError> {
-        self.inner
-            .store
-            .log_audit(&AuditEntry {
-                at: now(),
-                kind,
-                local_id: local_id.to_string(),
-                action: action.to_string(),
-                detail,
-            })
-            .await?;
+        self.write(WriteOp::LogAudit(AuditEntry {
+            at: now(),
+            kind,
+            local_id: local_id.to_string(),
+            action: action.to_string(),
+            detail,
+        }))
+        .await
+    }
+
+    /// Starts gathering the store writes of [`Self::write`] into one batch, so that a page of
+    /// a pass costs one transaction (one `fsync` on SQLite) instead of one per write. Reads
+    /// through [`Self::mapping`] and [`Self::mapping_by_remote`] see the gathered writes.
+    pub(crate) fn gathering(&self) -> Gathering<'_> {
+        *self.inner.gathered.lock().expect("lock") = Some(WriteBatch::new());
+        Gathering {
+            slot: &self.inner.gathered,
+        }
+    }
+
+    /// Writes what was gathered since [`Self::gathering`] in one transaction, and stops
+    /// gathering.
+    pub(crate) async fn commit_gathered(&self, gathering: Gathering<'_>) -> Result<(), SyncError> {
+        let batch = gathering.slot.lock().expect("lock").take();
+        drop(gathering);
+        if let Some(batch) = batch {
+            self.inner.store.write_batch(batch).await?;
+        }
         Ok(())
+    }
+
+    /// A store write: gathered while a page is applied, else written at once.
+    pub(crate) async fn write(&self, op: WriteOp) -> Result<(), SyncError> {
+        let op = {
+            let mut gathered = self.inner.gathered.lock().expect("lock");
+            match gathered.as_mut() {
+                Some(batch) => {
+                    batch.push(op);
+                    return Ok(());
+                }
+                None => op,
+            }
+        };
+        self.inner.store.write_batch(op.into()).await?;
+        Ok(())
+    }
+
+    /// The mapping of a host record, as the gathered writes leave it.
+    pub(crate) async fn mapping(
+        &self,
+        kind: EntityKind,
+        local_id: &str,
+    ) -> Result<Option<Mapping>, SyncError> {
+        if let Some(gathered) = self
+            .inner
+            .gathered
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|b| b.mapping(kind, local_id))
+        {
+            return Ok(gathered.cloned());
+        }
+        Ok(self.inner.store.get_mapping(kind, local_id).await?)
+    }
+
+    /// The mapping of a KeyCRM record, as the gathered writes leave it.
+    pub(crate) async fn mapping_by_remote(
+        &self,
+        kind: EntityKind,
+        remote_id: i64,
+    ) -> Result<Option<Mapping>, SyncError> {
+        if let Some(gathered) = self
+            .inner
+            .gathered
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|b| b.mapping_by_remote(kind, remote_id))
+        {
+            return Ok(Some(gathered.clone()));
+        }
+        let stored = self
+            .inner
+            .store
+            .get_mapping_by_remote(kind, remote_id)
+            .await?;
+        // A gathered write that moved the remote id away from the stored record, or deleted
+        // it, hides it.
+        Ok(stored.filter(|m| {
+            self.inner
+                .gathered
+                .lock()
+                .expect("lock")
+                .as_ref()
+                .and_then(|b| b.mapping(kind, &m.local_id))
+                .is_none()
+        }))
     }
 }
 

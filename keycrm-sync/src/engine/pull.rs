@@ -12,7 +12,7 @@ use crate::canonical;
 use crate::host::{Applied, Host, RemoteChange};
 use crate::model::{EntityKind, Snapshot};
 use crate::plan::{PlanInput, plan};
-use crate::store::{InboxStatus, Mapping, Store, SyncState};
+use crate::store::{InboxStatus, Mapping, Store, SyncState, WriteOp};
 
 /// Relations an order is read with: enough for its canonical fields.
 pub(crate) const ORDER_INCLUDE: &str = "buyer,products.offer,payments,shipping";
@@ -132,7 +132,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             complete &= self
                 .apply_all(
                     kind,
-                    request.items(),
+                    request.pages(),
                     &mut seen,
                     report,
                     |o: &types::Order| {
@@ -162,7 +162,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let complete = self
             .apply_all(
                 kind,
-                request.items(),
+                request.pages(),
                 &mut seen,
                 report,
                 |b: &types::Buyer| {
@@ -183,7 +183,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let complete = self
             .apply_all(
                 kind,
-                self.inner.client.product_list().items(),
+                self.inner.client.product_list().pages(),
                 &mut seen,
                 report,
                 |p: &types::Product| {
@@ -204,7 +204,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let complete = self
             .apply_all(
                 kind,
-                self.inner.client.offer_list().items(),
+                self.inner.client.offer_list().pages(),
                 &mut seen,
                 report,
                 |o: &types::Offer| {
@@ -219,29 +219,40 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             .await
     }
 
-    /// Applies every record of a list stream (each one isolated, see [`Self::isolated`]),
-    /// noting the ids seen; returns whether every record was applied.
+    /// Applies every record of a list's pages (each one isolated, see [`Self::isolated`]),
+    /// noting the ids seen; returns whether every record was applied. A page's store writes
+    /// are one transaction.
     async fn apply_all<T>(
         &self,
         kind: EntityKind,
-        items: impl futures_util::Stream<Item = keycrm_api::Result<T>>,
+        pages: impl futures_util::Stream<Item = keycrm_api::Result<keycrm_api::Page<T>>>,
         seen: &mut BTreeSet<i64>,
         report: &mut RunReport,
         remote_of: impl Fn(&T) -> Option<(i64, Snapshot)>,
     ) -> Result<bool, SyncError> {
         let mut complete = true;
-        let mut items = std::pin::pin!(items);
-        while let Some(item) = items.try_next().await? {
-            let Some((id, remote)) = remote_of(&item) else {
-                continue;
-            };
-            if !seen.insert(id) {
-                continue;
+        let mut pages = std::pin::pin!(pages);
+        while let Some(page) = pages.try_next().await? {
+            let gathering = self.gathering();
+            let applied = async {
+                for item in page.into_items() {
+                    let Some((id, remote)) = remote_of(&item) else {
+                        continue;
+                    };
+                    if !seen.insert(id) {
+                        continue;
+                    }
+                    let result = self
+                        .apply_remote(kind, Key::Remote(id), id, true, remote, report)
+                        .await;
+                    self.isolated(kind, id, result, &mut complete).await?;
+                }
+                Ok::<_, SyncError>(())
             }
-            let result = self
-                .apply_remote(kind, Key::Remote(id), id, true, remote, report)
-                .await;
-            self.isolated(kind, id, result, &mut complete).await?;
+            .await;
+            // What was applied to the host is recorded even when the page stopped early.
+            self.commit_gathered(gathering).await?;
+            applied?;
         }
         Ok(complete)
     }
@@ -273,16 +284,34 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     }
 
     async fn pull_stock(&self, report: &mut RunReport) -> Result<(), SyncError> {
-        let kind = EntityKind::Stock;
         let mut complete = true;
-        let mut stocks = std::pin::pin!(
+        let mut pages = std::pin::pin!(
             self.inner
                 .client
                 .offer_stock_list()
                 .filter_details(true)
-                .items()
+                .pages()
         );
-        while let Some(stock) = stocks.try_next().await? {
+        while let Some(page) = pages.try_next().await? {
+            let gathering = self.gathering();
+            let applied = self
+                .apply_stock_page(page.into_items(), &mut complete, report)
+                .await;
+            self.commit_gathered(gathering).await?;
+            applied?;
+        }
+        Ok(())
+    }
+
+    /// Applies one page of stock levels (see [`Self::pull_stock`]).
+    async fn apply_stock_page(
+        &self,
+        stocks: Vec<types::OfferStock>,
+        complete: &mut bool,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let kind = EntityKind::Stock;
+        for stock in stocks {
             let (Some(offer_id), Some(sku)) = (stock.id, stock.sku.clone()) else {
                 continue;
             };
@@ -307,7 +336,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                         report,
                     )
                     .await,
-                    &mut complete,
+                    complete,
                 )
                 .await?;
             }
@@ -351,7 +380,23 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         seen: &BTreeSet<i64>,
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
-        for mapping in self.inner.store.list_mappings(kind, None).await? {
+        let mappings = self.inner.store.list_mappings(kind, None).await?;
+        let gathering = self.gathering();
+        let applied = self.apply_tombstones(kind, mappings, seen, report).await;
+        self.commit_gathered(gathering).await?;
+        applied
+    }
+
+    /// Tombstones the mapped records a complete pass did not see; their personal values in
+    /// the conflict log go with them.
+    async fn apply_tombstones(
+        &self,
+        kind: EntityKind,
+        mappings: Vec<Mapping>,
+        seen: &BTreeSet<i64>,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        for mapping in mappings {
             let Some(remote_id) = mapping.remote_id else {
                 continue;
             };
@@ -365,10 +410,16 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 tombstone: true,
             };
             self.inner.host.apply(kind, change).await?;
-            self.inner
-                .store
-                .delete_mapping(kind, &mapping.local_id)
-                .await?;
+            self.write(WriteOp::DeleteMapping {
+                kind,
+                local_id: mapping.local_id.clone(),
+            })
+            .await?;
+            self.write(WriteOp::ForgetPersonalConflicts {
+                kind,
+                local_id: mapping.local_id.clone(),
+            })
+            .await?;
             self.audit(
                 kind,
                 &mapping.local_id,
@@ -547,8 +598,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let store = &self.inner.store;
         report.pulled += 1;
         let mut mapping = match key {
-            Key::Remote(id) => store.get_mapping_by_remote(kind, id).await?,
-            Key::Local(id) => store.get_mapping(kind, id).await?,
+            Key::Remote(id) => self.mapping_by_remote(kind, id).await?,
+            Key::Local(id) => self.mapping(kind, id).await?,
         };
         if mapping.is_none() && kind == EntityKind::Order {
             // An order the host created: the engine noted its number (the source_uuid)
@@ -557,7 +608,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             if let Some(uuid) = remote.fields.get("source_uuid").and_then(|v| v.as_str()) {
                 let noted = store.get_cursor(kind, &source_uuid_key(uuid)).await?;
                 let local_id = noted.unwrap_or_else(|| uuid.to_string());
-                mapping = store.get_mapping(kind, &local_id).await?;
+                mapping = self.mapping(kind, &local_id).await?;
             }
         }
         if mapping.is_none() && matches!(key, Key::Remote(_)) {
@@ -570,8 +621,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 .await?
             {
                 mapping = Some(
-                    store
-                        .get_mapping(kind, &local_id)
+                    self.mapping(kind, &local_id)
                         .await?
                         .unwrap_or_else(|| Mapping::new(kind, &local_id)),
                 );
@@ -652,11 +702,15 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             m.state = SyncState::Synced;
         } else {
             m.state = SyncState::Pending;
-            store
-                .enqueue(kind, &local_id, serde_json::json!({}), now())
-                .await?;
+            self.write(WriteOp::Enqueue {
+                kind,
+                local_id: local_id.clone(),
+                payload: serde_json::json!({}),
+                now: now(),
+            })
+            .await?;
         }
-        store.put_mapping(&m).await?;
+        self.write(WriteOp::PutMapping(m)).await?;
         Ok(())
     }
 }
