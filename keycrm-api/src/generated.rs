@@ -22,6 +22,7 @@ record returned by the `/buyer` endpoints and the buyer embedded in an order
         pub company: ::std::option::Option<Company>,
         ///Id of the company the buyer belongs to (documented on the buyer embedded in an order).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub company_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -32,9 +33,11 @@ record returned by the `/buyer` endpoints and the buyer embedded in an order
         pub email: ::std::option::Option<BuyerContactValues>,
         ///Full name of the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Buyer id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Loyalty programs the buyer takes part in, with the current level. Only with `include=loyalty`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -43,9 +46,11 @@ record returned by the `/buyer` endpoints and the buyer embedded in an order
         pub manager: ::std::option::Option<User>,
         ///Id of the responsible user (documented on the buyer embedded in an order).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub phone: ::std::option::Option<BuyerContactValues>,
@@ -54,6 +59,8 @@ record returned by the `/buyer` endpoints and the buyer embedded in an order
         pub shipping: ::std::option::Option<::std::vec::Vec<BuyerShipping>>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Buyer {
         pub fn builder() -> builder::Buyer {
@@ -83,6 +90,7 @@ array of strings (a buyer may have several); the buyer embedded in an order
         pub birthday: ::std::option::Option<crate::Date>,
         ///Id of the company to link the buyer to (see `GET /companies`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub company_id: ::std::option::Option<i64>,
         ///Custom field values, each addressed by the field's `uuid` (see `GET /custom-fields?filter[model]=client`).
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -96,9 +104,11 @@ array of strings (a buyer may have several); the buyer embedded in an order
         pub full_name: ::std::string::String,
         ///Id of the responsible user (see `GET /users`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         ///Phone numbers of the buyer; international format with a leading `+` is recommended.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -133,6 +143,7 @@ should carry a name.
         pub birthday: ::std::option::Option<crate::Date>,
         ///Id of the company to link the buyer to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub company_id: ::std::option::Option<i64>,
         ///Custom field values, each addressed by the field's `uuid`.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -144,12 +155,15 @@ should carry a name.
         pub email: ::std::vec::Vec<::std::string::String>,
         ///Full name of the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Id of the responsible user.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         ///Phone numbers of the buyer; international format with a leading `+` is recommended.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -172,16 +186,22 @@ should carry a name.
         pub discount: ::std::option::Option<crate::Decimal>,
         ///Loyalty program id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub loyalty_program_id: ::std::option::Option<i64>,
         ///Id of the level the buyer has reached in the program.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub loyalty_program_level_id: ::std::option::Option<i64>,
         ///Name of the level the buyer has reached in the program.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub loyalty_program_level_name: ::std::option::Option<::std::string::String>,
         ///Loyalty program name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub loyalty_program_name: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl BuyerLoyalty {
         pub fn builder() -> builder::BuyerLoyalty {
@@ -193,31 +213,42 @@ should carry a name.
     pub struct BuyerShipping {
         ///Second address line (apartment, floor and the like).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub additional_address: ::std::option::Option<::std::string::String>,
         ///Street address.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub address: ::std::option::Option<::std::string::String>,
         ///City.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub city: ::std::option::Option<::std::string::String>,
         ///Country.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub country: ::std::option::Option<::std::string::String>,
         ///Name of the person who receives the parcel when it is not the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_full_name: ::std::option::Option<::std::string::String>,
         ///Phone of the recipient when it is not the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_phone: ::std::option::Option<::std::string::String>,
         ///Region, state or province.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub region: ::std::option::Option<::std::string::String>,
         ///UUID of the Nova Poshta branch (warehouse) the parcel goes to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub warehouse_ref: ::std::option::Option<::std::string::String>,
         ///Postal code, as text.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub zip_code: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl BuyerShipping {
         pub fn builder() -> builder::BuyerShipping {
@@ -229,33 +260,43 @@ should carry a name.
     pub struct BuyerShippingInput {
         ///Second address line (apartment, floor and the like).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub additional_address: ::std::option::Option<::std::string::String>,
         ///Street address.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub address: ::std::option::Option<::std::string::String>,
         ///City.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub city: ::std::option::Option<::std::string::String>,
         ///Country.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub country: ::std::option::Option<::std::string::String>,
         ///Name of the person who receives the parcel, when it is not the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_full_name: ::std::option::Option<::std::string::String>,
         ///Phone of the recipient, when it is not the buyer; international format with a leading `+` is recommended.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_phone: ::std::option::Option<::std::string::String>,
         ///Region, state or province.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub region: ::std::option::Option<::std::string::String>,
         ///Name of the delivery service, as free text.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_service: ::std::option::Option<::std::string::String>,
         ///UUID of a Nova Poshta branch (warehouse).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub warehouse_ref: ::std::option::Option<::std::string::String>,
         ///Postal code, as text.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub zip_code: ::std::option::Option<::std::string::String>,
     }
     impl BuyerShippingInput {
@@ -270,6 +311,7 @@ should carry a name.
         pub birthday: ::std::option::Option<crate::Date>,
         ///Id of the company to link the buyer to (see `GET /companies`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub company_id: ::std::option::Option<i64>,
         ///Custom field values, each addressed by the field's `uuid`.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -283,9 +325,11 @@ should carry a name.
         pub full_name: ::std::string::String,
         ///Id of the responsible user (see `GET /users`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         ///Phone numbers of the buyer; international format with a leading `+` is recommended.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -306,73 +350,94 @@ should carry a name.
     pub struct Call {
         ///Id of the telephony service integration that handled the call.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub call_route_service_id: ::std::option::Option<i64>,
         ///Link to the call recording.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub call_url: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub client: ::std::option::Option<CallClient>,
         ///Id of the buyer the call is linked to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub client_id: ::std::option::Option<i64>,
         ///Comment left on the call.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub comment: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Length of the call in seconds.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub duration: ::std::option::Option<i64>,
         ///Number of the other party.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub external_number: ::std::option::Option<::std::string::String>,
         ///Call id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Internal (extension) number of the user who took or made the call.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub internal_number: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub lead: ::std::option::Option<PipelineCard>,
         ///Id of the pipeline card the call is linked to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub lead_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub manager: ::std::option::Option<User>,
         ///Id of the call in the telephony service.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub reference_id: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub service: ::std::option::Option<CallService>,
         ///Telephony number (line) the call went through.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_number: ::std::option::Option<::std::string::String>,
         ///State of the call; known values are `started`, `pending`, `answered`, `canceled`, `busy`, `completed` and `transferred`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub state: ::std::option::Option<::std::string::String>,
         ///Direction of the call; known values are `incoming` and `outgoing`.
         #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub type_: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         ///Id of the user (manager) on the call.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub user_id: ::std::option::Option<i64>,
         ///UTM campaign name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_campaign: ::std::option::Option<::std::string::String>,
         ///UTM content (ad identifier).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_content: ::std::option::Option<::std::string::String>,
         ///UTM medium of the call (traffic type).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_medium: ::std::option::Option<::std::string::String>,
         ///UTM source of the call (campaign traffic source).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_source: ::std::option::Option<::std::string::String>,
         ///UTM term (keyword).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_term: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Call {
         pub fn builder() -> builder::Call {
@@ -386,38 +451,49 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
     pub struct CallClient {
         ///Second phone number.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub additional_phone: ::std::option::Option<::std::string::String>,
         ///Id of the buyer's company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub company_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Currency of the buyer's order totals, for example `UAH`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency: ::std::option::Option<::std::string::String>,
         ///Main e-mail address.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub email: ::std::option::Option<::std::string::String>,
         ///Main phone number normalised by KeyCRM.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub formatted_phone: ::std::option::Option<::std::string::String>,
         ///Full name of the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///1 when KeyCRM suspects duplicate buyer records, else 0.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub has_duplicates: ::std::option::Option<i64>,
         ///Buyer id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Image of the buyer (URL or path).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub image: ::std::option::Option<::std::string::String>,
         ///Id of the responsible user.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub orders_count: ::std::option::Option<crate::Decimal>,
@@ -425,12 +501,16 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub orders_sum: ::std::option::Option<crate::Decimal>,
         ///Main phone number as entered.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub phone: ::std::option::Option<::std::string::String>,
         ///Avatar picture of the buyer (URL or path).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub picture: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl CallClient {
         pub fn builder() -> builder::CallClient {
@@ -442,6 +522,7 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
     pub struct CallService {
         ///System name of the integration, for example `ringostat`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Settings of the integration, free-form (the key is spelt this way in the vendor document).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -452,21 +533,28 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub deleted_at: ::std::option::Option<crate::Timestamp>,
         ///Integration id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the integration is switched on.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Display name of the integration, for example `Ringostat`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Telephony provider the integration talks to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub service: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         ///Unique identifier of the integration.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub uuid: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl CallService {
         pub fn builder() -> builder::CallService {
@@ -478,13 +566,18 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
     pub struct Category {
         ///The KeyCRM id of the category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///The category name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///The id of the parent category; null for a top-level category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub parent_id: ::std::option::Option<i64>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Category {
         pub fn builder() -> builder::Category {
@@ -498,6 +591,7 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub name: ::std::string::String,
         ///The id of the parent category when creating a sub-category; leave it out for a top-level category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub parent_id: ::std::option::Option<i64>,
     }
     impl CategoryCreate {
@@ -515,12 +609,15 @@ which the vendor document shows other field names (`full_name`, `address`,
     pub struct Company {
         ///Address of the company, as shown on the company embedded in a buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub address: ::std::option::Option<::std::string::String>,
         ///Bank details, typically an IBAN.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub bank_account: ::std::option::Option<::std::string::String>,
         ///Bank details, under the (misspelt) name the vendor document shows on the company embedded in a buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub banking_detailse: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub buyer: ::std::option::Option<CompanyBuyers>,
@@ -533,29 +630,38 @@ which the vendor document shows other field names (`full_name`, `address`,
         pub custom_fields: ::std::option::Option<::std::vec::Vec<CustomFieldValue>>,
         ///Full name of the company, as the vendor document names it on the company embedded in a buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Company id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub manager: ::std::option::Option<User>,
         ///Id of the responsible user.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Short name of the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Note about the company, as the vendor document names it on the company embedded in a buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         ///Free-text note about the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub notes: ::std::option::Option<::std::string::String>,
         ///Full (legal) name of the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Company {
         pub fn builder() -> builder::Company {
@@ -587,6 +693,7 @@ object are accepted.
     pub struct CompanyCreate {
         ///Bank details, typically an IBAN.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub bank_account: ::std::option::Option<::std::string::String>,
         ///Ids of existing buyers to link to the company.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -596,14 +703,17 @@ object are accepted.
         pub custom_fields: ::std::vec::Vec<CustomFieldValueInput>,
         ///Id of the responsible user (see `GET /users`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Short name of the company.
         pub name: ::std::string::String,
         ///Free-text note about the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub notes: ::std::option::Option<::std::string::String>,
         ///Full (legal) name of the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
     }
     impl CompanyCreate {
@@ -616,6 +726,7 @@ object are accepted.
     pub struct CompanyUpdate {
         ///Bank details, typically an IBAN.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub bank_account: ::std::option::Option<::std::string::String>,
         ///Ids of existing buyers to link to the company.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -625,14 +736,17 @@ object are accepted.
         pub custom_fields: ::std::vec::Vec<CustomFieldValueInput>,
         ///Id of the responsible user (see `GET /users`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Short name of the company.
         pub name: ::std::string::String,
         ///Free-text note about the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub notes: ::std::option::Option<::std::string::String>,
         ///Full (legal) name of the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
     }
     impl CompanyUpdate {
@@ -645,33 +759,43 @@ object are accepted.
     pub struct CustomField {
         ///Field id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///For `select` fields, whether several options can be chosen.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_multiple: ::std::option::Option<bool>,
         ///Entity the field belongs to; known values are `order`, `lead` (pipeline card), `client` (buyer) and `crm_product` (product).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub model: ::std::option::Option<::std::string::String>,
         ///Display name of the field.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Choices of a `select` field; empty for other types. Only with `include=options`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub options: ::std::option::Option<::std::vec::Vec<CustomFieldOption>>,
         ///Sort position of the field.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub position: ::std::option::Option<i64>,
         ///Whether a value must be filled in.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub required: ::std::option::Option<bool>,
         ///Kind of value; known values are `link`, `select`, `switcher` (yes/no), `float`, `number` (integer), `textarea`, `text`, `date` and `datetime`.
         #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub type_: ::std::option::Option<::std::string::String>,
         /**External identifier used to read and write the field's value on records, for
 example `OR_1037` (order), `LD_1021` (pipeline card), `CT_1001` (buyer or product).
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub uuid: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl CustomField {
         pub fn builder() -> builder::CustomField {
@@ -683,13 +807,18 @@ example `OR_1037` (order), `LD_1021` (pipeline card), `CT_1001` (buyer or produc
     pub struct CustomFieldOption {
         ///Id of the custom field the option belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub field_id: ::std::option::Option<i64>,
         ///Option id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Text of the option.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub value: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl CustomFieldOption {
         pub fn builder() -> builder::CustomFieldOption {
@@ -701,21 +830,27 @@ example `OR_1037` (order), `LD_1021` (pipeline card), `CT_1001` (buyer or produc
     pub struct CustomFieldValue {
         ///Id of the custom field definition.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Display name of the field.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Field type. Known values: `text`, `textarea`, `number`, `float`, `date`, `datetime`, `link`, `select`, `switcher`.
         #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub type_: ::std::option::Option<::std::string::String>,
         ///External id of the field, e.g. `OR_1037`; the prefix names the model (OR order, LD card, CT buyer or product, CY company).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub uuid: ::std::option::Option<::std::string::String>,
         /**The value, as raw JSON: a string or number for scalar fields, an array of strings
 for (multi-)select fields, possibly null.
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub value: ::std::option::Option<::serde_json::Value>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl CustomFieldValue {
         pub fn builder() -> builder::CustomFieldValue {
@@ -743,16 +878,22 @@ and multi-select fields.
     pub struct DeliveryService {
         ///System name (`np_vlad`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Delivery service id; used as `shipping.delivery_service_id` on orders.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Display name (`UPS`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Carrier integration the method is tied to (`novaposhta`), if any.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_name: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl DeliveryService {
         pub fn builder() -> builder::DeliveryService {
@@ -775,6 +916,7 @@ and multi-select fields.
         >,
         ///What went wrong, in the service's words.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub message: ::std::option::Option<::std::string::String>,
     }
     impl Error {
@@ -789,6 +931,7 @@ expense endpoints and, as a list, by `include=expenses` on orders. Times are UTC
     pub struct Expense {
         ///ISO currency code of the expense (`UAH`), when known.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub actual_currency: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub amount: ::std::option::Option<crate::Decimal>,
@@ -796,28 +939,36 @@ expense endpoints and, as a list, by `include=expenses` on orders. Times are UTC
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Free-text comment on the expense.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///Id of the order the expense belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub destination_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub expense_type: ::std::option::Option<ExpenseType>,
         ///Id of the expense type (see `GET /order/expense-type`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub expense_type_id: ::std::option::Option<i64>,
         ///Expense id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payment_date: ::std::option::Option<crate::Timestamp>,
         ///Expense status; known values are `paid` and `canceled` (the vendor also lists `not_paid` in the order include).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub status: ::std::option::Option<::std::string::String>,
         ///Id of the external (bank or gateway) transaction linked to the expense, if any.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub transaction_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Expense {
         pub fn builder() -> builder::Expense {
@@ -832,12 +983,15 @@ expense endpoints and, as a list, by `include=expenses` on orders. Times are UTC
         pub amount: crate::Decimal,
         ///Free-text comment on the expense.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///Name of the expense type. Needed when `expense_type_id` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub expense_type: ::std::option::Option<::std::string::String>,
         ///Id of the expense type (see `GET /order/expense-type`). Needed when `expense_type` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub expense_type_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payment_date: ::std::option::Option<crate::Timestamp>,
@@ -852,22 +1006,30 @@ expense endpoints and, as a list, by `include=expenses` on orders. Times are UTC
     pub struct ExpenseType {
         ///System name (`delivery`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Whether the type can be used for order expenses.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub by_order: ::std::option::Option<bool>,
         ///Expense type id; used as `expense_type_id`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the type is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Whether this is a built-in type that cannot be deleted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_reserved: ::std::option::Option<bool>,
         ///Display name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ExpenseType {
         pub fn builder() -> builder::ExpenseType {
@@ -881,6 +1043,7 @@ to paid. Send only the fields to change.
     pub struct ExpenseUpdate {
         ///New free-text comment; replaces the old one.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///The only accepted value is `canceled`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -953,21 +1116,26 @@ payment with `POST /payments/{paymentId}/external-transactions`. Times are UTC.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///ISO currency code (`UAH`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency: ::std::option::Option<::std::string::String>,
         ///Purpose or comment of the transaction.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///Id of the payment gateway (bank or acquirer connection) that reported it.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub gateway_id: ::std::option::Option<i64>,
         ///KeyCRM id of the transaction; accepted as `transaction_id` when linking.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Raw payment details as reported by the gateway. The vendor document calls it an array without item type; kept free-form.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payments_data: ::std::option::Option<::serde_json::Value>,
         ///Id of the transaction in the imported source, if any.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub transaction_date: ::std::option::Option<crate::Timestamp>,
@@ -979,6 +1147,8 @@ so it is kept free-form (a string or a number).
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub uuid: ::std::option::Option<::serde_json::Value>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ExternalTransaction {
         pub fn builder() -> builder::ExternalTransaction {
@@ -992,9 +1162,11 @@ id the gateway gave the transaction.
     pub struct ExternalTransactionAttach {
         ///KeyCRM id of the transaction (`id` in `GET /payments/external-transactions`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub transaction_id: ::std::option::Option<i64>,
         ///Id of the transaction at the bank or gateway (`NlpssJSQedtUoB9i`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub transaction_uuid: ::std::option::Option<::std::string::String>,
     }
     impl ExternalTransactionAttach {
@@ -1011,39 +1183,52 @@ and by the attachment list of an order or card.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///The storage directory of the file; reported by one client, not in the vendor document.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub directory: ::std::option::Option<::std::string::String>,
         ///The storage disk that holds the file; reported by one client, not in the vendor document.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub disk: ::std::option::Option<::std::string::String>,
         ///The file extension without the dot, such as `png`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub extension: ::std::option::Option<::std::string::String>,
         ///The generated (random) name under which the file is stored.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub file_name: ::std::option::Option<::std::string::String>,
         ///A hash of the file content; reported by one client, not in the vendor document.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub hash: ::std::option::Option<::std::string::String>,
         ///The KeyCRM id of the file; use it to attach the file.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///The MIME type, such as `image/png`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub mime_type: ::std::option::Option<::std::string::String>,
         ///The file name as it was uploaded.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub original_file_name: ::std::option::Option<::std::string::String>,
         ///The file size in bytes.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub size: ::std::option::Option<i64>,
         ///URL of a preview image; reported in upload answers by one client, not in the vendor document.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub thumbnail: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         ///The public URL of the file.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub url: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl File {
         pub fn builder() -> builder::File {
@@ -1059,19 +1244,26 @@ and by the attachment list of an order or card.
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         ///UTM campaign name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_campaign: ::std::option::Option<::std::string::String>,
         ///UTM content (ad variant).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_content: ::std::option::Option<::std::string::String>,
         ///UTM medium, e.g. `banner`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_medium: ::std::option::Option<::std::string::String>,
         ///UTM source, e.g. `facebook`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_source: ::std::option::Option<::std::string::String>,
         ///UTM term (keyword).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_term: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Marketing {
         pub fn builder() -> builder::Marketing {
@@ -1083,18 +1275,23 @@ and by the attachment list of an order or card.
     pub struct MarketingInput {
         ///UTM campaign.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_campaign: ::std::option::Option<::std::string::String>,
         ///UTM content.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_content: ::std::option::Option<::std::string::String>,
         ///UTM medium.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_medium: ::std::option::Option<::std::string::String>,
         ///UTM source.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_source: ::std::option::Option<::std::string::String>,
         ///UTM term.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_term: ::std::option::Option<::std::string::String>,
     }
     impl MarketingInput {
@@ -1109,14 +1306,26 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
     pub struct Offer {
         ///The barcode of the offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub barcode: ::std::option::Option<::std::string::String>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub created_at: ::std::option::Option<crate::Timestamp>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub height: ::std::option::Option<crate::Decimal>,
         ///The KeyCRM id of the offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub in_reserve: ::std::option::Option<crate::Decimal>,
+        ///Whether the offer is archived (seen in live data).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
+        pub is_archived: ::std::option::Option<bool>,
+        ///Whether this is the product's default offer (seen in live data).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
+        pub is_default: ::std::option::Option<bool>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub length: ::std::option::Option<crate::Decimal>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1125,6 +1334,7 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
         pub product: ::std::option::Option<Product>,
         ///The id of the product this offer belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub product_id: ::std::option::Option<i64>,
         ///The properties that tell this variant apart (Color = Gold).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1135,14 +1345,20 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///The article number (SKU) of the offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///URL of the offer image.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub thumbnail_url: ::std::option::Option<::std::string::String>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub updated_at: ::std::option::Option<crate::Timestamp>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub weight: ::std::option::Option<crate::Decimal>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub width: ::std::option::Option<crate::Decimal>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Offer {
         pub fn builder() -> builder::Offer {
@@ -1154,10 +1370,14 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
     pub struct OfferProperty {
         ///The property name, such as `Color`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///The property value, such as `Gold`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub value: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl OfferProperty {
         pub fn builder() -> builder::OfferProperty {
@@ -1169,6 +1389,7 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
     pub struct OfferStock {
         ///The KeyCRM id of the offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub price: ::std::option::Option<crate::Decimal>,
@@ -1180,10 +1401,13 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
         pub reserve: ::std::option::Option<crate::Decimal>,
         ///The SKU of the offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///The stock in every warehouse; present only with `filter[details]=true`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub warehouse: ::std::option::Option<::std::vec::Vec<OfferStockWarehouse>>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl OfferStock {
         pub fn builder() -> builder::OfferStock {
@@ -1197,10 +1421,12 @@ the offer (one of them is needed).
     pub struct OfferStockRow {
         ///The KeyCRM id of the offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         pub quantity: crate::Decimal,
         ///The SKU of the offer (used when `id` is not given).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
     }
     impl OfferStockRow {
@@ -1226,14 +1452,18 @@ the offer (one of them is needed).
     pub struct OfferStockWarehouse {
         ///The KeyCRM id of the warehouse.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///The warehouse name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub quantity: ::std::option::Option<crate::Decimal>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub reserve: ::std::option::Option<crate::Decimal>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl OfferStockWarehouse {
         pub fn builder() -> builder::OfferStockWarehouse {
@@ -1261,9 +1491,11 @@ weight are in the units configured in the account.
         pub height: ::std::option::Option<crate::Decimal>,
         ///The KeyCRM id of the offer to change.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///URL of the new offer image.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub image_url: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub length: ::std::option::Option<crate::Decimal>,
@@ -1273,6 +1505,7 @@ weight are in the units configured in the account.
         pub purchased_price: ::std::option::Option<crate::Decimal>,
         ///The SKU of the offer to change (used when `id` is not given).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub weight: ::std::option::Option<crate::Decimal>,
@@ -1306,12 +1539,15 @@ documented, kept as raw JSON).
         pub buyer: ::std::option::Option<Buyer>,
         ///Comment left by the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub buyer_comment: ::std::option::Option<::std::string::String>,
         ///The buyer's comment under its storage name (live data; same text as `buyer_comment`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub client_comment: ::std::option::Option<::std::string::String>,
         ///Id of the buyer (live data; the same id as `buyer.id`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub client_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub closed_at: ::std::option::Option<crate::Timestamp>,
@@ -1342,26 +1578,33 @@ documented, kept as raw JSON).
         pub fiscal_status: ::std::option::Option<::serde_json::Value>,
         ///Greeting text to go with a gift.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub gift_message: ::std::option::Option<::std::string::String>,
         ///Whether gift wrapping was requested (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub gift_wrap: ::std::option::Option<bool>,
         ///The external order id as recorded across sources (seen in live data; usually equals `source_uuid`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub global_source_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub grand_total: ::std::option::Option<crate::Decimal>,
         ///Whether stock is currently reserved for this order (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub has_reserves: ::std::option::Option<bool>,
         ///The KeyCRM id of the order.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the order has stayed in its status longer than the status allows (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_expired: ::std::option::Option<bool>,
         ///Whether the order is a gift.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_gift: ::std::option::Option<bool>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub last_synced_at: ::std::option::Option<crate::Timestamp>,
@@ -1369,9 +1612,11 @@ documented, kept as raw JSON).
         pub manager: ::std::option::Option<User>,
         ///Internal comment of the manager.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Id of the responsible manager (a user), if any (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub margin_sum: ::std::option::Option<crate::Decimal>,
@@ -1381,11 +1626,13 @@ documented, kept as raw JSON).
         pub ordered_at: ::std::option::Option<crate::Timestamp>,
         ///Id of the parent order when this order was split off another one.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub parent_id: ::std::option::Option<i64>,
         /**Aggregate payment state derived from the order's payments. Known values:
 `not_paid`, `part_paid`, `paid`, `overpaid`.
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub payment_status: ::std::option::Option<::std::string::String>,
         ///Payments of the order (with `include=payments`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1399,9 +1646,11 @@ documented, kept as raw JSON).
         pub products_total: ::std::option::Option<crate::Decimal>,
         ///Promo code applied to the order.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub promocode: ::std::option::Option<::std::string::String>,
         ///Id of the cash register used for fiscal receipts, if any (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub register_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub shipping: ::std::option::Option<Shipping>,
@@ -1409,14 +1658,17 @@ documented, kept as raw JSON).
         pub shipping_price: ::std::option::Option<crate::Decimal>,
         ///Id of the shipping type, if set (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub shipping_type_id: ::std::option::Option<i64>,
         ///Id of the sales channel (source) the order came from.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub source_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub source_updated_at: ::std::option::Option<crate::Timestamp>,
         ///The order's number or id in its sales channel.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub status: ::std::option::Option<Status>,
@@ -1428,12 +1680,15 @@ documented, kept as raw JSON).
 2 in progress, 4 delivery, 5 completed, 6 cancelled (informative only).
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub status_group_id: ::std::option::Option<i64>,
         ///Id of the current order status (see `order_status_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub status_id: ::std::option::Option<i64>,
         ///The order's status name in the sales channel, as last synchronised (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub status_on_source: ::std::option::Option<::std::string::String>,
         ///Tags attached to the order (with `include=tags`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1446,6 +1701,8 @@ documented, kept as raw JSON).
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub wrap_price: ::std::option::Option<crate::Decimal>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Order {
         pub fn builder() -> builder::Order {
@@ -1459,12 +1716,15 @@ when there is no match.
     pub struct OrderBuyerInput {
         ///Buyer's e-mail address.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub email: ::std::option::Option<::std::string::String>,
         ///Buyer's full name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Buyer's phone, best in international format with a leading `+`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub phone: ::std::option::Option<::std::string::String>,
     }
     impl OrderBuyerInput {
@@ -1478,6 +1738,7 @@ when there is no match.
         pub buyer: OrderBuyerInput,
         ///Comment from the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub buyer_comment: ::std::option::Option<::std::string::String>,
         ///Custom field values to set, addressed by field `uuid`.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -1488,18 +1749,23 @@ when there is no match.
         pub discount_percent: ::std::option::Option<crate::Decimal>,
         ///Greeting text for a gift.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub gift_message: ::std::option::Option<::std::string::String>,
         ///Asks for gift wrapping.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub gift_wrap: ::std::option::Option<bool>,
         ///Marks the order as a gift.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_gift: ::std::option::Option<bool>,
         ///Internal comment of the manager.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Id of the responsible manager (see `user_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub marketing: ::std::option::Option<MarketingInput>,
@@ -1513,6 +1779,7 @@ when there is no match.
         pub products: ::std::vec::Vec<OrderProductInput>,
         ///Promo code.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub promocode: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub shipping: ::std::option::Option<ShippingInput>,
@@ -1522,6 +1789,7 @@ when there is no match.
         pub source_id: i64,
         ///The order's number or id in the sales channel.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub taxes: ::std::option::Option<crate::Decimal>,
@@ -1544,26 +1812,22 @@ when there is no match.
             Default::default()
         }
     }
-    /**Body of a successful `order_import`. The vendor does not document it, so it is kept as
-raw JSON.
+    /**Body of a successful `order_import`. The vendor documents none; the service answers
+201 with an empty body or with `{"status": true}`. Both read as success (an empty body
+as an empty result); any other field is kept in `extra`.
 */
-    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
-    #[serde(transparent)]
-    pub struct OrderImportResult(pub ::serde_json::Value);
-    impl ::std::ops::Deref for OrderImportResult {
-        type Target = ::serde_json::Value;
-        fn deref(&self) -> &::serde_json::Value {
-            &self.0
-        }
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct OrderImportResult {
+        ///Whether the service accepted the batch, when it says so.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
+        pub status: ::std::option::Option<bool>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
-    impl ::std::convert::From<OrderImportResult> for ::serde_json::Value {
-        fn from(value: OrderImportResult) -> Self {
-            value.0
-        }
-    }
-    impl ::std::convert::From<::serde_json::Value> for OrderImportResult {
-        fn from(value: ::serde_json::Value) -> Self {
-            Self(value)
+    impl OrderImportResult {
+        pub fn builder() -> builder::OrderImportResult {
+            Default::default()
         }
     }
     /**A payment recorded together with a new order. Give either `payment_method_id` or
@@ -1574,14 +1838,17 @@ raw JSON.
         pub amount: crate::Decimal,
         ///Comment on the payment.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payment_date: ::std::option::Option<crate::Timestamp>,
         ///Name of the payment method, e.g. `Apple Pay`; required when `payment_method_id` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub payment_method: ::std::option::Option<::std::string::String>,
         ///Id of the payment method (see `order_payment_method_list`); required when `payment_method` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub payment_method_id: ::std::option::Option<i64>,
         ///Payment state; when it is left out the service records the payment as `paid` (the documented default for new payments).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1658,6 +1925,7 @@ with `include=products.offer`) or a one-off item that exists only in this order.
     pub struct OrderProduct {
         ///Comment on the line.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub comment: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub discount_amount: ::std::option::Option<crate::Decimal>,
@@ -1665,9 +1933,11 @@ with `include=products.offer`) or a one-off item that exists only in this order.
         pub discount_percent: ::std::option::Option<crate::Decimal>,
         ///Id of the line inside the order; use it to address the line in `order_update`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Item name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub offer: ::std::option::Option<Offer>,
@@ -1682,6 +1952,7 @@ object such as `{"thumbnail": "<url>"}` or an empty array, so it is kept as raw 
         pub price_sold: ::std::option::Option<crate::Decimal>,
         ///Id of the line's status (see `order_product_status_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub product_status_id: ::std::option::Option<i64>,
         ///Attributes of the item (colour, size...).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1692,20 +1963,26 @@ object such as `{"thumbnail": "<url>"}` or an empty array, so it is kept as raw 
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///How the line is fulfilled. Known values: `warehouse`, `manufacturing`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipment_type: ::std::option::Option<::std::string::String>,
         ///SKU of the item.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub total_discount: ::std::option::Option<crate::Decimal>,
         ///Unit of measure; null means the account default (pieces).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
         ///Whether the line was added as an upsell.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub upsale: ::std::option::Option<bool>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub warehouse: ::std::option::Option<OrderProductWarehouse>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl OrderProduct {
         pub fn builder() -> builder::OrderProduct {
@@ -1717,6 +1994,7 @@ object such as `{"thumbnail": "<url>"}` or an empty array, so it is kept as raw 
     pub struct OrderProductInput {
         ///Comment on the line.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub comment: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub discount_amount: ::std::option::Option<crate::Decimal>,
@@ -1724,9 +2002,11 @@ object such as `{"thumbnail": "<url>"}` or an empty array, so it is kept as raw 
         pub discount_percent: ::std::option::Option<crate::Decimal>,
         ///Item name (used for one-off items that are not in the catalogue).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///URL of an image of the item.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub picture: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub price: ::std::option::Option<crate::Decimal>,
@@ -1739,9 +2019,11 @@ object such as `{"thumbnail": "<url>"}` or an empty array, so it is kept as raw 
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///SKU; when it matches a catalogue offer the line is linked to that offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///Unit of measure; leave it out for the account default (pieces).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
     }
     impl OrderProductInput {
@@ -1756,12 +2038,15 @@ object such as `{"thumbnail": "<url>"}` or an empty array, so it is kept as raw 
     pub struct OrderProductProperty {
         ///Attribute name, e.g. `Color`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         /**Attribute value, normally a string such as `Gold`; an array of strings was seen for
 select-type attributes, so it is kept as raw JSON.
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub value: ::std::option::Option<::serde_json::Value>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl OrderProductProperty {
         pub fn builder() -> builder::OrderProductProperty {
@@ -1775,6 +2060,7 @@ of them is changed.
     pub struct OrderProductUpdateInput {
         ///New comment; replaces the previous one.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub comment: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub discount_amount: ::std::option::Option<crate::Decimal>,
@@ -1782,14 +2068,17 @@ of them is changed.
         pub discount_percent: ::std::option::Option<crate::Decimal>,
         ///Id of the line inside the order (identifies the line only).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///New name; only applied to one-off items that are not in the catalogue.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub price: ::std::option::Option<crate::Decimal>,
         ///New line status id (see `order_product_status_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub product_status_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub purchased_price: ::std::option::Option<crate::Decimal>,
@@ -1797,6 +2086,7 @@ of them is changed.
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///SKU of the line (identifies the line only).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
     }
     impl OrderProductUpdateInput {
@@ -1809,16 +2099,22 @@ of them is changed.
     pub struct OrderProductWarehouse {
         ///Free-text description of the warehouse.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///Warehouse id (the only public source of warehouse ids).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the warehouse is active.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Warehouse name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl OrderProductWarehouse {
         pub fn builder() -> builder::OrderProductWarehouse {
@@ -1830,6 +2126,7 @@ of them is changed.
     pub struct OrderUpdate {
         ///Comment from the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub buyer_comment: ::std::option::Option<::std::string::String>,
         ///Custom field values to set, addressed by field `uuid`.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -1840,6 +2137,7 @@ of them is changed.
         pub discount_percent: ::std::option::Option<crate::Decimal>,
         ///Internal comment of the manager.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Changes to existing lines, each matched by line `id` or `sku`; lines cannot be added this way.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -1848,6 +2146,7 @@ of them is changed.
         pub shipping: ::std::option::Option<ShippingInput>,
         ///Moves the order to this status (see `order_status_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub status_id: ::std::option::Option<i64>,
     }
     impl OrderUpdate {
@@ -1865,19 +2164,23 @@ payment's currency; times are UTC.
         pub actual_amount: ::std::option::Option<crate::Decimal>,
         ///ISO currency code of the payment (`UAH`), when known.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub actual_currency: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub amount: ::std::option::Option<crate::Decimal>,
         ///Id of a bill (invoice) linked to the payment, if any (seen in live data, not in the vendor document).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub bill_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Free-text comment on the payment.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///Id of the order (or card) the payment belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub destination_id: ::std::option::Option<i64>,
         /**Outcome of fiscalisation (the tax receipt) when a cash register is connected: an
 object with keys such as `url`, `uuid`, `amount`, `fiscal_url`, or an empty array
@@ -1887,6 +2190,7 @@ when there is none. Kept free-form.
         pub fiscal_result: ::std::option::Option<::serde_json::Value>,
         ///Payment id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         /**A flag seen in live data but not in the vendor document; presumably marks an
 outgoing payment rather than income. Its JSON type (boolean or 0/1) is not
@@ -1897,21 +2201,27 @@ confirmed, so it is kept free-form.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payment_date: ::std::option::Option<crate::Timestamp>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub payment_method: ::std::option::Option<PaymentMethod>,
+        pub payment_method: ::std::option::Option<crate::PaymentMethodRef>,
         ///Id of the payment method (see `GET /order/payment-method`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub payment_method_id: ::std::option::Option<i64>,
         ///Currency code of the payment at its source (seen in live data, not in the vendor document; meaning not documented).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_currency: ::std::option::Option<::std::string::String>,
         ///Payment status; known values are `paid`, `not_paid` and `canceled`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub status: ::std::option::Option<::std::string::String>,
         ///Id of the external (bank or gateway) transaction linked to the payment, if any.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub transaction_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Payment {
         pub fn builder() -> builder::Payment {
@@ -1926,14 +2236,17 @@ confirmed, so it is kept free-form.
         pub amount: crate::Decimal,
         ///Free-text comment on the payment.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payment_date: ::std::option::Option<crate::Timestamp>,
         ///Name of the payment method (`Apple Pay`). Needed when `payment_method_id` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub payment_method: ::std::option::Option<::std::string::String>,
         ///Id of the payment method (see `GET /order/payment-method`). Needed when `payment_method` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub payment_method_id: ::std::option::Option<i64>,
         ///Payment status. The service uses `paid` when it is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2008,16 +2321,22 @@ confirmed, so it is kept free-form.
     pub struct PaymentMethod {
         ///System name (`apple_pay`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Payment method id; used as `payment_method_id`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the method is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Display name (`Apple Pay`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PaymentMethod {
         pub fn builder() -> builder::PaymentMethod {
@@ -2029,6 +2348,7 @@ confirmed, so it is kept free-form.
     pub struct PaymentUpdate {
         ///New free-text comment; replaces the old one.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///New payment status.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2103,12 +2423,15 @@ confirmed, so it is kept free-form.
     pub struct Pipeline {
         ///Id of the pipeline; the `pipelineId` of `GET /pipelines/{pipelineId}/statuses`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Type of the leads the pipeline holds (for example `request`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub lead_type: ::std::option::Option<::std::string::String>,
         ///Name of the pipeline as shown in the CRM.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         /**Id of the entity the pipeline is tied to. The vendor document types it as a
 string but shows a number, so either is accepted.
@@ -2117,10 +2440,14 @@ string but shows a number, so either is accepted.
         pub target_id: ::std::option::Option<::serde_json::Value>,
         ///Kind of the pipeline (for example `lead_pipeline`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub target_type: ::std::option::Option<::std::string::String>,
         ///Whether cards of this pipeline can carry payments.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub use_payments: ::std::option::Option<bool>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Pipeline {
         pub fn builder() -> builder::Pipeline {
@@ -2140,6 +2467,7 @@ string but shows a number, so either is accepted.
         pub contact: ::std::option::Option<PipelineCardContact>,
         ///Id of the card's contact person.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub contact_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -2148,6 +2476,7 @@ string but shows a number, so either is accepted.
         pub custom_fields: ::std::option::Option<::std::vec::Vec<CustomFieldValue>>,
         ///Id of the card; the `cardId` of the single-card operations.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         /**Whether the card is closed. The vendor document types it as a string with a
 meaningless example, so any JSON value is accepted (expect a boolean, `0`/`1`
@@ -2159,21 +2488,25 @@ or null).
         pub manager: ::std::option::Option<User>,
         ///Internal comment of the manager.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Id of the responsible user; see `GET /users`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Payments recorded on the card (only with `include=payments`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payments: ::std::option::Option<::std::vec::Vec<Payment>>,
         ///Id of the pipeline the card is in (seen in card webhook payloads; not in the vendor document).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub pipeline_id: ::std::option::Option<i64>,
         ///Line items of the card (only with `include=products`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub products: ::std::option::Option<::std::vec::Vec<PipelineCardProduct>>,
         ///Id of the source (sales channel) the card came from; see `GET /order/source`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub source_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub status: ::std::option::Option<PipelineStatus>,
@@ -2181,33 +2514,44 @@ or null).
         pub status_changed_at: ::std::option::Option<crate::Timestamp>,
         ///Id of the card's current status (stage); see `GET /pipelines/{pipelineId}/statuses`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub status_id: ::std::option::Option<i64>,
         ///Id of the entity created from the card, for example the order it became.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub target_id: ::std::option::Option<i64>,
         ///Kind of the entity created from the card, `order` or `lead`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub target_type: ::std::option::Option<::std::string::String>,
         ///Title of the card; the card id when none was given at creation.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         ///UTM campaign name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_campaign: ::std::option::Option<::std::string::String>,
         ///UTM content, the ad identifier.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_content: ::std::option::Option<::std::string::String>,
         ///UTM medium, the traffic type (for example `banner`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_medium: ::std::option::Option<::std::string::String>,
         ///UTM source of the campaign that brought the lead (for example `facebook`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_source: ::std::option::Option<::std::string::String>,
         ///UTM term, the keyword.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_term: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PipelineCard {
         pub fn builder() -> builder::PipelineCard {
@@ -2229,32 +2573,42 @@ correspondent identified by a social network id.
         pub client: ::std::option::Option<PipelineCardContactClient>,
         ///Id of the buyer the contact is bound to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub client_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///E-mail address of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub email: ::std::option::Option<::std::string::String>,
         ///Name of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Id of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Phone number of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub phone: ::std::option::Option<::std::string::String>,
         ///URL of the contact's picture.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub picture: ::std::option::Option<::std::string::String>,
         ///The contact's id or handle in that network (for example `@john_doe`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub social_id: ::std::option::Option<::std::string::String>,
         ///Social network or messenger the contact came from (for example `telegram`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub social_name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PipelineCardContact {
         pub fn builder() -> builder::PipelineCardContact {
@@ -2268,38 +2622,49 @@ Unlike `Buyer`, its `phone` and `email` are single strings.
     pub struct PipelineCardContactClient {
         ///A second phone number.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub additional_phone: ::std::option::Option<::std::string::String>,
         ///Id of the buyer's company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub company_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Currency code of the buyer's totals (for example `UAH`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency: ::std::option::Option<::std::string::String>,
         ///E-mail address of the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub email: ::std::option::Option<::std::string::String>,
         ///Main phone number in normalised form.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub formatted_phone: ::std::option::Option<::std::string::String>,
         ///Name of the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Non-zero when the CRM found possible duplicates of this buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub has_duplicates: ::std::option::Option<i64>,
         ///Id of the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///URL of the buyer's image.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub image: ::std::option::Option<::std::string::String>,
         ///Id of the user responsible for the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub orders_count: ::std::option::Option<crate::Decimal>,
@@ -2307,12 +2672,16 @@ Unlike `Buyer`, its `phone` and `email` are single strings.
         pub orders_sum: ::std::option::Option<crate::Decimal>,
         ///Main phone number as entered.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub phone: ::std::option::Option<::std::string::String>,
         ///URL of the buyer's picture.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub picture: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PipelineCardContactClient {
         pub fn builder() -> builder::PipelineCardContactClient {
@@ -2327,15 +2696,19 @@ phone for a new contact.
     pub struct PipelineCardContactInput {
         ///Id of an existing buyer; when it exists the card is created for that buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub client_id: ::std::option::Option<i64>,
         ///E-mail address of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub email: ::std::option::Option<::std::string::String>,
         ///Name of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Phone number, best in international format with a leading `+`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub phone: ::std::option::Option<::std::string::String>,
     }
     impl PipelineCardContactInput {
@@ -2354,39 +2727,49 @@ phone for a new contact.
         pub custom_fields: ::std::vec::Vec<CustomFieldValueInput>,
         ///Internal comment of the manager.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Responsible user; see `GET /users`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Payments to record on the new card.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
         pub payments: ::std::vec::Vec<PipelineCardPaymentCreate>,
         ///Pipeline to create the card in; the first pipeline of the account when omitted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub pipeline_id: ::std::option::Option<i64>,
         ///Line items of the card.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
         pub products: ::std::vec::Vec<PipelineCardProductInput>,
         ///Source (sales channel) of the card; see `GET /order/source`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub source_id: ::std::option::Option<i64>,
         ///Title of the card; the new card's id is used when omitted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
         ///UTM campaign name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_campaign: ::std::option::Option<::std::string::String>,
         ///UTM content, the ad identifier.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_content: ::std::option::Option<::std::string::String>,
         ///UTM medium, the traffic type (for example `banner`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_medium: ::std::option::Option<::std::string::String>,
         ///UTM source of the campaign (for example `facebook`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_source: ::std::option::Option<::std::string::String>,
         ///UTM term, the keyword.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_term: ::std::option::Option<::std::string::String>,
     }
     impl PipelineCardCreate {
@@ -2398,44 +2781,57 @@ phone for a new contact.
 required so that this shape can be told apart from a plain `PipelineCard` in
 `PipelineCardGetResponse`.
 */
-    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct PipelineCardEnvelope {
         ///This page's number (1-based).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub current_page: ::std::option::Option<i64>,
         ///The cards on this page.
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
         pub data: ::std::option::Option<::std::vec::Vec<PipelineCard>>,
         ///URL of the first page.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub first_page_url: ::std::option::Option<::std::string::String>,
         ///Position of the first item of this page in the whole list (null when empty).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub from: ::std::option::Option<i64>,
         ///Number of the last page, i.e. the page count.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub last_page: ::std::option::Option<i64>,
         ///URL of the last page.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub last_page_url: ::std::option::Option<::std::string::String>,
         ///URL of the next page; null on the last page.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub next_page_url: ::std::option::Option<::std::string::String>,
         ///URL of the list without the query string.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub path: ::std::option::Option<::std::string::String>,
         ///Items per page (the `limit` used).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub per_page: ::std::option::Option<i64>,
         ///URL of the previous page; null on the first page.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub prev_page_url: ::std::option::Option<::std::string::String>,
         ///Position of the last item of this page in the whole list (null when empty).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub to: ::std::option::Option<i64>,
         ///Number of items in the whole list.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub total: ::std::option::Option<i64>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PipelineCardEnvelope {
         pub fn builder() -> builder::PipelineCardEnvelope {
@@ -2473,14 +2869,17 @@ and an item of `payments` when creating a card. Give `payment_method_id` or
         pub amount: crate::Decimal,
         ///Comment on the payment.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payment_date: ::std::option::Option<crate::Timestamp>,
         ///Payment method name (for example `Apple Pay`); required when `payment_method_id` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub payment_method: ::std::option::Option<::std::string::String>,
         ///Payment method id (see `GET /order/payment-method`); required when `payment_method` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub payment_method_id: ::std::option::Option<i64>,
         ///Status of the payment; the service uses `paid` when omitted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2556,6 +2955,7 @@ and an item of `payments` when creating a card. Give `payment_method_id` or
     pub struct PipelineCardPaymentUpdate {
         ///New comment on the payment.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///New status of the payment.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2631,28 +3031,36 @@ and an item of `payments` when creating a card. Give `payment_method_id` or
     pub struct PipelineCardProduct {
         ///Id of this line.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Name of the item.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub offer: ::std::option::Option<Offer>,
         ///URL of the item's picture.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub picture: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub price: ::std::option::Option<crate::Decimal>,
         ///Id of the catalog item the line refers to, when it is linked to the catalog.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub product_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///SKU of the item.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///Unit of measure; absent or null when the system default (pieces) applies.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PipelineCardProduct {
         pub fn builder() -> builder::PipelineCardProduct {
@@ -2666,9 +3074,11 @@ linked to it; otherwise the line is built from `name` and `price`.
     pub struct PipelineCardProductInput {
         ///Name of the item.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///URL of the item's picture.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub picture: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub price: ::std::option::Option<crate::Decimal>,
@@ -2676,9 +3086,11 @@ linked to it; otherwise the line is built from `name` and `price`.
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///SKU of the item.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///Unit of measure; the system default (pieces) when omitted. Documented for card creation only.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
     }
     impl PipelineCardProductInput {
@@ -2694,6 +3106,7 @@ ones.
     pub struct PipelineCardUpdate {
         ///Id of an existing buyer to bind the card to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub client_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub communicate_at: ::std::option::Option<crate::Timestamp>,
@@ -2702,21 +3115,26 @@ ones.
         pub custom_fields: ::std::vec::Vec<CustomFieldValueInput>,
         ///Responsible user; see `GET /users`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Note on the card.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         ///Line items to add to the card.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
         pub products: ::std::vec::Vec<PipelineCardProductInput>,
         ///Source (sales channel) of the card; see `GET /order/source`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub source_id: ::std::option::Option<i64>,
         ///New status; a status of another pipeline moves the card into that pipeline.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub status_id: ::std::option::Option<i64>,
         ///New title of the card.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
     }
     impl PipelineCardUpdate {
@@ -2733,35 +3151,46 @@ shapes share `id`, `alias` and `pipeline_id`.
     pub struct PipelineStatus {
         ///System name of the status (for example `new`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Colour of the status in the CRM, a HEX code such as `#69DB7C`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub color: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Id of the status; the `status_id` of a card.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the status is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Whether this is a final stage of the pipeline.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_final: ::std::option::Option<bool>,
         ///Number of cards currently in this status.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub leads_count: ::std::option::Option<i64>,
         ///Name of the status (card `status` relation).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Id of the pipeline the status belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub pipeline_id: ::std::option::Option<i64>,
         ///Name of the status (status list).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PipelineStatus {
         pub fn builder() -> builder::PipelineStatus {
@@ -2782,33 +3211,40 @@ variants the price fields here are aggregates.
         >,
         ///The barcode; only filled for a product without variants.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub barcode: ::std::option::Option<::std::string::String>,
         ///The id of the product category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub category_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///The currency of the product prices (ISO code such as `UAH`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency_code: ::std::option::Option<::std::string::String>,
         ///The product custom fields that have a value; present only with `include=custom_fields`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub custom_fields: ::std::option::Option<::std::vec::Vec<CustomFieldValue>>,
         ///The product description.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         /**Whether the product has variants. When true, read the per-variant data with
 `GET /offers` and `filter[product_id]`.
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub has_offers: ::std::option::Option<bool>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub height: ::std::option::Option<crate::Decimal>,
         ///The KeyCRM id of the product.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the product is archived.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_archived: ::std::option::Option<bool>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub length: ::std::option::Option<crate::Decimal>,
@@ -2818,6 +3254,7 @@ variants the price fields here are aggregates.
         pub min_price: ::std::option::Option<crate::Decimal>,
         ///The product name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub price: ::std::option::Option<crate::Decimal>,
@@ -2834,12 +3271,15 @@ Kept as raw JSON: an empty map arrives as `[]` (PHP) or as `null`.
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///The article number (SKU); only filled for a product without variants.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///URL of the main product image.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub thumbnail_url: ::std::option::Option<::std::string::String>,
         ///The unit of measure; null when the default unit (pieces) is used.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
@@ -2847,6 +3287,8 @@ Kept as raw JSON: an empty map arrives as `[]` (PHP) or as `null`.
         pub weight: ::std::option::Option<crate::Decimal>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub width: ::std::option::Option<crate::Decimal>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Product {
         pub fn builder() -> builder::Product {
@@ -2861,18 +3303,22 @@ configured in the account.
     pub struct ProductCreate {
         ///The barcode.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub barcode: ::std::option::Option<::std::string::String>,
         ///The id of an existing product category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub category_id: ::std::option::Option<i64>,
         ///The currency of the prices (ISO code such as `UAH`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency_code: ::std::option::Option<::std::string::String>,
         ///Values for existing product custom fields, addressed by uuid (`CT_...`).
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
         pub custom_fields: ::std::vec::Vec<CustomFieldValueInput>,
         ///The product description.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub height: ::std::option::Option<crate::Decimal>,
@@ -2889,9 +3335,11 @@ configured in the account.
         pub purchased_price: ::std::option::Option<crate::Decimal>,
         ///The article number (SKU).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///The unit of measure (such as `kg`); leave it out for the default unit (pieces).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub weight: ::std::option::Option<crate::Decimal>,
@@ -2921,11 +3369,13 @@ configured in the account.
     pub struct ProductOfferInput {
         ///The barcode of the variant.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub barcode: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub height: ::std::option::Option<crate::Decimal>,
         ///URL of the variant image.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub image_url: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub length: ::std::option::Option<crate::Decimal>,
@@ -2938,6 +3388,7 @@ configured in the account.
         pub purchased_price: ::std::option::Option<crate::Decimal>,
         ///The article number (SKU) of the variant.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub weight: ::std::option::Option<crate::Decimal>,
@@ -2978,26 +3429,34 @@ configured in the account.
     pub struct ProductStatus {
         ///System name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Line-item status id; used as `products[].product_status_id` on order updates.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the status is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Whether this is a built-in status that cannot be deleted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_reserved: ::std::option::Option<bool>,
         ///Display name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Sort position in the UI.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub position: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ProductStatus {
         pub fn builder() -> builder::ProductStatus {
@@ -3011,18 +3470,22 @@ sent are changed. Dimensions and weight are in the units configured in the accou
     pub struct ProductUpdate {
         ///The barcode.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub barcode: ::std::option::Option<::std::string::String>,
         ///The id of an existing product category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub category_id: ::std::option::Option<i64>,
         ///The currency of the prices (ISO code such as `UAH`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency_code: ::std::option::Option<::std::string::String>,
         ///Values for existing product custom fields, addressed by uuid (`CT_...`).
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
         pub custom_fields: ::std::vec::Vec<CustomFieldValueInput>,
         ///The new product description.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub height: ::std::option::Option<crate::Decimal>,
@@ -3030,6 +3493,7 @@ sent are changed. Dimensions and weight are in the units configured in the accou
         pub length: ::std::option::Option<crate::Decimal>,
         ///The new product name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Image URLs, at most 6; the first becomes the main image.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -3040,9 +3504,11 @@ sent are changed. Dimensions and weight are in the units configured in the accou
         pub purchased_price: ::std::option::Option<crate::Decimal>,
         ///The article number (SKU).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///The unit of measure (such as `kg`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub weight: ::std::option::Option<crate::Decimal>,
@@ -3068,29 +3534,37 @@ sent are changed. Dimensions and weight are in the units configured in the accou
         pub delivery_service: ::std::option::Option<DeliveryService>,
         ///Id of the delivery service (see `order_delivery_service_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub delivery_service_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub last_history: ::std::option::Option<ShippingHistory>,
         ///Recipient's name when it differs from the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_full_name: ::std::option::Option<::std::string::String>,
         ///Recipient's phone when it differs from the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_phone: ::std::option::Option<::std::string::String>,
         ///City.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_city: ::std::option::Option<::std::string::String>,
         ///Country name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_country: ::std::option::Option<::std::string::String>,
         ///Country code, e.g. `UA`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_country_code: ::std::option::Option<::std::string::String>,
         ///Region, state or oblast.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_region: ::std::option::Option<::std::string::String>,
         ///Postal code.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_zip: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub shipping_date: ::std::option::Option<crate::Date>,
@@ -3098,16 +3572,22 @@ sent are changed. Dimensions and weight are in the units configured in the accou
         pub shipping_date_actual: ::std::option::Option<crate::Timestamp>,
         ///Pick-up point or carrier branch.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_receive_point: ::std::option::Option<::std::string::String>,
         ///Additional address line.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_secondary_line: ::std::option::Option<::std::string::String>,
         ///Parcel status reported by the carrier, e.g. `invoice`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_status: ::std::option::Option<::std::string::String>,
         ///Carrier tracking number (waybill).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub tracking_code: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Shipping {
         pub fn builder() -> builder::Shipping {
@@ -3123,23 +3603,29 @@ vendor does not describe it; fields follow what clients observed.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Carrier's text for the event.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///Id of the tracking record.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub shipping_date: ::std::option::Option<crate::Timestamp>,
         ///Parcel status derived from the event.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_status: ::std::option::Option<::std::string::String>,
         ///Carrier status code (raw JSON; string or number).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub status_code: ::std::option::Option<::serde_json::Value>,
         ///Tracking number the event belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub tracking_code: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ShippingHistory {
         pub fn builder() -> builder::ShippingHistory {
@@ -3151,41 +3637,53 @@ vendor does not describe it; fields follow what clients observed.
     pub struct ShippingInput {
         ///Id of the delivery service (see `order_delivery_service_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub delivery_service_id: ::std::option::Option<i64>,
         ///Recipient's name when it differs from the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_full_name: ::std::option::Option<::std::string::String>,
         ///Recipient's phone when it differs from the buyer, best with a leading `+`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_phone: ::std::option::Option<::std::string::String>,
         ///City.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_city: ::std::option::Option<::std::string::String>,
         ///Country.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_country: ::std::option::Option<::std::string::String>,
         ///Region, state or oblast.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_region: ::std::option::Option<::std::string::String>,
         ///Postal code.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_zip: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub shipping_date: ::std::option::Option<crate::Date>,
         ///Pick-up point or carrier branch, e.g. `Warehouse
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_receive_point: ::std::option::Option<::std::string::String>,
         ///Additional address line.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_secondary_line: ::std::option::Option<::std::string::String>,
         ///Free-text name of the delivery service (documented for creation only).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_service: ::std::option::Option<::std::string::String>,
         ///Carrier tracking number; an update fails if the shipment already has one.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub tracking_code: ::std::option::Option<::std::string::String>,
         ///Nova Poshta branch UUID; only valid together with the `delivery_service_id` of the Nova Poshta service.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub warehouse_ref: ::std::option::Option<::std::string::String>,
     }
     impl ShippingInput {
@@ -3198,29 +3696,38 @@ vendor does not describe it; fields follow what clients observed.
     pub struct Source {
         ///System name (`my_shop_source`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Default currency of orders from this source (`USD`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency_code: ::std::option::Option<::std::string::String>,
         ///Integration that feeds the source (`etsy`, `opencart`, `promua`, `other`...).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub driver: ::std::option::Option<::std::string::String>,
         ///Source id; used as `source_id` when creating orders.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Display name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Name of the shop in the connected platform, if any.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_name: ::std::option::Option<::std::string::String>,
         ///Id of the shop in the connected platform, if any.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Source {
         pub fn builder() -> builder::Source {
@@ -3235,6 +3742,7 @@ vendor does not describe it; fields follow what clients observed.
     pub struct Status {
         ///System name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -3242,27 +3750,36 @@ vendor does not describe it; fields follow what clients observed.
         pub deleted_at: ::std::option::Option<crate::Timestamp>,
         ///Seconds an order may stay in this status before it counts as overdue; absent or null when there is no limit.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub expiration_period: ::std::option::Option<i64>,
         ///Id of the status group.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub group_id: ::std::option::Option<i64>,
         ///Status id; used as `status_id` on orders.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the status is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Whether moving an order into this status can close the order.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_closing_order: ::std::option::Option<bool>,
         ///Whether this is a built-in status that cannot be deleted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_reserved: ::std::option::Option<bool>,
         ///Display name. Built-in statuses may show a transliterated system name here until they are re-saved in the UI.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Status {
         pub fn builder() -> builder::Status {
@@ -3274,7 +3791,10 @@ vendor does not describe it; fields follow what clients observed.
     pub struct StatusResult {
         ///Whether the service accepted the operation.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub status: ::std::option::Option<bool>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl StatusResult {
         pub fn builder() -> builder::StatusResult {
@@ -3286,20 +3806,26 @@ vendor does not describe it; fields follow what clients observed.
     pub struct Tag {
         ///System name (`hot`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Colour as a HEX string (`#FF0000`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub color: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Tag id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Display name (`Hot`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Tag {
         pub fn builder() -> builder::Tag {
@@ -3313,37 +3839,48 @@ vendor does not describe it; fields follow what clients observed.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///E-mail address.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub email: ::std::option::Option<::std::string::String>,
         ///First name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub first_name: ::std::option::Option<::std::string::String>,
         ///First and last name together.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///User id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub last_logged_at: ::std::option::Option<crate::Timestamp>,
         ///Last name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub last_name: ::std::option::Option<::std::string::String>,
         ///Phone number.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub phone: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub role: ::std::option::Option<UserRole>,
         ///Id of the user's role.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub role_id: ::std::option::Option<i64>,
         ///Account state; known values are `active`, `pending` (invited, not yet joined) and `blocked`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub status: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         ///Login name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub username: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl User {
         pub fn builder() -> builder::User {
@@ -3355,13 +3892,18 @@ vendor does not describe it; fields follow what clients observed.
     pub struct UserRole {
         ///Stable role key (for example `admin` or `manager`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Role id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Role name as shown in the CRM.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl UserRole {
         pub fn builder() -> builder::UserRole {
@@ -3429,6 +3971,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Buyer {
             fn default() -> Self {
@@ -3448,6 +3994,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: Ok(Default::default()),
                     shipping: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -3640,6 +4187,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Buyer> for super::Buyer {
             type Error = super::error::ConversionError;
@@ -3662,6 +4223,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: value.phone?,
                     shipping: value.shipping?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -3683,6 +4245,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: Ok(value.phone),
                     shipping: Ok(value.shipping),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -4189,6 +4752,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for BuyerLoyalty {
             fn default() -> Self {
@@ -4199,6 +4766,7 @@ vendor does not describe it; fields follow what clients observed.
                     loyalty_program_level_id: Ok(Default::default()),
                     loyalty_program_level_name: Ok(Default::default()),
                     loyalty_program_name: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -4283,6 +4851,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<BuyerLoyalty> for super::BuyerLoyalty {
             type Error = super::error::ConversionError;
@@ -4296,6 +4878,7 @@ vendor does not describe it; fields follow what clients observed.
                     loyalty_program_level_id: value.loyalty_program_level_id?,
                     loyalty_program_level_name: value.loyalty_program_level_name?,
                     loyalty_program_name: value.loyalty_program_name?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -4308,6 +4891,7 @@ vendor does not describe it; fields follow what clients observed.
                     loyalty_program_level_id: Ok(value.loyalty_program_level_id),
                     loyalty_program_level_name: Ok(value.loyalty_program_level_name),
                     loyalty_program_name: Ok(value.loyalty_program_name),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -4349,6 +4933,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for BuyerShipping {
             fn default() -> Self {
@@ -4362,6 +4950,7 @@ vendor does not describe it; fields follow what clients observed.
                     region: Ok(Default::default()),
                     warehouse_ref: Ok(Default::default()),
                     zip_code: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -4480,6 +5069,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<BuyerShipping> for super::BuyerShipping {
             type Error = super::error::ConversionError;
@@ -4496,6 +5099,7 @@ vendor does not describe it; fields follow what clients observed.
                     region: value.region?,
                     warehouse_ref: value.warehouse_ref?,
                     zip_code: value.zip_code?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -4511,6 +5115,7 @@ vendor does not describe it; fields follow what clients observed.
                     region: Ok(value.region),
                     warehouse_ref: Ok(value.warehouse_ref),
                     zip_code: Ok(value.zip_code),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -5055,6 +5660,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Call {
             fn default() -> Self {
@@ -5084,6 +5693,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: Ok(Default::default()),
                     utm_source: Ok(Default::default()),
                     utm_term: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -5392,6 +6002,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Call> for super::Call {
             type Error = super::error::ConversionError;
@@ -5424,6 +6048,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: value.utm_medium?,
                     utm_source: value.utm_source?,
                     utm_term: value.utm_term?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -5455,6 +6080,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: Ok(value.utm_medium),
                     utm_source: Ok(value.utm_source),
                     utm_term: Ok(value.utm_term),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -5525,6 +6151,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for CallClient {
             fn default() -> Self {
@@ -5546,6 +6176,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: Ok(Default::default()),
                     picture: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -5758,6 +6389,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<CallClient> for super::CallClient {
             type Error = super::error::ConversionError;
@@ -5782,6 +6427,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: value.phone?,
                     picture: value.picture?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -5805,6 +6451,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: Ok(value.phone),
                     picture: Ok(value.picture),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -5847,6 +6494,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for CallService {
             fn default() -> Self {
@@ -5861,6 +6512,7 @@ vendor does not describe it; fields follow what clients observed.
                     service: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
                     uuid: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -5983,6 +6635,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<CallService> for super::CallService {
             type Error = super::error::ConversionError;
@@ -6000,6 +6666,7 @@ vendor does not describe it; fields follow what clients observed.
                     service: value.service?,
                     updated_at: value.updated_at?,
                     uuid: value.uuid?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -6016,6 +6683,7 @@ vendor does not describe it; fields follow what clients observed.
                     service: Ok(value.service),
                     updated_at: Ok(value.updated_at),
                     uuid: Ok(value.uuid),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -6030,6 +6698,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<i64>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Category {
             fn default() -> Self {
@@ -6037,6 +6709,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(Default::default()),
                     name: Ok(Default::default()),
                     parent_id: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -6075,6 +6748,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Category> for super::Category {
             type Error = super::error::ConversionError;
@@ -6085,6 +6772,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: value.id?,
                     name: value.name?,
                     parent_id: value.parent_id?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -6094,6 +6782,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(value.id),
                     name: Ok(value.name),
                     parent_id: Ok(value.parent_id),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -6217,6 +6906,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Company {
             fn default() -> Self {
@@ -6236,6 +6929,7 @@ vendor does not describe it; fields follow what clients observed.
                     notes: Ok(Default::default()),
                     title: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -6422,6 +7116,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Company> for super::Company {
             type Error = super::error::ConversionError;
@@ -6444,6 +7152,7 @@ vendor does not describe it; fields follow what clients observed.
                     notes: value.notes?,
                     title: value.title?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -6465,6 +7174,7 @@ vendor does not describe it; fields follow what clients observed.
                     notes: Ok(value.notes),
                     title: Ok(value.title),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -6813,6 +7523,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for CustomField {
             fn default() -> Self {
@@ -6826,6 +7540,7 @@ vendor does not describe it; fields follow what clients observed.
                     required: Ok(Default::default()),
                     type_: Ok(Default::default()),
                     uuid: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -6938,6 +7653,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<CustomField> for super::CustomField {
             type Error = super::error::ConversionError;
@@ -6954,6 +7683,7 @@ vendor does not describe it; fields follow what clients observed.
                     required: value.required?,
                     type_: value.type_?,
                     uuid: value.uuid?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -6969,6 +7699,7 @@ vendor does not describe it; fields follow what clients observed.
                     required: Ok(value.required),
                     type_: Ok(value.type_),
                     uuid: Ok(value.uuid),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -6983,6 +7714,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for CustomFieldOption {
             fn default() -> Self {
@@ -6990,6 +7725,7 @@ vendor does not describe it; fields follow what clients observed.
                     field_id: Ok(Default::default()),
                     id: Ok(Default::default()),
                     value: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -7028,6 +7764,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<CustomFieldOption> for super::CustomFieldOption {
             type Error = super::error::ConversionError;
@@ -7038,6 +7788,7 @@ vendor does not describe it; fields follow what clients observed.
                     field_id: value.field_id?,
                     id: value.id?,
                     value: value.value?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -7047,6 +7798,7 @@ vendor does not describe it; fields follow what clients observed.
                     field_id: Ok(value.field_id),
                     id: Ok(value.id),
                     value: Ok(value.value),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -7069,6 +7821,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::serde_json::Value>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for CustomFieldValue {
             fn default() -> Self {
@@ -7078,6 +7834,7 @@ vendor does not describe it; fields follow what clients observed.
                     type_: Ok(Default::default()),
                     uuid: Ok(Default::default()),
                     value: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -7140,6 +7897,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<CustomFieldValue> for super::CustomFieldValue {
             type Error = super::error::ConversionError;
@@ -7152,6 +7923,7 @@ vendor does not describe it; fields follow what clients observed.
                     type_: value.type_?,
                     uuid: value.uuid?,
                     value: value.value?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -7163,6 +7935,7 @@ vendor does not describe it; fields follow what clients observed.
                     type_: Ok(value.type_),
                     uuid: Ok(value.uuid),
                     value: Ok(value.value),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -7244,6 +8017,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for DeliveryService {
             fn default() -> Self {
@@ -7252,6 +8029,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(Default::default()),
                     name: Ok(Default::default()),
                     source_name: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -7302,6 +8080,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<DeliveryService> for super::DeliveryService {
             type Error = super::error::ConversionError;
@@ -7313,6 +8105,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: value.id?,
                     name: value.name?,
                     source_name: value.source_name?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -7323,6 +8116,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(value.id),
                     name: Ok(value.name),
                     source_name: Ok(value.source_name),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -7445,6 +8239,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Expense {
             fn default() -> Self {
@@ -7461,6 +8259,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: Ok(Default::default()),
                     transaction_uuid: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -7615,6 +8414,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Expense> for super::Expense {
             type Error = super::error::ConversionError;
@@ -7634,6 +8447,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: value.status?,
                     transaction_uuid: value.transaction_uuid?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -7652,6 +8466,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: Ok(value.status),
                     transaction_uuid: Ok(value.transaction_uuid),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -7798,6 +8613,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ExpenseType {
             fn default() -> Self {
@@ -7808,6 +8627,7 @@ vendor does not describe it; fields follow what clients observed.
                     is_active: Ok(Default::default()),
                     is_reserved: Ok(Default::default()),
                     name: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -7882,6 +8702,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ExpenseType> for super::ExpenseType {
             type Error = super::error::ConversionError;
@@ -7895,6 +8729,7 @@ vendor does not describe it; fields follow what clients observed.
                     is_active: value.is_active?,
                     is_reserved: value.is_reserved?,
                     name: value.name?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -7907,6 +8742,7 @@ vendor does not describe it; fields follow what clients observed.
                     is_active: Ok(value.is_active),
                     is_reserved: Ok(value.is_reserved),
                     name: Ok(value.name),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -8019,6 +8855,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::serde_json::Value>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ExternalTransaction {
             fn default() -> Self {
@@ -8034,6 +8874,7 @@ vendor does not describe it; fields follow what clients observed.
                     transaction_date: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
                     uuid: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -8170,6 +9011,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ExternalTransaction>
         for super::ExternalTransaction {
@@ -8189,6 +9044,7 @@ vendor does not describe it; fields follow what clients observed.
                     transaction_date: value.transaction_date?,
                     updated_at: value.updated_at?,
                     uuid: value.uuid?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -8206,6 +9062,7 @@ vendor does not describe it; fields follow what clients observed.
                     transaction_date: Ok(value.transaction_date),
                     updated_at: Ok(value.updated_at),
                     uuid: Ok(value.uuid),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -8330,6 +9187,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for File {
             fn default() -> Self {
@@ -8347,6 +9208,7 @@ vendor does not describe it; fields follow what clients observed.
                     thumbnail: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
                     url: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -8507,6 +9369,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<File> for super::File {
             type Error = super::error::ConversionError;
@@ -8527,6 +9403,7 @@ vendor does not describe it; fields follow what clients observed.
                     thumbnail: value.thumbnail?,
                     updated_at: value.updated_at?,
                     url: value.url?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -8546,6 +9423,7 @@ vendor does not describe it; fields follow what clients observed.
                     thumbnail: Ok(value.thumbnail),
                     updated_at: Ok(value.updated_at),
                     url: Ok(value.url),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -8579,6 +9457,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Marketing {
             fn default() -> Self {
@@ -8590,6 +9472,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: Ok(Default::default()),
                     utm_source: Ok(Default::default()),
                     utm_term: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -8678,6 +9561,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Marketing> for super::Marketing {
             type Error = super::error::ConversionError;
@@ -8692,6 +9589,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: value.utm_medium?,
                     utm_source: value.utm_source?,
                     utm_term: value.utm_term?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -8705,6 +9603,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: Ok(value.utm_medium),
                     utm_source: Ok(value.utm_source),
                     utm_term: Ok(value.utm_term),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -8835,6 +9734,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            created_at: ::std::result::Result<
+                ::std::option::Option<crate::Timestamp>,
+                ::std::string::String,
+            >,
             height: ::std::result::Result<
                 ::std::option::Option<crate::Decimal>,
                 ::std::string::String,
@@ -8842,6 +9745,14 @@ vendor does not describe it; fields follow what clients observed.
             id: ::std::result::Result<::std::option::Option<i64>, ::std::string::String>,
             in_reserve: ::std::result::Result<
                 ::std::option::Option<crate::Decimal>,
+                ::std::string::String,
+            >,
+            is_archived: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
+            is_default: ::std::result::Result<
+                ::std::option::Option<bool>,
                 ::std::string::String,
             >,
             length: ::std::result::Result<
@@ -8880,6 +9791,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            updated_at: ::std::result::Result<
+                ::std::option::Option<crate::Timestamp>,
+                ::std::string::String,
+            >,
             weight: ::std::result::Result<
                 ::std::option::Option<crate::Decimal>,
                 ::std::string::String,
@@ -8888,14 +9803,21 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Decimal>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Offer {
             fn default() -> Self {
                 Self {
                     barcode: Ok(Default::default()),
+                    created_at: Ok(Default::default()),
                     height: Ok(Default::default()),
                     id: Ok(Default::default()),
                     in_reserve: Ok(Default::default()),
+                    is_archived: Ok(Default::default()),
+                    is_default: Ok(Default::default()),
                     length: Ok(Default::default()),
                     price: Ok(Default::default()),
                     product: Ok(Default::default()),
@@ -8905,8 +9827,10 @@ vendor does not describe it; fields follow what clients observed.
                     quantity: Ok(Default::default()),
                     sku: Ok(Default::default()),
                     thumbnail_url: Ok(Default::default()),
+                    updated_at: Ok(Default::default()),
                     weight: Ok(Default::default()),
                     width: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -8920,6 +9844,18 @@ vendor does not describe it; fields follow what clients observed.
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for barcode: {e}")
+                    });
+                self
+            }
+            pub fn created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<crate::Timestamp>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created_at: {e}")
                     });
                 self
             }
@@ -8954,6 +9890,30 @@ vendor does not describe it; fields follow what clients observed.
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for in_reserve: {e}")
+                    });
+                self
+            }
+            pub fn is_archived<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.is_archived = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for is_archived: {e}")
+                    });
+                self
+            }
+            pub fn is_default<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.is_default = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for is_default: {e}")
                     });
                 self
             }
@@ -9069,6 +10029,18 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn updated_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<crate::Timestamp>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.updated_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for updated_at: {e}")
+                    });
+                self
+            }
             pub fn weight<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::std::option::Option<crate::Decimal>>,
@@ -9093,6 +10065,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Offer> for super::Offer {
             type Error = super::error::ConversionError;
@@ -9101,9 +10087,12 @@ vendor does not describe it; fields follow what clients observed.
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
                     barcode: value.barcode?,
+                    created_at: value.created_at?,
                     height: value.height?,
                     id: value.id?,
                     in_reserve: value.in_reserve?,
+                    is_archived: value.is_archived?,
+                    is_default: value.is_default?,
                     length: value.length?,
                     price: value.price?,
                     product: value.product?,
@@ -9113,8 +10102,10 @@ vendor does not describe it; fields follow what clients observed.
                     quantity: value.quantity?,
                     sku: value.sku?,
                     thumbnail_url: value.thumbnail_url?,
+                    updated_at: value.updated_at?,
                     weight: value.weight?,
                     width: value.width?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -9122,9 +10113,12 @@ vendor does not describe it; fields follow what clients observed.
             fn from(value: super::Offer) -> Self {
                 Self {
                     barcode: Ok(value.barcode),
+                    created_at: Ok(value.created_at),
                     height: Ok(value.height),
                     id: Ok(value.id),
                     in_reserve: Ok(value.in_reserve),
+                    is_archived: Ok(value.is_archived),
+                    is_default: Ok(value.is_default),
                     length: Ok(value.length),
                     price: Ok(value.price),
                     product: Ok(value.product),
@@ -9134,8 +10128,10 @@ vendor does not describe it; fields follow what clients observed.
                     quantity: Ok(value.quantity),
                     sku: Ok(value.sku),
                     thumbnail_url: Ok(value.thumbnail_url),
+                    updated_at: Ok(value.updated_at),
                     weight: Ok(value.weight),
                     width: Ok(value.width),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -9149,12 +10145,17 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for OfferProperty {
             fn default() -> Self {
                 Self {
                     name: Ok(Default::default()),
                     value: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -9183,6 +10184,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<OfferProperty> for super::OfferProperty {
             type Error = super::error::ConversionError;
@@ -9192,6 +10207,7 @@ vendor does not describe it; fields follow what clients observed.
                 Ok(Self {
                     name: value.name?,
                     value: value.value?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -9200,6 +10216,7 @@ vendor does not describe it; fields follow what clients observed.
                 Self {
                     name: Ok(value.name),
                     value: Ok(value.value),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -9230,6 +10247,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::vec::Vec<super::OfferStockWarehouse>>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for OfferStock {
             fn default() -> Self {
@@ -9241,6 +10262,7 @@ vendor does not describe it; fields follow what clients observed.
                     reserve: Ok(Default::default()),
                     sku: Ok(Default::default()),
                     warehouse: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -9331,6 +10353,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<OfferStock> for super::OfferStock {
             type Error = super::error::ConversionError;
@@ -9345,6 +10381,7 @@ vendor does not describe it; fields follow what clients observed.
                     reserve: value.reserve?,
                     sku: value.sku?,
                     warehouse: value.warehouse?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -9358,6 +10395,7 @@ vendor does not describe it; fields follow what clients observed.
                     reserve: Ok(value.reserve),
                     sku: Ok(value.sku),
                     warehouse: Ok(value.warehouse),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -9512,6 +10550,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Decimal>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for OfferStockWarehouse {
             fn default() -> Self {
@@ -9520,6 +10562,7 @@ vendor does not describe it; fields follow what clients observed.
                     name: Ok(Default::default()),
                     quantity: Ok(Default::default()),
                     reserve: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -9570,6 +10613,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<OfferStockWarehouse>
         for super::OfferStockWarehouse {
@@ -9582,6 +10639,7 @@ vendor does not describe it; fields follow what clients observed.
                     name: value.name?,
                     quantity: value.quantity?,
                     reserve: value.reserve?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -9592,6 +10650,7 @@ vendor does not describe it; fields follow what clients observed.
                     name: Ok(value.name),
                     quantity: Ok(value.quantity),
                     reserve: Ok(value.reserve),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -10057,6 +11116,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Decimal>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Order {
             fn default() -> Self {
@@ -10118,6 +11181,7 @@ vendor does not describe it; fields follow what clients observed.
                     total_discount: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
                     wrap_price: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -10852,6 +11916,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Order> for super::Order {
             type Error = super::error::ConversionError;
@@ -10916,6 +11994,7 @@ vendor does not describe it; fields follow what clients observed.
                     total_discount: value.total_discount?,
                     updated_at: value.updated_at?,
                     wrap_price: value.wrap_price?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -10979,6 +12058,7 @@ vendor does not describe it; fields follow what clients observed.
                     total_discount: Ok(value.total_discount),
                     updated_at: Ok(value.updated_at),
                     wrap_price: Ok(value.wrap_price),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -11536,6 +12616,72 @@ vendor does not describe it; fields follow what clients observed.
             }
         }
         #[derive(Clone, Debug)]
+        pub struct OrderImportResult {
+            status: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for OrderImportResult {
+            fn default() -> Self {
+                Self {
+                    status: Ok(Default::default()),
+                    extra: Ok(Default::default()),
+                }
+            }
+        }
+        impl OrderImportResult {
+            pub fn status<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.status = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<OrderImportResult> for super::OrderImportResult {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: OrderImportResult,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    status: value.status?,
+                    extra: value.extra?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::OrderImportResult> for OrderImportResult {
+            fn from(value: super::OrderImportResult) -> Self {
+                Self {
+                    status: Ok(value.status),
+                    extra: Ok(value.extra),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct OrderPaymentInput {
             amount: ::std::result::Result<crate::Decimal, ::std::string::String>,
             description: ::std::result::Result<
@@ -11753,6 +12899,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<super::OrderProductWarehouse>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for OrderProduct {
             fn default() -> Self {
@@ -11776,6 +12926,7 @@ vendor does not describe it; fields follow what clients observed.
                     unit_type: Ok(Default::default()),
                     upsale: Ok(Default::default()),
                     warehouse: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -12020,6 +13171,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<OrderProduct> for super::OrderProduct {
             type Error = super::error::ConversionError;
@@ -12046,6 +13211,7 @@ vendor does not describe it; fields follow what clients observed.
                     unit_type: value.unit_type?,
                     upsale: value.upsale?,
                     warehouse: value.warehouse?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -12071,6 +13237,7 @@ vendor does not describe it; fields follow what clients observed.
                     unit_type: Ok(value.unit_type),
                     upsale: Ok(value.upsale),
                     warehouse: Ok(value.warehouse),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -12325,12 +13492,17 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::serde_json::Value>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for OrderProductProperty {
             fn default() -> Self {
                 Self {
                     name: Ok(Default::default()),
                     value: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -12359,6 +13531,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<OrderProductProperty>
         for super::OrderProductProperty {
@@ -12369,6 +13555,7 @@ vendor does not describe it; fields follow what clients observed.
                 Ok(Self {
                     name: value.name?,
                     value: value.value?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -12377,6 +13564,7 @@ vendor does not describe it; fields follow what clients observed.
                 Self {
                     name: Ok(value.name),
                     value: Ok(value.value),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -12616,6 +13804,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for OrderProductWarehouse {
             fn default() -> Self {
@@ -12624,6 +13816,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(Default::default()),
                     is_active: Ok(Default::default()),
                     name: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -12674,6 +13867,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<OrderProductWarehouse>
         for super::OrderProductWarehouse {
@@ -12686,6 +13893,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: value.id?,
                     is_active: value.is_active?,
                     name: value.name?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -12697,6 +13905,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(value.id),
                     is_active: Ok(value.is_active),
                     name: Ok(value.name),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -12932,7 +14141,7 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::string::String,
             >,
             payment_method: ::std::result::Result<
-                ::std::option::Option<super::PaymentMethod>,
+                ::std::option::Option<crate::PaymentMethodRef>,
                 ::std::string::String,
             >,
             payment_method_id: ::std::result::Result<
@@ -12953,6 +14162,10 @@ vendor does not describe it; fields follow what clients observed.
             >,
             updated_at: ::std::result::Result<
                 ::std::option::Option<crate::Timestamp>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
                 ::std::string::String,
             >,
         }
@@ -12976,6 +14189,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: Ok(Default::default()),
                     transaction_uuid: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -13116,7 +14330,9 @@ vendor does not describe it; fields follow what clients observed.
             }
             pub fn payment_method<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::option::Option<super::PaymentMethod>>,
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<crate::PaymentMethodRef>,
+                >,
                 T::Error: ::std::fmt::Display,
             {
                 self.payment_method = value
@@ -13194,6 +14410,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Payment> for super::Payment {
             type Error = super::error::ConversionError;
@@ -13218,6 +14448,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: value.status?,
                     transaction_uuid: value.transaction_uuid?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -13241,6 +14472,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: Ok(value.status),
                     transaction_uuid: Ok(value.transaction_uuid),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -13402,6 +14634,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PaymentMethod {
             fn default() -> Self {
@@ -13410,6 +14646,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(Default::default()),
                     is_active: Ok(Default::default()),
                     name: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -13460,6 +14697,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PaymentMethod> for super::PaymentMethod {
             type Error = super::error::ConversionError;
@@ -13471,6 +14722,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: value.id?,
                     is_active: value.is_active?,
                     name: value.name?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -13481,6 +14733,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(value.id),
                     is_active: Ok(value.is_active),
                     name: Ok(value.name),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -13573,6 +14826,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<bool>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Pipeline {
             fn default() -> Self {
@@ -13583,6 +14840,7 @@ vendor does not describe it; fields follow what clients observed.
                     target_id: Ok(Default::default()),
                     target_type: Ok(Default::default()),
                     use_payments: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -13657,6 +14915,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Pipeline> for super::Pipeline {
             type Error = super::error::ConversionError;
@@ -13670,6 +14942,7 @@ vendor does not describe it; fields follow what clients observed.
                     target_id: value.target_id?,
                     target_type: value.target_type?,
                     use_payments: value.use_payments?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -13682,6 +14955,7 @@ vendor does not describe it; fields follow what clients observed.
                     target_id: Ok(value.target_id),
                     target_type: Ok(value.target_type),
                     use_payments: Ok(value.use_payments),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -13788,6 +15062,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PipelineCard {
             fn default() -> Self {
@@ -13818,6 +15096,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: Ok(Default::default()),
                     utm_source: Ok(Default::default()),
                     utm_term: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -14146,6 +15425,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PipelineCard> for super::PipelineCard {
             type Error = super::error::ConversionError;
@@ -14179,6 +15472,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: value.utm_medium?,
                     utm_source: value.utm_source?,
                     utm_term: value.utm_term?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -14211,6 +15505,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: Ok(value.utm_medium),
                     utm_source: Ok(value.utm_source),
                     utm_term: Ok(value.utm_term),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -14261,6 +15556,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PipelineCardContact {
             fn default() -> Self {
@@ -14277,6 +15576,7 @@ vendor does not describe it; fields follow what clients observed.
                     social_id: Ok(Default::default()),
                     social_name: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -14429,6 +15729,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PipelineCardContact>
         for super::PipelineCardContact {
@@ -14449,6 +15763,7 @@ vendor does not describe it; fields follow what clients observed.
                     social_id: value.social_id?,
                     social_name: value.social_name?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -14467,6 +15782,7 @@ vendor does not describe it; fields follow what clients observed.
                     social_id: Ok(value.social_id),
                     social_name: Ok(value.social_name),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -14537,6 +15853,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PipelineCardContactClient {
             fn default() -> Self {
@@ -14558,6 +15878,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: Ok(Default::default()),
                     picture: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -14770,6 +16091,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PipelineCardContactClient>
         for super::PipelineCardContactClient {
@@ -14795,6 +16130,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: value.phone?,
                     picture: value.picture?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -14819,6 +16155,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: Ok(value.phone),
                     picture: Ok(value.picture),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -15294,6 +16631,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<i64>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PipelineCardEnvelope {
             fn default() -> Self {
@@ -15310,6 +16651,7 @@ vendor does not describe it; fields follow what clients observed.
                     prev_page_url: Ok(Default::default()),
                     to: Ok(Default::default()),
                     total: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -15460,6 +16802,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PipelineCardEnvelope>
         for super::PipelineCardEnvelope {
@@ -15480,6 +16836,7 @@ vendor does not describe it; fields follow what clients observed.
                     prev_page_url: value.prev_page_url?,
                     to: value.to?,
                     total: value.total?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -15498,6 +16855,7 @@ vendor does not describe it; fields follow what clients observed.
                     prev_page_url: Ok(value.prev_page_url),
                     to: Ok(value.to),
                     total: Ok(value.total),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -15749,6 +17107,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PipelineCardProduct {
             fn default() -> Self {
@@ -15762,6 +17124,7 @@ vendor does not describe it; fields follow what clients observed.
                     quantity: Ok(Default::default()),
                     sku: Ok(Default::default()),
                     unit_type: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -15872,6 +17235,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PipelineCardProduct>
         for super::PipelineCardProduct {
@@ -15889,6 +17266,7 @@ vendor does not describe it; fields follow what clients observed.
                     quantity: value.quantity?,
                     sku: value.sku?,
                     unit_type: value.unit_type?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -15904,6 +17282,7 @@ vendor does not describe it; fields follow what clients observed.
                     quantity: Ok(value.quantity),
                     sku: Ok(value.sku),
                     unit_type: Ok(value.unit_type),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -16295,6 +17674,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PipelineStatus {
             fn default() -> Self {
@@ -16310,6 +17693,7 @@ vendor does not describe it; fields follow what clients observed.
                     pipeline_id: Ok(Default::default()),
                     title: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -16444,6 +17828,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PipelineStatus> for super::PipelineStatus {
             type Error = super::error::ConversionError;
@@ -16462,6 +17860,7 @@ vendor does not describe it; fields follow what clients observed.
                     pipeline_id: value.pipeline_id?,
                     title: value.title?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -16479,6 +17878,7 @@ vendor does not describe it; fields follow what clients observed.
                     pipeline_id: Ok(value.pipeline_id),
                     title: Ok(value.title),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -16581,6 +17981,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Decimal>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Product {
             fn default() -> Self {
@@ -16610,6 +18014,7 @@ vendor does not describe it; fields follow what clients observed.
                     updated_at: Ok(Default::default()),
                     weight: Ok(Default::default()),
                     width: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -16922,6 +18327,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Product> for super::Product {
             type Error = super::error::ConversionError;
@@ -16954,6 +18373,7 @@ vendor does not describe it; fields follow what clients observed.
                     updated_at: value.updated_at?,
                     weight: value.weight?,
                     width: value.width?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -16985,6 +18405,7 @@ vendor does not describe it; fields follow what clients observed.
                     updated_at: Ok(value.updated_at),
                     weight: Ok(value.weight),
                     width: Ok(value.width),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -17696,6 +19117,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ProductStatus {
             fn default() -> Self {
@@ -17708,6 +19133,7 @@ vendor does not describe it; fields follow what clients observed.
                     name: Ok(Default::default()),
                     position: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -17806,6 +19232,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ProductStatus> for super::ProductStatus {
             type Error = super::error::ConversionError;
@@ -17821,6 +19261,7 @@ vendor does not describe it; fields follow what clients observed.
                     name: value.name?,
                     position: value.position?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -17835,6 +19276,7 @@ vendor does not describe it; fields follow what clients observed.
                     name: Ok(value.name),
                     position: Ok(value.position),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -18223,6 +19665,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Shipping {
             fn default() -> Self {
@@ -18244,6 +19690,7 @@ vendor does not describe it; fields follow what clients observed.
                     shipping_secondary_line: Ok(Default::default()),
                     shipping_status: Ok(Default::default()),
                     tracking_code: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -18484,6 +19931,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Shipping> for super::Shipping {
             type Error = super::error::ConversionError;
@@ -18508,6 +19969,7 @@ vendor does not describe it; fields follow what clients observed.
                     shipping_secondary_line: value.shipping_secondary_line?,
                     shipping_status: value.shipping_status?,
                     tracking_code: value.tracking_code?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -18533,6 +19995,7 @@ vendor does not describe it; fields follow what clients observed.
                     shipping_secondary_line: Ok(value.shipping_secondary_line),
                     shipping_status: Ok(value.shipping_status),
                     tracking_code: Ok(value.tracking_code),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -18567,6 +20030,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ShippingHistory {
             fn default() -> Self {
@@ -18579,6 +20046,7 @@ vendor does not describe it; fields follow what clients observed.
                     status_code: Ok(Default::default()),
                     tracking_code: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -18679,6 +20147,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ShippingHistory> for super::ShippingHistory {
             type Error = super::error::ConversionError;
@@ -18694,6 +20176,7 @@ vendor does not describe it; fields follow what clients observed.
                     status_code: value.status_code?,
                     tracking_code: value.tracking_code?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -18708,6 +20191,7 @@ vendor does not describe it; fields follow what clients observed.
                     status_code: Ok(value.status_code),
                     tracking_code: Ok(value.tracking_code),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -19039,6 +20523,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Source {
             fn default() -> Self {
@@ -19052,6 +20540,7 @@ vendor does not describe it; fields follow what clients observed.
                     source_name: Ok(Default::default()),
                     source_uuid: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -19162,6 +20651,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Source> for super::Source {
             type Error = super::error::ConversionError;
@@ -19178,6 +20681,7 @@ vendor does not describe it; fields follow what clients observed.
                     source_name: value.source_name?,
                     source_uuid: value.source_uuid?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -19193,6 +20697,7 @@ vendor does not describe it; fields follow what clients observed.
                     source_name: Ok(value.source_name),
                     source_uuid: Ok(value.source_uuid),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -19239,6 +20744,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Status {
             fn default() -> Self {
@@ -19254,6 +20763,7 @@ vendor does not describe it; fields follow what clients observed.
                     is_reserved: Ok(Default::default()),
                     name: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -19392,6 +20902,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Status> for super::Status {
             type Error = super::error::ConversionError;
@@ -19410,6 +20934,7 @@ vendor does not describe it; fields follow what clients observed.
                     is_reserved: value.is_reserved?,
                     name: value.name?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -19427,6 +20952,7 @@ vendor does not describe it; fields follow what clients observed.
                     is_reserved: Ok(value.is_reserved),
                     name: Ok(value.name),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -19436,11 +20962,16 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<bool>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for StatusResult {
             fn default() -> Self {
                 Self {
                     status: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -19457,18 +20988,38 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<StatusResult> for super::StatusResult {
             type Error = super::error::ConversionError;
             fn try_from(
                 value: StatusResult,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
-                Ok(Self { status: value.status? })
+                Ok(Self {
+                    status: value.status?,
+                    extra: value.extra?,
+                })
             }
         }
         impl ::std::convert::From<super::StatusResult> for StatusResult {
             fn from(value: super::StatusResult) -> Self {
-                Self { status: Ok(value.status) }
+                Self {
+                    status: Ok(value.status),
+                    extra: Ok(value.extra),
+                }
             }
         }
         #[derive(Clone, Debug)]
@@ -19494,6 +21045,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Tag {
             fn default() -> Self {
@@ -19504,6 +21059,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(Default::default()),
                     name: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -19578,6 +21134,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Tag> for super::Tag {
             type Error = super::error::ConversionError;
@@ -19591,6 +21161,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: value.id?,
                     name: value.name?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -19603,6 +21174,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(value.id),
                     name: Ok(value.name),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -19657,6 +21229,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for User {
             fn default() -> Self {
@@ -19674,6 +21250,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
                     username: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -19834,6 +21411,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<User> for super::User {
             type Error = super::error::ConversionError;
@@ -19854,6 +21445,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: value.status?,
                     updated_at: value.updated_at?,
                     username: value.username?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -19873,6 +21465,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: Ok(value.status),
                     updated_at: Ok(value.updated_at),
                     username: Ok(value.username),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -19887,6 +21480,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for UserRole {
             fn default() -> Self {
@@ -19894,6 +21491,7 @@ vendor does not describe it; fields follow what clients observed.
                     alias: Ok(Default::default()),
                     id: Ok(Default::default()),
                     name: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -19932,6 +21530,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<UserRole> for super::UserRole {
             type Error = super::error::ConversionError;
@@ -19942,6 +21554,7 @@ vendor does not describe it; fields follow what clients observed.
                     alias: value.alias?,
                     id: value.id?,
                     name: value.name?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -19951,6 +21564,7 @@ vendor does not describe it; fields follow what clients observed.
                     alias: Ok(value.alias),
                     id: Ok(value.id),
                     name: Ok(value.name),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -20161,7 +21775,8 @@ of `order_create` (source and buyer required, buyer matching, SKU linking). At m
 orders per request. The vendor lists a slightly shorter field set for imported orders
 (no `manager_id`, `is_gift`, `gift_wrap`, `gift_message` or `shipping.shipping_service`);
 whether those fields are honoured on import is not confirmed. The vendor does not
-describe the response body, so it is exposed as free-form JSON.
+describe the response body; the service answers 201 with no body or with
+`{"status": true}`, and both are success.
 
 
 Sends a `POST` request to `/order/import`
@@ -21825,8 +23440,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Order>>,
@@ -21987,6 +23602,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/order`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Order>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::order_create`]
 
@@ -22025,8 +23649,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/order`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Order>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -22086,6 +23710,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `POST` request to `/order`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Order>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::order_import`]
 
@@ -22124,8 +23755,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/order/import`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::OrderImportResult>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -22160,7 +23791,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response_or_default(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -22184,6 +23815,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/order/import`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::OrderImportResult>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_get`]
@@ -22225,8 +23865,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/{orderId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Order>, Error<types::Error>> {
             let Self { client, order_id, include } = self;
@@ -22294,6 +23934,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/order/{orderId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Order>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::order_update`]
 
@@ -22343,8 +23990,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/order/{orderId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Order>, Error<types::Error>> {
             let Self { client, order_id, body } = self;
@@ -22414,6 +24061,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `PUT` request to `/order/{orderId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Order>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::order_payment_create`]
 
@@ -22463,8 +24117,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/order/{orderId}/payment`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Payment>, Error<types::Error>> {
             let Self { client, order_id, body } = self;
@@ -22537,6 +24191,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `POST` request to `/order/{orderId}/payment`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::order_payment_update`]
 
@@ -22597,8 +24258,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/order/{orderId}/payment/{paymentId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Payment>, Error<types::Error>> {
             let Self { client, order_id, payment_id, body } = self;
@@ -22672,6 +24333,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `PUT` request to `/order/{orderId}/payment/{paymentId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::order_expense_create`]
 
@@ -22721,8 +24389,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/order/{orderId}/expense`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Expense>, Error<types::Error>> {
             let Self { client, order_id, body } = self;
@@ -22795,6 +24463,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `POST` request to `/order/{orderId}/expense`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Expense>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::order_expense_update`]
 
@@ -22855,8 +24530,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/order/{orderId}/expense/{expenseId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Expense>, Error<types::Error>> {
             let Self { client, order_id, expense_id, body } = self;
@@ -22930,6 +24605,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `PUT` request to `/order/{orderId}/expense/{expenseId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Expense>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::order_tag_attach`]
 
@@ -22966,8 +24648,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for tag_id failed".to_string());
             self
         }
-        ///Sends a `POST` request to `/order/{orderId}/tag/{tagId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, order_id, tag_id } = self;
@@ -23028,6 +24710,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `POST` request to `/order/{orderId}/tag/{tagId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::order_tag_detach`]
 
@@ -23064,8 +24755,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for tag_id failed".to_string());
             self
         }
-        ///Sends a `DELETE` request to `/order/{orderId}/tag/{tagId}`
-        pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(self) -> Result<ResponseValue<()>, Error<types::Error>> {
             let Self { client, order_id, tag_id } = self;
             let order_id = order_id.map_err(Error::InvalidRequest)?;
             let tag_id = tag_id.map_err(Error::InvalidRequest)?;
@@ -23131,6 +24822,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `DELETE` request to `/order/{orderId}/tag/{tagId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<()>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::order_attachment_attach`]
 
@@ -23167,8 +24865,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for file_id failed".to_string());
             self
         }
-        ///Sends a `POST` request to `/order/{orderId}/attachment/{fileId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, order_id, file_id } = self;
@@ -23229,6 +24927,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `POST` request to `/order/{orderId}/attachment/{fileId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::order_attachment_detach`]
 
@@ -23265,8 +24972,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for file_id failed".to_string());
             self
         }
-        ///Sends a `DELETE` request to `/order/{orderId}/attachment/{fileId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, order_id, file_id } = self;
@@ -23334,6 +25041,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `DELETE` request to `/order/{orderId}/attachment/{fileId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::order_tag_list`]
 
@@ -23393,8 +25109,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/tag`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::Tag>>, Error<types::Error>> {
             let Self { client, limit, page, sort } = self;
@@ -23448,6 +25164,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/tag`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Tag>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_source_list`]
@@ -23508,8 +25233,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/source`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Source>>,
@@ -23566,6 +25291,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/source`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Source>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_status_list`]
@@ -23626,8 +25360,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/status`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Status>>,
@@ -23684,6 +25418,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/status`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Status>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_payment_method_list`]
@@ -23744,8 +25487,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/payment-method`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::PaymentMethod>>,
@@ -23802,6 +25545,18 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/payment-method`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::PaymentMethod>>,
+            crate::Error,
+        > {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_expense_type_list`]
@@ -23862,8 +25617,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/expense-type`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::ExpenseType>>,
@@ -23920,6 +25675,18 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/expense-type`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::ExpenseType>>,
+            crate::Error,
+        > {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_delivery_service_list`]
@@ -23980,8 +25747,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/delivery-service`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::DeliveryService>>,
@@ -24038,6 +25805,18 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/delivery-service`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::DeliveryService>>,
+            crate::Error,
+        > {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_product_status_list`]
@@ -24098,8 +25877,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/product-status`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::ProductStatus>>,
@@ -24156,6 +25935,18 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/product-status`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::ProductStatus>>,
+            crate::Error,
+        > {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::external_transaction_list`]
@@ -24275,8 +26066,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/payments/external-transactions`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::ExternalTransaction>>,
@@ -24373,6 +26164,18 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/payments/external-transactions`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::ExternalTransaction>>,
+            crate::Error,
+        > {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::external_transaction_attach`]
 
@@ -24427,8 +26230,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/payments/{paymentId}/external-transactions`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Payment>, Error<types::Error>> {
             let Self { client, payment_id, body } = self;
@@ -24501,6 +26304,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/payments/{paymentId}/external-transactions`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::buyer_list`]
@@ -24636,8 +26446,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/buyer`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Buyer>>,
@@ -24749,6 +26559,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/buyer`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Buyer>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::buyer_create`]
 
@@ -24787,8 +26606,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/buyer`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Buyer>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -24848,6 +26667,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `POST` request to `/buyer`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Buyer>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::buyer_import`]
 
@@ -24886,8 +26712,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/buyer/import`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -24922,7 +26748,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response_or_default(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24953,6 +26779,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/buyer/import`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::buyer_get`]
@@ -24994,8 +26829,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/buyer/{buyerId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Buyer>, Error<types::Error>> {
             let Self { client, buyer_id, include } = self;
@@ -25063,6 +26898,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/buyer/{buyerId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Buyer>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::buyer_update`]
 
@@ -25112,8 +26954,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/buyer/{buyerId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Buyer>, Error<types::Error>> {
             let Self { client, buyer_id, body } = self;
@@ -25182,6 +27024,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `PUT` request to `/buyer/{buyerId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Buyer>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::company_list`]
@@ -25287,8 +27136,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/companies`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Company>>,
@@ -25384,6 +27233,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/companies`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Company>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::company_create`]
 
@@ -25422,8 +27280,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/companies`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Company>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -25485,6 +27343,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `POST` request to `/companies`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Company>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::company_get`]
 
@@ -25525,8 +27390,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/companies/{companyId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Company>, Error<types::Error>> {
             let Self { client, company_id, include } = self;
@@ -25594,6 +27459,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/companies/{companyId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Company>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::company_update`]
 
@@ -25643,8 +27515,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/companies/{companyId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Company>, Error<types::Error>> {
             let Self { client, company_id, body } = self;
@@ -25715,6 +27587,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `PUT` request to `/companies/{companyId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Company>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::user_list`]
@@ -25880,8 +27759,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/users`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::User>>,
@@ -25992,6 +27871,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/users`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::User>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::call_list`]
@@ -26157,8 +28045,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/calls`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Call>>,
@@ -26282,6 +28170,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/calls`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Call>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::custom_field_list`]
 
@@ -26341,8 +28238,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/custom-fields`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<::std::vec::Vec<types::CustomField>>,
@@ -26408,6 +28305,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/custom-fields`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<::std::vec::Vec<types::CustomField>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_list`]
@@ -26512,8 +28418,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/products`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Product>>,
@@ -26607,6 +28513,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/products`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Product>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::product_create`]
 
@@ -26645,8 +28560,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/products`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Product>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -26708,6 +28623,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `POST` request to `/products`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Product>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::product_import`]
 
@@ -26746,8 +28668,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/products/import`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -26784,7 +28706,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response_or_default(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -26808,6 +28730,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/products/import`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_get`]
@@ -26849,8 +28780,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/products/{productId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Product>, Error<types::Error>> {
             let Self { client, product_id, include } = self;
@@ -26918,6 +28849,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/products/{productId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Product>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::product_update`]
 
@@ -26967,8 +28905,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/products/{productId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Product>, Error<types::Error>> {
             let Self { client, product_id, body } = self;
@@ -27040,6 +28978,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `PUT` request to `/products/{productId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Product>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::product_offers_create`]
 
@@ -27091,8 +29036,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/products/{productId}/offers`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, product_id, body } = self;
@@ -27172,6 +29117,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `POST` request to `/products/{productId}/offers`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::category_list`]
 
@@ -27246,8 +29200,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/products/categories`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Category>>,
@@ -27317,6 +29271,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/products/categories`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Category>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::category_create`]
 
@@ -27357,8 +29320,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/products/categories`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Category>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -27419,6 +29382,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/products/categories`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Category>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::offer_list`]
@@ -27553,8 +29523,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/offers`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Offer>>,
@@ -27649,6 +29619,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/offers`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Offer>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::offer_update_batch`]
 
@@ -27689,8 +29668,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/offers`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -27751,6 +29730,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `PUT` request to `/offers`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::offer_stock_list`]
@@ -27840,8 +29828,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/offers/stocks`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::OfferStock>>,
@@ -27925,6 +29913,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/offers/stocks`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::OfferStock>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::offer_stock_update`]
 
@@ -27965,8 +29962,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/offers/stocks`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -28028,6 +30025,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `PUT` request to `/offers/stocks`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::storage_list`]
 
@@ -28087,8 +30093,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/storage`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::File>>,
@@ -28146,6 +30152,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/storage`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::File>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::storage_attachment_list`]
 
@@ -28185,8 +30200,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for entity_id failed".to_string());
             self
         }
-        ///Sends a `GET` request to `/storage/attachment/{entityType}/{entityId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<::std::vec::Vec<types::File>>, Error<types::Error>> {
             let Self { client, entity_type, entity_id } = self;
@@ -28247,6 +30262,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/storage/attachment/{entityType}/{entityId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<::std::vec::Vec<types::File>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::pipeline_list`]
 
@@ -28291,8 +30315,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/pipelines`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Pipeline>>,
@@ -28355,6 +30379,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/pipelines`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Pipeline>>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::pipeline_status_list`]
 
@@ -28410,8 +30443,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/pipelines/{pipelineId}/statuses`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::PipelineStatus>>,
@@ -28484,6 +30517,18 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/pipelines/{pipelineId}/statuses`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::PipelineStatus>>,
+            crate::Error,
+        > {
+            self.send_raw().await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_list`]
@@ -28617,8 +30662,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/pipelines/cards`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::PipelineCard>>,
@@ -28730,6 +30775,18 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/pipelines/cards`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::PipelineCard>>,
+            crate::Error,
+        > {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::pipeline_card_create`]
 
@@ -28770,8 +30827,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/pipelines/cards`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::PipelineCard>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -28847,6 +30904,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `POST` request to `/pipelines/cards`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::PipelineCard>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::pipeline_card_get`]
 
@@ -28887,8 +30953,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/pipelines/cards/{cardId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::PipelineCardGetResponse>, Error<types::Error>> {
             let Self { client, card_id, include } = self;
@@ -28957,6 +31023,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `GET` request to `/pipelines/cards/{cardId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::PipelineCardGetResponse>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::pipeline_card_update`]
 
@@ -29008,8 +31083,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/pipelines/cards/{cardId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, card_id, body } = self;
@@ -29089,6 +31164,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `PUT` request to `/pipelines/cards/{cardId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::pipeline_card_payment_create`]
 
@@ -29143,8 +31227,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/pipelines/cards/{cardId}/payment`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Payment>, Error<types::Error>> {
             let Self { client, card_id, body } = self;
@@ -29225,6 +31309,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `POST` request to `/pipelines/cards/{cardId}/payment`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::pipeline_card_payment_update`]
 
@@ -29290,8 +31381,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/pipelines/cards/{cardId}/payment/{paymentId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Payment>, Error<types::Error>> {
             let Self { client, card_id, payment_id, body } = self;
@@ -29373,6 +31464,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `PUT` request to `/pipelines/cards/{cardId}/payment/{paymentId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::pipeline_card_attachment_attach`]
 
@@ -29409,8 +31507,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for file_id failed".to_string());
             self
         }
-        ///Sends a `POST` request to `/pipelines/cards/{cardId}/attachment/{fileId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, card_id, file_id } = self;
@@ -29478,6 +31576,15 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `POST` request to `/pipelines/cards/{cardId}/attachment/{fileId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::pipeline_card_attachment_detach`]
 
@@ -29514,8 +31621,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for file_id failed".to_string());
             self
         }
-        ///Sends a `DELETE` request to `/pipelines/cards/{cardId}/attachment/{fileId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, card_id, file_id } = self;
@@ -29583,6 +31690,26 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `DELETE` request to `/pipelines/cards/{cardId}/attachment/{fileId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            self.send_raw().await.map_err(crate::Error::from)
+        }
+    }
+    crate::paginate::impl_list_requests! {
+        OrderList => Order, OrderTagList => Tag, OrderSourceList => Source,
+        OrderStatusList => Status, OrderPaymentMethodList => PaymentMethod,
+        OrderExpenseTypeList => ExpenseType, OrderDeliveryServiceList => DeliveryService,
+        OrderProductStatusList => ProductStatus, ExternalTransactionList =>
+        ExternalTransaction, BuyerList => Buyer, CompanyList => Company, UserList =>
+        User, CallList => Call, ProductList => Product, CategoryList => Category,
+        OfferList => Offer, OfferStockList => OfferStock, StorageList => File,
+        PipelineList => Pipeline, PipelineStatusList => PipelineStatus, PipelineCardList
+        => PipelineCard
     }
 }
 /// Items consumers will typically use such as the Client.

@@ -44,6 +44,7 @@
 mod generated;
 
 pub mod clock;
+mod embedded;
 mod error;
 pub mod filter;
 mod idempotent;
@@ -53,6 +54,7 @@ mod limiter;
 pub mod mock;
 mod page;
 mod paginate;
+mod respond;
 mod runtime;
 mod scalars;
 mod upload;
@@ -60,6 +62,7 @@ mod upload;
 pub use generated::{ByteStream, ClientInfo};
 pub use generated::{Client, ResponseValue, builder, types};
 
+pub use embedded::PaymentMethodRef;
 pub use error::{Error, ErrorMeta, Result};
 pub use limiter::ClientStats;
 pub use page::Page;

@@ -355,9 +355,232 @@ where
     }
 }
 
+/// Tolerant readers for the generated models' plain scalars, one rule per JSON type.
+///
+/// `cargo xtask codegen` puts `#[serde(deserialize_with = ...)]` with one of these on every
+/// optional `String`, `bool` and `i64` field of a generated model (see `openapi/README.md`,
+/// "Code generation rules"): the live service is not consistent about JSON types (the
+/// vendor's own examples send `source_uuid: 123` and `is_final: "false"`), and one such value
+/// must not fail a whole page. Serialisation is unchanged. Error messages never echo the value.
+pub(crate) mod lenient {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{self, Unexpected, Visitor};
+
+    /// Reads a string; a JSON number becomes its decimal text (`123` -> `"123"`).
+    pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(Lenient(Kind::String))
+            .map(|v| v.map(Value::into_string))
+    }
+
+    /// Reads a boolean; also `"true"`/`"false"`, `"1"`/`"0"` and the numbers `1`/`0`. An empty
+    /// string reads as absent.
+    pub(crate) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        d.deserialize_any(Lenient(Kind::Bool))
+            .map(|v| v.map(Value::into_bool))
+    }
+
+    /// Reads an integer; also a numeric string (`"42"`) and a float without a fractional part
+    /// (`42.0`). An empty string reads as absent.
+    pub(crate) fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        d.deserialize_any(Lenient(Kind::Int))
+            .map(|v| v.map(Value::into_int))
+    }
+
+    #[derive(Clone, Copy)]
+    enum Kind {
+        String,
+        Bool,
+        Int,
+    }
+
+    enum Value {
+        String(String),
+        Bool(bool),
+        Int(i64),
+    }
+
+    impl Value {
+        fn into_string(self) -> String {
+            match self {
+                Value::String(s) => s,
+                Value::Bool(b) => b.to_string(),
+                Value::Int(i) => i.to_string(),
+            }
+        }
+
+        fn into_bool(self) -> bool {
+            matches!(self, Value::Bool(true))
+        }
+
+        fn into_int(self) -> i64 {
+            match self {
+                Value::Int(i) => i,
+                _ => 0,
+            }
+        }
+    }
+
+    struct Lenient(Kind);
+
+    impl Lenient {
+        fn int<E: de::Error>(&self, v: i128) -> Result<Option<Value>, E> {
+            match self.0 {
+                Kind::String => Ok(Some(Value::String(v.to_string()))),
+                Kind::Bool => match v {
+                    0 => Ok(Some(Value::Bool(false))),
+                    1 => Ok(Some(Value::Bool(true))),
+                    _ => Err(E::invalid_value(Unexpected::Other("an integer other than 0 or 1"), self)),
+                },
+                Kind::Int => i64::try_from(v)
+                    .map(|i| Some(Value::Int(i)))
+                    .map_err(|_| E::invalid_value(Unexpected::Other("an integer out of range"), self)),
+            }
+        }
+    }
+
+    impl<'de> Visitor<'de> for Lenient {
+        type Value = Option<Value>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(match self.0 {
+                Kind::String => "a string or a number",
+                Kind::Bool => "a boolean, \"true\"/\"false\" or 1/0",
+                Kind::Int => "an integer or a numeric string",
+            })
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            match self.0 {
+                Kind::Bool => Ok(Some(Value::Bool(v))),
+                _ => Err(E::invalid_type(Unexpected::Bool(v), &self)),
+            }
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            self.int(v.into())
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            self.int(v.into())
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            match self.0 {
+                Kind::String if v.is_finite() => Ok(Some(Value::String(v.to_string()))),
+                Kind::Bool | Kind::Int
+                    if v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15 =>
+                {
+                    self.int(v as i128)
+                }
+                _ => Err(E::invalid_type(Unexpected::Other("a number"), &self)),
+            }
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            let t = v.trim();
+            match self.0 {
+                Kind::String => Ok(Some(Value::String(v.to_string()))),
+                _ if t.is_empty() => Ok(None),
+                Kind::Bool => match t.to_ascii_lowercase().as_str() {
+                    "true" | "1" => Ok(Some(Value::Bool(true))),
+                    "false" | "0" => Ok(Some(Value::Bool(false))),
+                    _ => Err(E::invalid_value(Unexpected::Other("other text"), &self)),
+                },
+                Kind::Int => t
+                    .parse::<i64>()
+                    .map(|i| Some(Value::Int(i)))
+                    .map_err(|_| E::invalid_value(Unexpected::Other("non-numeric text"), &self)),
+            }
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            match self.0 {
+                Kind::String => Ok(Some(Value::String(v))),
+                _ => self.visit_str(&v),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Row {
+        #[serde(default, deserialize_with = "lenient::string")]
+        s: Option<String>,
+        #[serde(default, deserialize_with = "lenient::boolean")]
+        b: Option<bool>,
+        #[serde(default, deserialize_with = "lenient::integer")]
+        i: Option<i64>,
+    }
+
+    fn row(json: &str) -> Result<Row, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn lenient_scalars_read_every_live_form() {
+        let expect = |s: Option<&str>, b: Option<bool>, i: Option<i64>| Row {
+            s: s.map(str::to_string),
+            b,
+            i,
+        };
+        assert_eq!(row(r#"{}"#).unwrap(), expect(None, None, None));
+        assert_eq!(
+            row(r#"{"s":null,"b":null,"i":null}"#).unwrap(),
+            expect(None, None, None)
+        );
+        assert_eq!(
+            row(r#"{"s":"RZ-1","b":true,"i":7}"#).unwrap(),
+            expect(Some("RZ-1"), Some(true), Some(7))
+        );
+        assert_eq!(
+            row(r#"{"s":123,"b":"false","i":"42"}"#).unwrap(),
+            expect(Some("123"), Some(false), Some(42))
+        );
+        assert_eq!(
+            row(r#"{"s":12.5,"b":1,"i":42.0}"#).unwrap(),
+            expect(Some("12.5"), Some(true), Some(42))
+        );
+        assert_eq!(
+            row(r#"{"b":"0","i":" 9 "}"#).unwrap(),
+            expect(None, Some(false), Some(9))
+        );
+        assert_eq!(row(r#"{"b":"","i":""}"#).unwrap(), expect(None, None, None));
+        assert_eq!(row(r#"{"b":"TRUE"}"#).unwrap(), expect(None, Some(true), None));
+    }
+
+    #[test]
+    fn lenient_scalars_refuse_nonsense_without_echoing_it() {
+        for bad in [
+            r#"{"b":"maybe-secret"}"#,
+            r#"{"b":2}"#,
+            r#"{"i":"secret-id"}"#,
+            r#"{"i":1.5}"#,
+            r#"{"s":true}"#,
+            r#"{"s":{}}"#,
+            r#"{"i":18446744073709551615}"#,
+        ] {
+            let err = row(bad).expect_err(bad).to_string();
+            assert!(!err.contains("secret"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn timestamps_in_every_live_format_agree() {

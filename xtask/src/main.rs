@@ -11,6 +11,9 @@ use std::process::ExitCode;
 use openapiv3::{OpenAPI, ReferenceOr, Schema, SchemaKind, Type};
 use progenitor::{GenerationSettings, Generator, HooksMode, InterfaceStyle, TagStyle};
 
+mod postprocess;
+mod spec;
+
 /// The vendor extension that marks an operation implemented by hand (multipart upload).
 const HANDWRITTEN: &str = "x-keycrm-handwritten";
 
@@ -67,8 +70,13 @@ fn codegen(check: bool) -> Result<(), String> {
         )
     })?;
     let skipped = strip_handwritten(&mut spec);
+    spec::keep_unknown_fields(&mut spec);
+    let empty_body_ok = spec::empty_body_ok_operations(&spec);
 
-    let code = generate(&spec)?;
+    let mut file = generate(&spec)?;
+    postprocess::postprocess(&mut file, &empty_body_ok)
+        .map_err(|e| format!("post-processing the generated code failed: {e}"))?;
+    let code = prettyplease::unparse(&file);
     let code = format!(
         "{HEADER}// Operations implemented by hand: {}.\n\n{code}",
         skipped.join(", ")
@@ -135,7 +143,12 @@ fn settings(spec: &OpenAPI) -> GenerationSettings {
         .with_hooks(HooksMode::Expected)
         .with_replacement("Timestamp", "crate::Timestamp", std::iter::empty())
         .with_replacement("Date", "crate::Date", std::iter::empty())
-        .with_replacement("Decimal", "crate::Decimal", std::iter::empty());
+        .with_replacement("Decimal", "crate::Decimal", std::iter::empty())
+        .with_replacement(
+            "PaymentMethodRef",
+            "crate::PaymentMethodRef",
+            std::iter::empty(),
+        );
     for (page, item) in page_schemas(spec) {
         settings.with_replacement(
             page,
@@ -184,7 +197,7 @@ fn page_schemas(spec: &OpenAPI) -> Vec<(String, String)> {
         .collect()
 }
 
-fn generate(spec: &OpenAPI) -> Result<String, String> {
+fn generate(spec: &OpenAPI) -> Result<syn::File, String> {
     match try_generate(spec) {
         Ok(code) => Ok(code),
         Err(whole) => {
@@ -202,7 +215,7 @@ fn generate(spec: &OpenAPI) -> Result<String, String> {
     }
 }
 
-fn try_generate(spec: &OpenAPI) -> Result<String, String> {
+fn try_generate(spec: &OpenAPI) -> Result<syn::File, String> {
     let settings = settings(spec);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let mut generator = Generator::new(&settings);
@@ -213,9 +226,7 @@ fn try_generate(spec: &OpenAPI) -> Result<String, String> {
         Ok(Err(e)) => return Err(e.to_string()),
         Err(panic) => return Err(panic_message(panic.as_ref())),
     };
-    let file: syn::File =
-        syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))?;
-    Ok(prettyplease::unparse(&file))
+    syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))
 }
 
 /// Generates each operation alone (with all components) and reports those that fail.
