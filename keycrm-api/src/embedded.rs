@@ -90,7 +90,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (full.id, full.name.as_deref(), full.alias.as_deref(), full.is_active),
+            (
+                full.id,
+                full.name.as_deref(),
+                full.alias.as_deref(),
+                full.is_active
+            ),
             (Some(2), Some("Card"), Some("card"), Some(true))
         );
         assert_eq!(full.extra.get("position"), Some(&serde_json::json!(4)));

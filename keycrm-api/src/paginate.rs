@@ -6,10 +6,10 @@ use std::num::NonZeroU64;
 
 use futures_util::stream::{self, Stream, TryStreamExt};
 
-use crate::error::{Error, Result};
 use crate::Page;
 #[cfg(test)]
 use crate::builder::LIST_BUILDERS;
+use crate::error::{Error, Result};
 
 /// The page size streams use when the builder sets none: the service's maximum.
 pub const DEFAULT_STREAM_LIMIT: u64 = 50;

@@ -431,11 +431,14 @@ pub(crate) mod lenient {
                 Kind::Bool => match v {
                     0 => Ok(Some(Value::Bool(false))),
                     1 => Ok(Some(Value::Bool(true))),
-                    _ => Err(E::invalid_value(Unexpected::Other("an integer other than 0 or 1"), self)),
+                    _ => Err(E::invalid_value(
+                        Unexpected::Other("an integer other than 0 or 1"),
+                        self,
+                    )),
                 },
-                Kind::Int => i64::try_from(v)
-                    .map(|i| Some(Value::Int(i)))
-                    .map_err(|_| E::invalid_value(Unexpected::Other("an integer out of range"), self)),
+                Kind::Int => i64::try_from(v).map(|i| Some(Value::Int(i))).map_err(|_| {
+                    E::invalid_value(Unexpected::Other("an integer out of range"), self)
+                }),
             }
         }
     }
@@ -481,9 +484,7 @@ pub(crate) mod lenient {
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
             match self.0 {
                 Kind::String if v.is_finite() => Ok(Some(Value::String(v.to_string()))),
-                Kind::Bool | Kind::Int
-                    if v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15 =>
-                {
+                Kind::Bool | Kind::Int if v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15 => {
                     self.int(v as i128)
                 }
                 _ => Err(E::invalid_type(Unexpected::Other("a number"), &self)),
@@ -563,7 +564,10 @@ mod tests {
             expect(None, Some(false), Some(9))
         );
         assert_eq!(row(r#"{"b":"","i":""}"#).unwrap(), expect(None, None, None));
-        assert_eq!(row(r#"{"b":"TRUE"}"#).unwrap(), expect(None, Some(true), None));
+        assert_eq!(
+            row(r#"{"b":"TRUE"}"#).unwrap(),
+            expect(None, Some(true), None)
+        );
     }
 
     #[test]

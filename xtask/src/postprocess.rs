@@ -34,8 +34,14 @@ const LENIENT: &[(&str, &str)] = &[
         "::std::option::Option<::std::string::String>",
         "crate::scalars::lenient::string",
     ),
-    ("::std::option::Option<bool>", "crate::scalars::lenient::boolean"),
-    ("::std::option::Option<i64>", "crate::scalars::lenient::integer"),
+    (
+        "::std::option::Option<bool>",
+        "crate::scalars::lenient::boolean",
+    ),
+    (
+        "::std::option::Option<i64>",
+        "crate::scalars::lenient::integer",
+    ),
 ];
 
 /// What the rewrite did, for tests and the codegen summary.
@@ -52,7 +58,10 @@ pub struct Report {
 }
 
 /// Applies every rewrite. `empty_body_ok` holds operation ids.
-pub fn postprocess(file: &mut syn::File, empty_body_ok: &BTreeSet<String>) -> Result<Report, String> {
+pub fn postprocess(
+    file: &mut syn::File,
+    empty_body_ok: &BTreeSet<String>,
+) -> Result<Report, String> {
     let mut report = Report::default();
     let empty_builders: BTreeSet<String> = empty_body_ok.iter().map(|id| pascal(id)).collect();
     let mut saw_types = false;
@@ -179,7 +188,10 @@ fn default_with_extra(s: &mut syn::ItemStruct) {
         if paths.iter().any(|p| compact(p) == "Default") {
             return;
         }
-        let at = paths.iter().position(|p| compact(p) == "PartialEq").unwrap_or(paths.len());
+        let at = paths
+            .iter()
+            .position(|p| compact(p) == "PartialEq")
+            .unwrap_or(paths.len());
         paths.insert(at, parse_quote!(Default));
         *attr = parse_quote!(#[derive(#(#paths),*)]);
         return;
@@ -293,7 +305,11 @@ fn redact_sends(
                 }
                 report.empty_body_ok.push(name.clone());
             }
-            let docs: Vec<&Attribute> = f.attrs.iter().filter(|a| a.path().is_ident("doc")).collect();
+            let docs: Vec<&Attribute> = f
+                .attrs
+                .iter()
+                .filter(|a| a.path().is_ident("doc"))
+                .collect();
             let wrapper: ImplItem = parse_quote! {
                 #(#docs)*
                 ///
@@ -411,12 +427,23 @@ mod tests {
         assert_eq!(report.empty_body_ok, vec!["OrderImport".to_string()]);
         let text = compact(&file);
         assert!(text.contains(r#"#[serde(default,deserialize_with="crate::scalars::lenient::string")]pubsource_uuid"#), "{text}");
-        assert!(text.contains(r#"#[serde(deserialize_with="crate::scalars::lenient::boolean")]pubis_gift"#), "{text}");
+        assert!(
+            text.contains(
+                r#"#[serde(deserialize_with="crate::scalars::lenient::boolean")]pubis_gift"#
+            ),
+            "{text}"
+        );
         assert!(text.contains("asyncfnsend_raw(self)"));
         assert!(text.contains("pubasyncfnsend(self)->Result<ResponseValue<crate::Page<crate::types::Order>>,crate::Error>"));
         assert!(text.contains("crate::paginate::impl_list_requests!{OrderList=>Order}"));
-        assert!(text.contains("200..=299=>crate::respond::from_response_or_default(response).await"));
-        assert!(text.contains("Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))"));
+        assert!(
+            text.contains("200..=299=>crate::respond::from_response_or_default(response).await")
+        );
+        assert!(
+            text.contains(
+                "Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))"
+            )
+        );
         assert!(!text.contains("total:::std::option::Option<crate::Decimal>#[serde"));
     }
 
@@ -443,6 +470,9 @@ mod tests {
 
     #[test]
     fn builder_names_follow_progenitor() {
-        assert_eq!(pascal("order_payment_method_list"), "OrderPaymentMethodList");
+        assert_eq!(
+            pascal("order_payment_method_list"),
+            "OrderPaymentMethodList"
+        );
     }
 }
