@@ -86,7 +86,7 @@ mod tests {
         let id: PaymentMethodRef = serde_json::from_str("3").unwrap();
         assert_eq!(id.id, Some(3));
         let full: PaymentMethodRef = serde_json::from_str(
-            r#"{"id": "2", "name": "Card", "alias": "card", "is_active": 1, "position": 4}"#,
+            r#"{"id": 2, "name": "Card", "alias": "card", "is_active": 1, "position": 4}"#,
         )
         .unwrap();
         assert_eq!(

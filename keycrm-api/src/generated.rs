@@ -22,7 +22,6 @@ record returned by the `/buyer` endpoints and the buyer embedded in an order
         pub company: ::std::option::Option<Company>,
         ///Id of the company the buyer belongs to (documented on the buyer embedded in an order).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub company_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -37,7 +36,6 @@ record returned by the `/buyer` endpoints and the buyer embedded in an order
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Buyer id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Loyalty programs the buyer takes part in, with the current level. Only with `include=loyalty`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -46,7 +44,6 @@ record returned by the `/buyer` endpoints and the buyer embedded in an order
         pub manager: ::std::option::Option<User>,
         ///Id of the responsible user (documented on the buyer embedded in an order).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -90,7 +87,6 @@ array of strings (a buyer may have several); the buyer embedded in an order
         pub birthday: ::std::option::Option<crate::Date>,
         ///Id of the company to link the buyer to (see `GET /companies`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub company_id: ::std::option::Option<i64>,
         ///Custom field values, each addressed by the field's `uuid` (see `GET /custom-fields?filter[model]=client`).
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -104,7 +100,6 @@ array of strings (a buyer may have several); the buyer embedded in an order
         pub full_name: ::std::string::String,
         ///Id of the responsible user (see `GET /users`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -143,7 +138,6 @@ should carry a name.
         pub birthday: ::std::option::Option<crate::Date>,
         ///Id of the company to link the buyer to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub company_id: ::std::option::Option<i64>,
         ///Custom field values, each addressed by the field's `uuid`.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -159,7 +153,6 @@ should carry a name.
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Id of the responsible user.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -186,11 +179,9 @@ should carry a name.
         pub discount: ::std::option::Option<crate::Decimal>,
         ///Loyalty program id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub loyalty_program_id: ::std::option::Option<i64>,
         ///Id of the level the buyer has reached in the program.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub loyalty_program_level_id: ::std::option::Option<i64>,
         ///Name of the level the buyer has reached in the program.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -311,7 +302,6 @@ should carry a name.
         pub birthday: ::std::option::Option<crate::Date>,
         ///Id of the company to link the buyer to (see `GET /companies`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub company_id: ::std::option::Option<i64>,
         ///Custom field values, each addressed by the field's `uuid`.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -325,7 +315,6 @@ should carry a name.
         pub full_name: ::std::string::String,
         ///Id of the responsible user (see `GET /users`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -350,7 +339,6 @@ should carry a name.
     pub struct Call {
         ///Id of the telephony service integration that handled the call.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub call_route_service_id: ::std::option::Option<i64>,
         ///Link to the call recording.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -360,7 +348,6 @@ should carry a name.
         pub client: ::std::option::Option<CallClient>,
         ///Id of the buyer the call is linked to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub client_id: ::std::option::Option<i64>,
         ///Comment left on the call.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -370,7 +357,6 @@ should carry a name.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Length of the call in seconds.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub duration: ::std::option::Option<i64>,
         ///Number of the other party.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -378,7 +364,6 @@ should carry a name.
         pub external_number: ::std::option::Option<::std::string::String>,
         ///Call id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Internal (extension) number of the user who took or made the call.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -388,7 +373,6 @@ should carry a name.
         pub lead: ::std::option::Option<PipelineCard>,
         ///Id of the pipeline card the call is linked to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub lead_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub manager: ::std::option::Option<User>,
@@ -414,7 +398,6 @@ should carry a name.
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         ///Id of the user (manager) on the call.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub user_id: ::std::option::Option<i64>,
         ///UTM campaign name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -455,7 +438,6 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub additional_phone: ::std::option::Option<::std::string::String>,
         ///Id of the buyer's company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub company_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -477,11 +459,9 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub full_name: ::std::option::Option<::std::string::String>,
         ///1 when KeyCRM suspects duplicate buyer records, else 0.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub has_duplicates: ::std::option::Option<i64>,
         ///Buyer id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Image of the buyer (URL or path).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -489,7 +469,6 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub image: ::std::option::Option<::std::string::String>,
         ///Id of the responsible user.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -533,7 +512,6 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub deleted_at: ::std::option::Option<crate::Timestamp>,
         ///Integration id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the integration is switched on.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -566,7 +544,6 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
     pub struct Category {
         ///The KeyCRM id of the category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///The category name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -574,7 +551,6 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub name: ::std::option::Option<::std::string::String>,
         ///The id of the parent category; null for a top-level category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub parent_id: ::std::option::Option<i64>,
         #[serde(flatten)]
         pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
@@ -591,7 +567,6 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub name: ::std::string::String,
         ///The id of the parent category when creating a sub-category; leave it out for a top-level category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub parent_id: ::std::option::Option<i64>,
     }
     impl CategoryCreate {
@@ -634,13 +609,11 @@ which the vendor document shows other field names (`full_name`, `address`,
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Company id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub manager: ::std::option::Option<User>,
         ///Id of the responsible user.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Short name of the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -703,7 +676,6 @@ object are accepted.
         pub custom_fields: ::std::vec::Vec<CustomFieldValueInput>,
         ///Id of the responsible user (see `GET /users`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Short name of the company.
         pub name: ::std::string::String,
@@ -736,7 +708,6 @@ object are accepted.
         pub custom_fields: ::std::vec::Vec<CustomFieldValueInput>,
         ///Id of the responsible user (see `GET /users`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Short name of the company.
         pub name: ::std::string::String,
@@ -759,7 +730,6 @@ object are accepted.
     pub struct CustomField {
         ///Field id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///For `select` fields, whether several options can be chosen.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -778,7 +748,6 @@ object are accepted.
         pub options: ::std::option::Option<::std::vec::Vec<CustomFieldOption>>,
         ///Sort position of the field.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub position: ::std::option::Option<i64>,
         ///Whether a value must be filled in.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -807,11 +776,9 @@ example `OR_1037` (order), `LD_1021` (pipeline card), `CT_1001` (buyer or produc
     pub struct CustomFieldOption {
         ///Id of the custom field the option belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub field_id: ::std::option::Option<i64>,
         ///Option id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Text of the option.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -830,7 +797,6 @@ example `OR_1037` (order), `LD_1021` (pipeline card), `CT_1001` (buyer or produc
     pub struct CustomFieldValue {
         ///Id of the custom field definition.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Display name of the field.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -882,7 +848,6 @@ and multi-select fields.
         pub alias: ::std::option::Option<::std::string::String>,
         ///Delivery service id; used as `shipping.delivery_service_id` on orders.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Display name (`UPS`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -943,17 +908,14 @@ expense endpoints and, as a list, by `include=expenses` on orders. Times are UTC
         pub description: ::std::option::Option<::std::string::String>,
         ///Id of the order the expense belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub destination_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub expense_type: ::std::option::Option<ExpenseType>,
         ///Id of the expense type (see `GET /order/expense-type`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub expense_type_id: ::std::option::Option<i64>,
         ///Expense id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payment_date: ::std::option::Option<crate::Timestamp>,
@@ -991,7 +953,6 @@ expense endpoints and, as a list, by `include=expenses` on orders. Times are UTC
         pub expense_type: ::std::option::Option<::std::string::String>,
         ///Id of the expense type (see `GET /order/expense-type`). Needed when `expense_type` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub expense_type_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payment_date: ::std::option::Option<crate::Timestamp>,
@@ -1014,7 +975,6 @@ expense endpoints and, as a list, by `include=expenses` on orders. Times are UTC
         pub by_order: ::std::option::Option<bool>,
         ///Expense type id; used as `expense_type_id`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the type is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1124,11 +1084,9 @@ payment with `POST /payments/{paymentId}/external-transactions`. Times are UTC.
         pub description: ::std::option::Option<::std::string::String>,
         ///Id of the payment gateway (bank or acquirer connection) that reported it.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub gateway_id: ::std::option::Option<i64>,
         ///KeyCRM id of the transaction; accepted as `transaction_id` when linking.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Raw payment details as reported by the gateway. The vendor document calls it an array without item type; kept free-form.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1162,7 +1120,6 @@ id the gateway gave the transaction.
     pub struct ExternalTransactionAttach {
         ///KeyCRM id of the transaction (`id` in `GET /payments/external-transactions`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub transaction_id: ::std::option::Option<i64>,
         ///Id of the transaction at the bank or gateway (`NlpssJSQedtUoB9i`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1203,7 +1160,6 @@ and by the attachment list of an order or card.
         pub hash: ::std::option::Option<::std::string::String>,
         ///The KeyCRM id of the file; use it to attach the file.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///The MIME type, such as `image/png`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1215,7 +1171,6 @@ and by the attachment list of an order or card.
         pub original_file_name: ::std::option::Option<::std::string::String>,
         ///The file size in bytes.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub size: ::std::option::Option<i64>,
         ///URL of a preview image; reported in upload answers by one client, not in the vendor document.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1314,7 +1269,6 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
         pub height: ::std::option::Option<crate::Decimal>,
         ///The KeyCRM id of the offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub in_reserve: ::std::option::Option<crate::Decimal>,
@@ -1334,7 +1288,6 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
         pub product: ::std::option::Option<Product>,
         ///The id of the product this offer belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub product_id: ::std::option::Option<i64>,
         ///The properties that tell this variant apart (Color = Gold).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1389,7 +1342,6 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
     pub struct OfferStock {
         ///The KeyCRM id of the offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub price: ::std::option::Option<crate::Decimal>,
@@ -1421,7 +1373,6 @@ the offer (one of them is needed).
     pub struct OfferStockRow {
         ///The KeyCRM id of the offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         pub quantity: crate::Decimal,
         ///The SKU of the offer (used when `id` is not given).
@@ -1452,7 +1403,6 @@ the offer (one of them is needed).
     pub struct OfferStockWarehouse {
         ///The KeyCRM id of the warehouse.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///The warehouse name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1491,7 +1441,6 @@ weight are in the units configured in the account.
         pub height: ::std::option::Option<crate::Decimal>,
         ///The KeyCRM id of the offer to change.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///URL of the new offer image.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1547,7 +1496,6 @@ documented, kept as raw JSON).
         pub client_comment: ::std::option::Option<::std::string::String>,
         ///Id of the buyer (live data; the same id as `buyer.id`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub client_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub closed_at: ::std::option::Option<crate::Timestamp>,
@@ -1596,7 +1544,6 @@ documented, kept as raw JSON).
         pub has_reserves: ::std::option::Option<bool>,
         ///The KeyCRM id of the order.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the order has stayed in its status longer than the status allows (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1616,7 +1563,6 @@ documented, kept as raw JSON).
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Id of the responsible manager (a user), if any (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub margin_sum: ::std::option::Option<crate::Decimal>,
@@ -1626,7 +1572,6 @@ documented, kept as raw JSON).
         pub ordered_at: ::std::option::Option<crate::Timestamp>,
         ///Id of the parent order when this order was split off another one.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub parent_id: ::std::option::Option<i64>,
         /**Aggregate payment state derived from the order's payments. Known values:
 `not_paid`, `part_paid`, `paid`, `overpaid`.
@@ -1650,7 +1595,6 @@ documented, kept as raw JSON).
         pub promocode: ::std::option::Option<::std::string::String>,
         ///Id of the cash register used for fiscal receipts, if any (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub register_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub shipping: ::std::option::Option<Shipping>,
@@ -1658,11 +1602,9 @@ documented, kept as raw JSON).
         pub shipping_price: ::std::option::Option<crate::Decimal>,
         ///Id of the shipping type, if set (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub shipping_type_id: ::std::option::Option<i64>,
         ///Id of the sales channel (source) the order came from.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub source_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub source_updated_at: ::std::option::Option<crate::Timestamp>,
@@ -1680,11 +1622,9 @@ documented, kept as raw JSON).
 2 in progress, 4 delivery, 5 completed, 6 cancelled (informative only).
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub status_group_id: ::std::option::Option<i64>,
         ///Id of the current order status (see `order_status_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub status_id: ::std::option::Option<i64>,
         ///The order's status name in the sales channel, as last synchronised (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1765,7 +1705,6 @@ when there is no match.
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Id of the responsible manager (see `user_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub marketing: ::std::option::Option<MarketingInput>,
@@ -1848,7 +1787,6 @@ as an empty result); any other field is kept in `extra`.
         pub payment_method: ::std::option::Option<::std::string::String>,
         ///Id of the payment method (see `order_payment_method_list`); required when `payment_method` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub payment_method_id: ::std::option::Option<i64>,
         ///Payment state; when it is left out the service records the payment as `paid` (the documented default for new payments).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1933,7 +1871,6 @@ with `include=products.offer`) or a one-off item that exists only in this order.
         pub discount_percent: ::std::option::Option<crate::Decimal>,
         ///Id of the line inside the order; use it to address the line in `order_update`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Item name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1952,7 +1889,6 @@ object such as `{"thumbnail": "<url>"}` or an empty array, so it is kept as raw 
         pub price_sold: ::std::option::Option<crate::Decimal>,
         ///Id of the line's status (see `order_product_status_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub product_status_id: ::std::option::Option<i64>,
         ///Attributes of the item (colour, size...).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2068,7 +2004,6 @@ of them is changed.
         pub discount_percent: ::std::option::Option<crate::Decimal>,
         ///Id of the line inside the order (identifies the line only).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///New name; only applied to one-off items that are not in the catalogue.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2078,7 +2013,6 @@ of them is changed.
         pub price: ::std::option::Option<crate::Decimal>,
         ///New line status id (see `order_product_status_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub product_status_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub purchased_price: ::std::option::Option<crate::Decimal>,
@@ -2103,7 +2037,6 @@ of them is changed.
         pub description: ::std::option::Option<::std::string::String>,
         ///Warehouse id (the only public source of warehouse ids).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the warehouse is active.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2146,7 +2079,6 @@ of them is changed.
         pub shipping: ::std::option::Option<ShippingInput>,
         ///Moves the order to this status (see `order_status_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub status_id: ::std::option::Option<i64>,
     }
     impl OrderUpdate {
@@ -2170,7 +2102,6 @@ payment's currency; times are UTC.
         pub amount: ::std::option::Option<crate::Decimal>,
         ///Id of a bill (invoice) linked to the payment, if any (seen in live data, not in the vendor document).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub bill_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -2180,7 +2111,6 @@ payment's currency; times are UTC.
         pub description: ::std::option::Option<::std::string::String>,
         ///Id of the order (or card) the payment belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub destination_id: ::std::option::Option<i64>,
         /**Outcome of fiscalisation (the tax receipt) when a cash register is connected: an
 object with keys such as `url`, `uuid`, `amount`, `fiscal_url`, or an empty array
@@ -2190,7 +2120,6 @@ when there is none. Kept free-form.
         pub fiscal_result: ::std::option::Option<::serde_json::Value>,
         ///Payment id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         /**A flag seen in live data but not in the vendor document; presumably marks an
 outgoing payment rather than income. Its JSON type (boolean or 0/1) is not
@@ -2204,7 +2133,6 @@ confirmed, so it is kept free-form.
         pub payment_method: ::std::option::Option<crate::PaymentMethodRef>,
         ///Id of the payment method (see `GET /order/payment-method`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub payment_method_id: ::std::option::Option<i64>,
         ///Currency code of the payment at its source (seen in live data, not in the vendor document; meaning not documented).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2246,7 +2174,6 @@ confirmed, so it is kept free-form.
         pub payment_method: ::std::option::Option<::std::string::String>,
         ///Id of the payment method (see `GET /order/payment-method`). Needed when `payment_method` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub payment_method_id: ::std::option::Option<i64>,
         ///Payment status. The service uses `paid` when it is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2325,7 +2252,6 @@ confirmed, so it is kept free-form.
         pub alias: ::std::option::Option<::std::string::String>,
         ///Payment method id; used as `payment_method_id`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the method is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2423,7 +2349,6 @@ confirmed, so it is kept free-form.
     pub struct Pipeline {
         ///Id of the pipeline; the `pipelineId` of `GET /pipelines/{pipelineId}/statuses`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Type of the leads the pipeline holds (for example `request`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2467,7 +2392,6 @@ string but shows a number, so either is accepted.
         pub contact: ::std::option::Option<PipelineCardContact>,
         ///Id of the card's contact person.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub contact_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -2476,7 +2400,6 @@ string but shows a number, so either is accepted.
         pub custom_fields: ::std::option::Option<::std::vec::Vec<CustomFieldValue>>,
         ///Id of the card; the `cardId` of the single-card operations.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         /**Whether the card is closed. The vendor document types it as a string with a
 meaningless example, so any JSON value is accepted (expect a boolean, `0`/`1`
@@ -2492,21 +2415,18 @@ or null).
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Id of the responsible user; see `GET /users`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Payments recorded on the card (only with `include=payments`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payments: ::std::option::Option<::std::vec::Vec<Payment>>,
         ///Id of the pipeline the card is in (seen in card webhook payloads; not in the vendor document).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub pipeline_id: ::std::option::Option<i64>,
         ///Line items of the card (only with `include=products`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub products: ::std::option::Option<::std::vec::Vec<PipelineCardProduct>>,
         ///Id of the source (sales channel) the card came from; see `GET /order/source`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub source_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub status: ::std::option::Option<PipelineStatus>,
@@ -2514,11 +2434,9 @@ or null).
         pub status_changed_at: ::std::option::Option<crate::Timestamp>,
         ///Id of the card's current status (stage); see `GET /pipelines/{pipelineId}/statuses`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub status_id: ::std::option::Option<i64>,
         ///Id of the entity created from the card, for example the order it became.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub target_id: ::std::option::Option<i64>,
         ///Kind of the entity created from the card, `order` or `lead`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2573,7 +2491,6 @@ correspondent identified by a social network id.
         pub client: ::std::option::Option<PipelineCardContactClient>,
         ///Id of the buyer the contact is bound to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub client_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -2587,7 +2504,6 @@ correspondent identified by a social network id.
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Id of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Phone number of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2626,7 +2542,6 @@ Unlike `Buyer`, its `phone` and `email` are single strings.
         pub additional_phone: ::std::option::Option<::std::string::String>,
         ///Id of the buyer's company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub company_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -2648,11 +2563,9 @@ Unlike `Buyer`, its `phone` and `email` are single strings.
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Non-zero when the CRM found possible duplicates of this buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub has_duplicates: ::std::option::Option<i64>,
         ///Id of the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///URL of the buyer's image.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2660,7 +2573,6 @@ Unlike `Buyer`, its `phone` and `email` are single strings.
         pub image: ::std::option::Option<::std::string::String>,
         ///Id of the user responsible for the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2696,7 +2608,6 @@ phone for a new contact.
     pub struct PipelineCardContactInput {
         ///Id of an existing buyer; when it exists the card is created for that buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub client_id: ::std::option::Option<i64>,
         ///E-mail address of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2731,21 +2642,18 @@ phone for a new contact.
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Responsible user; see `GET /users`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Payments to record on the new card.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
         pub payments: ::std::vec::Vec<PipelineCardPaymentCreate>,
         ///Pipeline to create the card in; the first pipeline of the account when omitted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub pipeline_id: ::std::option::Option<i64>,
         ///Line items of the card.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
         pub products: ::std::vec::Vec<PipelineCardProductInput>,
         ///Source (sales channel) of the card; see `GET /order/source`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub source_id: ::std::option::Option<i64>,
         ///Title of the card; the new card's id is used when omitted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2785,7 +2693,6 @@ required so that this shape can be told apart from a plain `PipelineCard` in
     pub struct PipelineCardEnvelope {
         ///This page's number (1-based).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub current_page: ::std::option::Option<i64>,
         ///The cards on this page.
         #[serde(deserialize_with = "::std::option::Option::deserialize")]
@@ -2796,11 +2703,9 @@ required so that this shape can be told apart from a plain `PipelineCard` in
         pub first_page_url: ::std::option::Option<::std::string::String>,
         ///Position of the first item of this page in the whole list (null when empty).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub from: ::std::option::Option<i64>,
         ///Number of the last page, i.e. the page count.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub last_page: ::std::option::Option<i64>,
         ///URL of the last page.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2816,7 +2721,6 @@ required so that this shape can be told apart from a plain `PipelineCard` in
         pub path: ::std::option::Option<::std::string::String>,
         ///Items per page (the `limit` used).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub per_page: ::std::option::Option<i64>,
         ///URL of the previous page; null on the first page.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2824,11 +2728,9 @@ required so that this shape can be told apart from a plain `PipelineCard` in
         pub prev_page_url: ::std::option::Option<::std::string::String>,
         ///Position of the last item of this page in the whole list (null when empty).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub to: ::std::option::Option<i64>,
         ///Number of items in the whole list.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub total: ::std::option::Option<i64>,
         #[serde(flatten)]
         pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
@@ -2879,7 +2781,6 @@ and an item of `payments` when creating a card. Give `payment_method_id` or
         pub payment_method: ::std::option::Option<::std::string::String>,
         ///Payment method id (see `GET /order/payment-method`); required when `payment_method` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub payment_method_id: ::std::option::Option<i64>,
         ///Status of the payment; the service uses `paid` when omitted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3031,7 +2932,6 @@ and an item of `payments` when creating a card. Give `payment_method_id` or
     pub struct PipelineCardProduct {
         ///Id of this line.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Name of the item.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3047,7 +2947,6 @@ and an item of `payments` when creating a card. Give `payment_method_id` or
         pub price: ::std::option::Option<crate::Decimal>,
         ///Id of the catalog item the line refers to, when it is linked to the catalog.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub product_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub quantity: ::std::option::Option<crate::Decimal>,
@@ -3106,7 +3005,6 @@ ones.
     pub struct PipelineCardUpdate {
         ///Id of an existing buyer to bind the card to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub client_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub communicate_at: ::std::option::Option<crate::Timestamp>,
@@ -3115,7 +3013,6 @@ ones.
         pub custom_fields: ::std::vec::Vec<CustomFieldValueInput>,
         ///Responsible user; see `GET /users`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub manager_id: ::std::option::Option<i64>,
         ///Note on the card.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3126,11 +3023,9 @@ ones.
         pub products: ::std::vec::Vec<PipelineCardProductInput>,
         ///Source (sales channel) of the card; see `GET /order/source`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub source_id: ::std::option::Option<i64>,
         ///New status; a status of another pipeline moves the card into that pipeline.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub status_id: ::std::option::Option<i64>,
         ///New title of the card.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3161,7 +3056,6 @@ shapes share `id`, `alias` and `pipeline_id`.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Id of the status; the `status_id` of a card.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the status is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3173,7 +3067,6 @@ shapes share `id`, `alias` and `pipeline_id`.
         pub is_final: ::std::option::Option<bool>,
         ///Number of cards currently in this status.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub leads_count: ::std::option::Option<i64>,
         ///Name of the status (card `status` relation).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3181,7 +3074,6 @@ shapes share `id`, `alias` and `pipeline_id`.
         pub name: ::std::option::Option<::std::string::String>,
         ///Id of the pipeline the status belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub pipeline_id: ::std::option::Option<i64>,
         ///Name of the status (status list).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3215,7 +3107,6 @@ variants the price fields here are aggregates.
         pub barcode: ::std::option::Option<::std::string::String>,
         ///The id of the product category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub category_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -3240,7 +3131,6 @@ variants the price fields here are aggregates.
         pub height: ::std::option::Option<crate::Decimal>,
         ///The KeyCRM id of the product.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the product is archived.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3307,7 +3197,6 @@ configured in the account.
         pub barcode: ::std::option::Option<::std::string::String>,
         ///The id of an existing product category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub category_id: ::std::option::Option<i64>,
         ///The currency of the prices (ISO code such as `UAH`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3435,7 +3324,6 @@ configured in the account.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Line-item status id; used as `products[].product_status_id` on order updates.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the status is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3451,7 +3339,6 @@ configured in the account.
         pub name: ::std::option::Option<::std::string::String>,
         ///Sort position in the UI.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub position: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
@@ -3474,7 +3361,6 @@ sent are changed. Dimensions and weight are in the units configured in the accou
         pub barcode: ::std::option::Option<::std::string::String>,
         ///The id of an existing product category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub category_id: ::std::option::Option<i64>,
         ///The currency of the prices (ISO code such as `UAH`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3534,7 +3420,6 @@ sent are changed. Dimensions and weight are in the units configured in the accou
         pub delivery_service: ::std::option::Option<DeliveryService>,
         ///Id of the delivery service (see `order_delivery_service_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub delivery_service_id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub last_history: ::std::option::Option<ShippingHistory>,
@@ -3607,7 +3492,6 @@ vendor does not describe it; fields follow what clients observed.
         pub description: ::std::option::Option<::std::string::String>,
         ///Id of the tracking record.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub shipping_date: ::std::option::Option<crate::Timestamp>,
@@ -3637,7 +3521,6 @@ vendor does not describe it; fields follow what clients observed.
     pub struct ShippingInput {
         ///Id of the delivery service (see `order_delivery_service_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub delivery_service_id: ::std::option::Option<i64>,
         ///Recipient's name when it differs from the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3710,7 +3593,6 @@ vendor does not describe it; fields follow what clients observed.
         pub driver: ::std::option::Option<::std::string::String>,
         ///Source id; used as `source_id` when creating orders.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Display name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3750,15 +3632,12 @@ vendor does not describe it; fields follow what clients observed.
         pub deleted_at: ::std::option::Option<crate::Timestamp>,
         ///Seconds an order may stay in this status before it counts as overdue; absent or null when there is no limit.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub expiration_period: ::std::option::Option<i64>,
         ///Id of the status group.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub group_id: ::std::option::Option<i64>,
         ///Status id; used as `status_id` on orders.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Whether the status is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3816,7 +3695,6 @@ vendor does not describe it; fields follow what clients observed.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Tag id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Display name (`Hot`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3851,7 +3729,6 @@ vendor does not describe it; fields follow what clients observed.
         pub full_name: ::std::option::Option<::std::string::String>,
         ///User id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub last_logged_at: ::std::option::Option<crate::Timestamp>,
@@ -3867,7 +3744,6 @@ vendor does not describe it; fields follow what clients observed.
         pub role: ::std::option::Option<UserRole>,
         ///Id of the user's role.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub role_id: ::std::option::Option<i64>,
         ///Account state; known values are `active`, `pending` (invited, not yet joined) and `blocked`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3896,7 +3772,6 @@ vendor does not describe it; fields follow what clients observed.
         pub alias: ::std::option::Option<::std::string::String>,
         ///Role id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        #[serde(default, deserialize_with = "crate::scalars::lenient::integer")]
         pub id: ::std::option::Option<i64>,
         ///Role name as shown in the CRM.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]

@@ -381,24 +381,15 @@ pub(crate) mod lenient {
             .map(|v| v.map(Value::into_bool))
     }
 
-    /// Reads an integer; also a numeric string (`"42"`) and a float without a fractional part
-    /// (`42.0`). An empty string reads as absent.
-    pub(crate) fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-        d.deserialize_any(Lenient(Kind::Int))
-            .map(|v| v.map(Value::into_int))
-    }
-
     #[derive(Clone, Copy)]
     enum Kind {
         String,
         Bool,
-        Int,
     }
 
     enum Value {
         String(String),
         Bool(bool),
-        Int(i64),
     }
 
     impl Value {
@@ -406,19 +397,11 @@ pub(crate) mod lenient {
             match self {
                 Value::String(s) => s,
                 Value::Bool(b) => b.to_string(),
-                Value::Int(i) => i.to_string(),
             }
         }
 
         fn into_bool(self) -> bool {
             matches!(self, Value::Bool(true))
-        }
-
-        fn into_int(self) -> i64 {
-            match self {
-                Value::Int(i) => i,
-                _ => 0,
-            }
         }
     }
 
@@ -436,9 +419,6 @@ pub(crate) mod lenient {
                         self,
                     )),
                 },
-                Kind::Int => i64::try_from(v).map(|i| Some(Value::Int(i))).map_err(|_| {
-                    E::invalid_value(Unexpected::Other("an integer out of range"), self)
-                }),
             }
         }
     }
@@ -450,7 +430,6 @@ pub(crate) mod lenient {
             f.write_str(match self.0 {
                 Kind::String => "a string or a number",
                 Kind::Bool => "a boolean, \"true\"/\"false\" or 1/0",
-                Kind::Int => "an integer or a numeric string",
             })
         }
 
@@ -484,9 +463,7 @@ pub(crate) mod lenient {
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
             match self.0 {
                 Kind::String if v.is_finite() => Ok(Some(Value::String(v.to_string()))),
-                Kind::Bool | Kind::Int if v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15 => {
-                    self.int(v as i128)
-                }
+                Kind::Bool if v == 0.0 || v == 1.0 => self.int(v as i128),
                 _ => Err(E::invalid_type(Unexpected::Other("a number"), &self)),
             }
         }
@@ -495,16 +472,12 @@ pub(crate) mod lenient {
             let t = v.trim();
             match self.0 {
                 Kind::String => Ok(Some(Value::String(v.to_string()))),
-                _ if t.is_empty() => Ok(None),
                 Kind::Bool => match t.to_ascii_lowercase().as_str() {
+                    "" => Ok(None),
                     "true" | "1" => Ok(Some(Value::Bool(true))),
                     "false" | "0" => Ok(Some(Value::Bool(false))),
                     _ => Err(E::invalid_value(Unexpected::Other("other text"), &self)),
                 },
-                Kind::Int => t
-                    .parse::<i64>()
-                    .map(|i| Some(Value::Int(i)))
-                    .map_err(|_| E::invalid_value(Unexpected::Other("non-numeric text"), &self)),
             }
         }
 
@@ -527,47 +500,42 @@ mod tests {
         s: Option<String>,
         #[serde(default, deserialize_with = "lenient::boolean")]
         b: Option<bool>,
-        #[serde(default, deserialize_with = "lenient::integer")]
-        i: Option<i64>,
     }
 
     fn row(json: &str) -> Result<Row, serde_json::Error> {
         serde_json::from_str(json)
     }
 
-    #[test]
-    fn lenient_scalars_read_every_live_form() {
-        let expect = |s: Option<&str>, b: Option<bool>, i: Option<i64>| Row {
+    fn expect(s: Option<&str>, b: Option<bool>) -> Row {
+        Row {
             s: s.map(str::to_string),
             b,
-            i,
-        };
-        assert_eq!(row(r#"{}"#).unwrap(), expect(None, None, None));
+        }
+    }
+
+    #[test]
+    fn lenient_scalars_read_every_live_form() {
+        assert_eq!(row(r#"{}"#).unwrap(), expect(None, None));
+        assert_eq!(row(r#"{"s":null,"b":null}"#).unwrap(), expect(None, None));
         assert_eq!(
-            row(r#"{"s":null,"b":null,"i":null}"#).unwrap(),
-            expect(None, None, None)
+            row(r#"{"s":"RZ-1","b":true}"#).unwrap(),
+            expect(Some("RZ-1"), Some(true))
         );
         assert_eq!(
-            row(r#"{"s":"RZ-1","b":true,"i":7}"#).unwrap(),
-            expect(Some("RZ-1"), Some(true), Some(7))
+            row(r#"{"s":123,"b":"false"}"#).unwrap(),
+            expect(Some("123"), Some(false))
         );
         assert_eq!(
-            row(r#"{"s":123,"b":"false","i":"42"}"#).unwrap(),
-            expect(Some("123"), Some(false), Some(42))
+            row(r#"{"s":12.5,"b":1}"#).unwrap(),
+            expect(Some("12.5"), Some(true))
         );
         assert_eq!(
-            row(r#"{"s":12.5,"b":1,"i":42.0}"#).unwrap(),
-            expect(Some("12.5"), Some(true), Some(42))
+            row(r#"{"s":-7,"b":"0"}"#).unwrap(),
+            expect(Some("-7"), Some(false))
         );
-        assert_eq!(
-            row(r#"{"b":"0","i":" 9 "}"#).unwrap(),
-            expect(None, Some(false), Some(9))
-        );
-        assert_eq!(row(r#"{"b":"","i":""}"#).unwrap(), expect(None, None, None));
-        assert_eq!(
-            row(r#"{"b":"TRUE"}"#).unwrap(),
-            expect(None, Some(true), None)
-        );
+        assert_eq!(row(r#"{"s":"","b":""}"#).unwrap(), expect(Some(""), None));
+        assert_eq!(row(r#"{"b":"TRUE"}"#).unwrap(), expect(None, Some(true)));
+        assert_eq!(row(r#"{"b":0.0}"#).unwrap(), expect(None, Some(false)));
     }
 
     #[test]
@@ -575,11 +543,11 @@ mod tests {
         for bad in [
             r#"{"b":"maybe-secret"}"#,
             r#"{"b":2}"#,
-            r#"{"i":"secret-id"}"#,
-            r#"{"i":1.5}"#,
+            r#"{"b":0.5}"#,
+            r#"{"b":[]}"#,
             r#"{"s":true}"#,
-            r#"{"s":{}}"#,
-            r#"{"i":18446744073709551615}"#,
+            r#"{"s":{"secret":1}}"#,
+            r#"{"s":["secret"]}"#,
         ] {
             let err = row(bad).expect_err(bad).to_string();
             assert!(!err.contains("secret"), "{bad}: {err}");

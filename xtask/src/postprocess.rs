@@ -1,10 +1,10 @@
 //! Rewrites of the generated syntax tree applied after progenitor (listed in
 //! `openapi/README.md`, "Code generation rules"):
 //!
-//! 1. **Tolerant scalars.** Every optional `String`, `bool` and `i64` field of a generated
-//!    model gets `deserialize_with` one of `crate::scalars::lenient::{string, boolean,
-//!    integer}`: a string also reads a JSON number, a boolean also reads `"true"`/`"false"`/
-//!    `1`/`0`, an integer also reads a numeric string. Serialisation is unchanged.
+//! 1. **Tolerant scalars.** Every optional `String` and `bool` field of a generated model
+//!    gets `deserialize_with` one of `crate::scalars::lenient::{string, boolean}`: a string
+//!    also reads a JSON number, a boolean also reads `"true"`/`"false"`/`"1"`/`"0"` and
+//!    `1`/`0`. Serialisation is unchanged.
 //!    A struct that keeps unknown fields (a flattened `extra` map, from
 //!    `additionalProperties: {}`) derives `Default` again when its other fields allow it, and
 //!    its typify builder starts with an empty map instead of "no value supplied for extra".
@@ -37,10 +37,6 @@ const LENIENT: &[(&str, &str)] = &[
     (
         "::std::option::Option<bool>",
         "crate::scalars::lenient::boolean",
-    ),
-    (
-        "::std::option::Option<i64>",
-        "crate::scalars::lenient::integer",
     ),
 ];
 
@@ -418,7 +414,7 @@ mod tests {
     fn every_rewrite_applies() {
         let mut file = sample();
         let report = postprocess(&mut file, &BTreeSet::from(["order_import".to_string()])).unwrap();
-        assert_eq!(report.lenient_fields, 3);
+        assert_eq!(report.lenient_fields, 2);
         assert_eq!(report.sends, 2);
         assert_eq!(
             report.list_builders,
