@@ -67,6 +67,7 @@ pub use error::{Error, ErrorMeta, Result};
 pub use limiter::ClientStats;
 pub use page::Page;
 pub use paginate::{DEFAULT_STREAM_LIMIT, ListRequest, Paginate};
+pub use respond::decode;
 pub use runtime::{
     ApiKey, CORRELATION_HEADER, ClientBuilder, DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, Runtime,
 };

@@ -1,4 +1,5 @@
-//! Reading success bodies that the generated code cannot read on its own.
+//! Reading bodies: the decoding the generated code cannot do on its own, and the public
+//! [`decode`] that reads any KeyCRM JSON body as the client does.
 
 use progenitor_client::{Error, ResponseValue};
 use serde::de::DeserializeOwned;
@@ -24,4 +25,22 @@ where
         serde_json::from_slice(&body).map_err(|e| Error::InvalidResponsePayload(body, e))?
     };
     Ok(ResponseValue::new(inner, status, headers))
+}
+
+/// Decodes a KeyCRM JSON body (a page such as `Page<types::Order>`, a record, a webhook
+/// payload) the way the client decodes responses: with the tolerant readers of the generated
+/// types and, on failure, an [`crate::Error::Decode`] that names the JSON path of the
+/// offending value and never the value itself.
+///
+/// ```
+/// use keycrm_api::{Page, types};
+/// let page: Page<types::Offer> =
+///     keycrm_api::decode(br#"{"data": [{"id": 1, "sku": 42, "is_archived": "false"}]}"#).unwrap();
+/// assert_eq!(page.data[0].sku.as_deref(), Some("42"));
+/// let err = keycrm_api::decode::<Page<types::Offer>>(br#"{"data": [{"id": "x"}]}"#).unwrap_err();
+/// assert!(err.to_string().contains("data[0].id"), "{err}");
+/// ```
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> crate::Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| crate::Error::decode(bytes, &e, crate::ErrorMeta::default()))
 }

@@ -401,6 +401,182 @@ mod tests {
         assert!(pages.contains(&("OrderPage".to_string(), "Order".to_string())));
     }
 
+    fn generated() -> syn::File {
+        let text =
+            std::fs::read_to_string(workspace_root().join("keycrm-api/src/generated.rs")).unwrap();
+        syn::parse_file(&text).expect("generated.rs parses")
+    }
+
+    fn module<'f>(file: &'f syn::File, name: &str) -> &'f [syn::Item] {
+        file.items
+            .iter()
+            .find_map(|item| match item {
+                syn::Item::Mod(m) if m.ident == name => m.content.as_ref().map(|c| &c.1[..]),
+                _ => None,
+            })
+            .expect("module present")
+    }
+
+    fn compact(tokens: impl quote::ToTokens) -> String {
+        tokens
+            .to_token_stream()
+            .to_string()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect()
+    }
+
+    /// Every public `send()` of the committed client fails with the redacted
+    /// `keycrm_api::Error`, never with progenitor's error (which prints bodies).
+    #[test]
+    fn every_send_fails_with_the_redacted_error() {
+        let file = generated();
+        let mut public = 0;
+        for item in module(&file, "builder") {
+            let syn::Item::Impl(imp) = item else { continue };
+            for member in &imp.items {
+                let syn::ImplItem::Fn(f) = member else {
+                    continue;
+                };
+                let output = compact(&f.sig.output);
+                if matches!(f.vis, syn::Visibility::Public(_)) && f.sig.ident == "send" {
+                    public += 1;
+                    assert!(
+                        output
+                            .trim_end_matches(['>', ','])
+                            .ends_with("crate::Error"),
+                        "{output}"
+                    );
+                }
+                if output.contains("Error<types::Error>") {
+                    assert!(
+                        matches!(f.vis, syn::Visibility::Inherited) && f.sig.ident == "send_raw",
+                        "{} leaks progenitor's error",
+                        f.sig.ident
+                    );
+                }
+            }
+        }
+        assert_eq!(public, 58, "one send() per generated operation");
+    }
+
+    /// The paginated builders are listed by the generator, one per `*Page` schema.
+    #[test]
+    fn paginated_builders_are_generated_not_hand_listed() {
+        let file = generated();
+        let call = module(&file, "builder")
+            .iter()
+            .find_map(|item| match item {
+                syn::Item::Macro(m)
+                    if compact(&m.mac.path) == "crate::paginate::impl_list_requests" =>
+                {
+                    Some(m.mac.tokens.to_string())
+                }
+                _ => None,
+            })
+            .expect("impl_list_requests! in the builder module");
+        let listed: std::collections::BTreeSet<String> = call
+            .split(',')
+            .map(|pair| pair.split("=>").nth(1).unwrap().trim().to_string())
+            .collect();
+        let pages: std::collections::BTreeSet<String> = page_schemas(&spec())
+            .into_iter()
+            .map(|(_, item)| item)
+            .collect();
+        assert_eq!(listed, pages);
+        assert_eq!(call.matches("=>").count(), 21);
+        assert!(call.contains("OrderList => Order"), "{call}");
+        let paginate =
+            std::fs::read_to_string(workspace_root().join("keycrm-api/src/paginate.rs")).unwrap();
+        assert!(
+            !paginate.contains("OrderList =>"),
+            "no hand list in paginate.rs"
+        );
+    }
+
+    /// Records that success responses reach keep unknown fields; error bodies do not.
+    #[test]
+    fn success_records_keep_unknown_fields() {
+        let mut spec = spec();
+        let opened = spec::keep_unknown_fields(&mut spec);
+        for name in [
+            "Order",
+            "Offer",
+            "Payment",
+            "Buyer",
+            "Product",
+            "OrderProduct",
+            "PaymentMethod",
+        ] {
+            assert!(opened.contains(&name.to_string()), "{name} keeps extras");
+        }
+        assert!(!opened.contains(&"Error".to_string()));
+        assert!(
+            !opened.contains(&"OrderCreate".to_string()),
+            "request bodies stay closed"
+        );
+        let file = generated();
+        let types = module(&file, "types");
+        let field = |record: &str, name: &str| -> syn::Field {
+            types
+                .iter()
+                .find_map(|item| match item {
+                    syn::Item::Struct(s) if s.ident == record => s
+                        .fields
+                        .iter()
+                        .find(|f| f.ident.as_ref().is_some_and(|i| i == name))
+                        .cloned(),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{record}.{name}"))
+        };
+        let extra = field("Offer", "extra");
+        assert_eq!(
+            compact(&extra.ty),
+            "::serde_json::Map<::std::string::String,::serde_json::Value>"
+        );
+        assert!(compact(&extra.attrs[0]).contains("flatten"));
+        for (record, name) in [
+            ("Offer", "created_at"),
+            ("Offer", "updated_at"),
+            ("Offer", "is_archived"),
+            ("Offer", "is_default"),
+        ] {
+            field(record, name);
+        }
+        let attrs = |record: &str, name: &str| {
+            compact(
+                field(record, name)
+                    .attrs
+                    .iter()
+                    .map(compact)
+                    .collect::<String>(),
+            )
+        };
+        assert!(attrs("Order", "source_uuid").contains("crate::scalars::lenient::string"));
+        assert!(attrs("PipelineStatus", "is_final").contains("crate::scalars::lenient::boolean"));
+        assert!(
+            compact(&field("Payment", "payment_method").ty).contains("crate::PaymentMethodRef")
+        );
+    }
+
+    #[test]
+    fn the_batch_imports_accept_an_empty_answer() {
+        let ops = spec::empty_body_ok_operations(&spec());
+        let expected: std::collections::BTreeSet<String> =
+            ["buyer_import", "order_import", "product_import"]
+                .map(String::from)
+                .into();
+        assert_eq!(ops, expected);
+        let text =
+            std::fs::read_to_string(workspace_root().join("keycrm-api/src/generated.rs")).unwrap();
+        assert_eq!(
+            text.matches("crate::respond::from_response_or_default(response)")
+                .count(),
+            3
+        );
+    }
+
     #[test]
     fn only_the_upload_is_handwritten() {
         let mut spec = spec();
