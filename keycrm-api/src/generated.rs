@@ -22182,7 +22182,7 @@ let response = client.buyer_create()
     /**Create many buyers in one call
 
 Creates every buyer of the `buyers` list. Each entry takes the same fields as a
-single create. The answer carries no ids, only `{"status": true}` (201); when the
+single create. The answer carries no ids, only `{"status": true}` or no body (201); when the
 service rejects the batch it answers 400 with `{"status": false}`. Look the new
 buyers up afterwards with `GET /buyer` (for example by e-mail or phone) if you need
 their ids.
@@ -22511,7 +22511,7 @@ let response = client.product_create()
 
 Creates several catalog products at once, at most 100 per request. Every
 product takes the same fields as `POST /products` and needs at least a `name`.
-The service only acknowledges the batch with `{"status": true}`; it does not
+The service only acknowledges the batch with `{"status": true}` or an empty 201; it does not
 return the new ids (look the products up afterwards with `GET /products`).
 
 
