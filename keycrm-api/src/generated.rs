@@ -23452,7 +23452,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -23484,7 +23484,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::Order>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_create`]
@@ -23560,7 +23560,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -23590,7 +23590,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Order>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_import`]
@@ -23698,7 +23698,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::OrderImportResult>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_get`]
@@ -23777,7 +23777,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -23814,7 +23814,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Order>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_update`]
@@ -23904,7 +23904,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -23941,7 +23941,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Order>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_payment_create`]
@@ -24034,7 +24034,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24071,7 +24071,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_payment_update`]
@@ -24176,7 +24176,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24213,7 +24213,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_expense_create`]
@@ -24306,7 +24306,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24343,7 +24343,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Expense>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_expense_update`]
@@ -24448,7 +24448,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24485,7 +24485,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Expense>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_tag_attach`]
@@ -24560,7 +24560,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24592,7 +24592,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_tag_detach`]
@@ -24702,7 +24702,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<()>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_attachment_attach`]
@@ -24777,7 +24777,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24809,7 +24809,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_attachment_detach`]
@@ -24884,7 +24884,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24923,7 +24923,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_tag_list`]
@@ -25022,7 +25022,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25047,7 +25047,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::Tag>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_source_list`]
@@ -25149,7 +25149,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25174,7 +25174,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::Source>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_status_list`]
@@ -25276,7 +25276,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25301,7 +25301,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::Status>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_payment_method_list`]
@@ -25403,7 +25403,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25431,7 +25431,7 @@ pub mod builder {
             ResponseValue<crate::Page<crate::types::PaymentMethod>>,
             crate::Error,
         > {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_expense_type_list`]
@@ -25533,7 +25533,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25561,7 +25561,7 @@ pub mod builder {
             ResponseValue<crate::Page<crate::types::ExpenseType>>,
             crate::Error,
         > {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_delivery_service_list`]
@@ -25663,7 +25663,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25691,7 +25691,7 @@ pub mod builder {
             ResponseValue<crate::Page<crate::types::DeliveryService>>,
             crate::Error,
         > {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_product_status_list`]
@@ -25793,7 +25793,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25821,7 +25821,7 @@ pub mod builder {
             ResponseValue<crate::Page<crate::types::ProductStatus>>,
             crate::Error,
         > {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::external_transaction_list`]
@@ -26021,7 +26021,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -26049,7 +26049,7 @@ pub mod builder {
             ResponseValue<crate::Page<crate::types::ExternalTransaction>>,
             crate::Error,
         > {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::external_transaction_attach`]
@@ -26148,7 +26148,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -26185,7 +26185,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::buyer_list`]
@@ -26409,7 +26409,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -26441,7 +26441,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::Buyer>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::buyer_create`]
@@ -26517,7 +26517,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -26547,7 +26547,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Buyer>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::buyer_import`]
@@ -26662,7 +26662,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::buyer_get`]
@@ -26741,7 +26741,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -26778,7 +26778,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Buyer>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::buyer_update`]
@@ -26868,7 +26868,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -26905,7 +26905,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Buyer>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::company_list`]
@@ -27083,7 +27083,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -27115,7 +27115,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::Company>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::company_create`]
@@ -27193,7 +27193,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -27223,7 +27223,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Company>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::company_get`]
@@ -27302,7 +27302,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -27339,7 +27339,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Company>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::company_update`]
@@ -27431,7 +27431,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -27468,7 +27468,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Company>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::user_list`]
@@ -27729,7 +27729,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -27754,7 +27754,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::User>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::call_list`]
@@ -28020,7 +28020,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28052,7 +28052,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::Call>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::custom_field_list`]
@@ -28156,7 +28156,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28188,7 +28188,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<::std::vec::Vec<types::CustomField>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_list`]
@@ -28363,7 +28363,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28395,7 +28395,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::Product>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_create`]
@@ -28473,7 +28473,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28503,7 +28503,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Product>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_import`]
@@ -28613,7 +28613,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_get`]
@@ -28692,7 +28692,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28729,7 +28729,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Product>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_update`]
@@ -28821,7 +28821,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28858,7 +28858,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Product>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_offers_create`]
@@ -28953,7 +28953,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28999,7 +28999,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::category_list`]
@@ -29128,7 +29128,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -29153,7 +29153,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::Category>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::category_create`]
@@ -29233,7 +29233,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -29263,7 +29263,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Category>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::offer_list`]
@@ -29469,7 +29469,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -29501,7 +29501,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::Offer>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::offer_update_batch`]
@@ -29581,7 +29581,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -29613,7 +29613,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::offer_stock_list`]
@@ -29770,7 +29770,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -29795,7 +29795,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::OfferStock>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::offer_stock_update`]
@@ -29875,7 +29875,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -29907,7 +29907,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::storage_list`]
@@ -30009,7 +30009,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -30034,7 +30034,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::File>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::storage_attachment_list`]
@@ -30112,7 +30112,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -30144,7 +30144,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<::std::vec::Vec<types::File>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_list`]
@@ -30229,7 +30229,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -30261,7 +30261,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::Pipeline>>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_status_list`]
@@ -30361,7 +30361,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -30403,7 +30403,7 @@ pub mod builder {
             ResponseValue<crate::Page<crate::types::PipelineStatus>>,
             crate::Error,
         > {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_list`]
@@ -30625,7 +30625,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -30660,7 +30660,7 @@ pub mod builder {
             ResponseValue<crate::Page<crate::types::PipelineCard>>,
             crate::Error,
         > {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_create`]
@@ -30740,7 +30740,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -30786,7 +30786,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::PipelineCard>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_get`]
@@ -30866,7 +30866,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -30905,7 +30905,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::PipelineCardGetResponse>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_update`]
@@ -31000,7 +31000,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -31046,7 +31046,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_payment_create`]
@@ -31145,7 +31145,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -31189,7 +31189,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_payment_update`]
@@ -31300,7 +31300,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -31344,7 +31344,7 @@ pub mod builder {
         ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
         ///request or response body.
         pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_attachment_attach`]
@@ -31419,7 +31419,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -31458,7 +31458,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_attachment_detach`]
@@ -31533,7 +31533,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -31572,7 +31572,7 @@ pub mod builder {
         pub async fn send(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
-            self.send_raw().await.map_err(crate::Error::from)
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     crate::paginate::impl_list_requests! {

@@ -84,7 +84,12 @@ pub trait Paginate<'a>: ListRequest<'a> {
                     received: Some(current),
                 });
             }
-            let edges = page.data.first().cloned().zip(page.data.last().cloned());
+            let edges = page
+                .data
+                .first()
+                .cloned()
+                .zip(page.data.last().cloned())
+                .map(Box::new);
             if edges.is_some() && edges == walk.previous {
                 return Err(Error::PageNotAdvancing {
                     requested: number,
@@ -116,8 +121,9 @@ impl<'a, T: ListRequest<'a>> Paginate<'a> for T {}
 struct Walk<R, T> {
     request: R,
     next: Option<u64>,
-    /// First and last item of the previous page, to catch a page that repeats.
-    previous: Option<(T, T)>,
+    /// First and last item of the previous page, to catch a page that repeats. Boxed: items
+    /// such as orders are kilobytes, and the walk state moves through every poll.
+    previous: Option<Box<(T, T)>>,
 }
 
 /// Implements [`ListRequest`] for generated list builders.

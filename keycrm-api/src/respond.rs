@@ -4,6 +4,43 @@
 use progenitor_client::{Error, ResponseValue};
 use serde::de::DeserializeOwned;
 
+/// Decoding needs at most this much stack for KeyCRM's deepest records in a debug build
+/// (an order with buyer, lines, offers and products); below it, decoding moves to a new stack.
+const DECODE_RED_ZONE: usize = 1024 * 1024;
+
+/// Size of the stack decoding moves to: room for serde_json's 128 nesting levels of the
+/// largest generated types.
+const DECODE_STACK: usize = 8 * 1024 * 1024;
+
+/// `serde_json::from_slice` on a stack with room to spare.
+///
+/// Decoding runs inside whatever future polls the request, often deep in a host's async
+/// stack on a 2 MiB thread; a generated model's `Deserialize` has large frames (flattened
+/// `extra` maps, dozens of optional fields), and a hostile body can nest 128 levels. When
+/// less than [`DECODE_RED_ZONE`] is left, the decode runs on a fresh [`DECODE_STACK`] instead
+/// of overflowing (which aborts the process).
+pub(crate) fn from_slice<T: DeserializeOwned>(body: &[u8]) -> serde_json::Result<T> {
+    stacker::maybe_grow(DECODE_RED_ZONE, DECODE_STACK, || {
+        serde_json::from_slice(body)
+    })
+}
+
+/// Reads a 2xx body like `ResponseValue::from_response`, decoding through [`from_slice`].
+///
+/// `cargo xtask codegen` calls this in the 2xx arm of every operation.
+pub(crate) async fn from_response<T, E>(
+    response: reqwest::Response,
+) -> Result<ResponseValue<T>, Error<E>>
+where
+    T: DeserializeOwned,
+{
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(Error::ResponseBodyError)?;
+    let inner = from_slice(&body).map_err(|e| Error::InvalidResponsePayload(body, e))?;
+    Ok(ResponseValue::new(inner, status, headers))
+}
+
 /// Reads a 2xx body like `ResponseValue::from_response`, except that an empty (or
 /// whitespace-only) body is the type's default instead of a decode error.
 ///
@@ -22,7 +59,7 @@ where
     let inner = if body.iter().all(u8::is_ascii_whitespace) {
         T::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| Error::InvalidResponsePayload(body, e))?
+        from_slice(&body).map_err(|e| Error::InvalidResponsePayload(body, e))?
     };
     Ok(ResponseValue::new(inner, status, headers))
 }
@@ -41,6 +78,5 @@ where
 /// assert!(err.to_string().contains("data[0].id"), "{err}");
 /// ```
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> crate::Result<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| crate::Error::decode(bytes, &e, crate::ErrorMeta::default()))
+    from_slice(bytes).map_err(|e| crate::Error::decode(bytes, &e, crate::ErrorMeta::default()))
 }

@@ -10,13 +10,15 @@
 //!    its typify builder starts with an empty map instead of "no value supplied for extra".
 //! 2. **Redacted errors.** Each builder's generated `send` becomes the private `send_raw`;
 //!    a public `send` returns the same value with [`keycrm_api::Error`] as error type, whose
-//!    `Display` and `Debug` never carry a body.
+//!    `Display` and `Debug` never carry a body. It boxes the `send_raw` future, so callers'
+//!    futures hold a pointer instead of the whole request state machine.
 //! 3. **Paginated builders.** Every builder whose `send` answers `crate::Page<T>` is listed
 //!    in one `crate::paginate::impl_list_requests!` call inside the builder module (which can
 //!    read the builder's private `limit`).
-//! 4. **Empty acknowledgements.** For operations marked `x-keycrm-empty-body-ok`, the 2xx
-//!    body is read by `crate::respond::from_response_or_default`, so an empty body is the
-//!    type's default instead of a decode error.
+//! 4. **Success bodies.** Every 2xx body is read by `crate::respond::from_response` (which
+//!    decodes on a stack with room to spare); for operations marked `x-keycrm-empty-body-ok`
+//!    by `crate::respond::from_response_or_default`, so an empty body is the type's default
+//!    instead of a decode error.
 
 use std::collections::BTreeSet;
 
@@ -290,9 +292,17 @@ fn redact_sends(
                     report.list_builders.push((name.clone(), item.to_string()));
                 }
             }
-            if empty_builders.contains(&name) {
-                let mut rewrite = EmptyBodyOk { replaced: 0 };
-                rewrite.visit_block_mut(&mut f.block);
+            let empty_ok = empty_builders.contains(&name);
+            let mut rewrite = SuccessDecode {
+                with: if empty_ok {
+                    parse_quote!(crate::respond::from_response_or_default)
+                } else {
+                    parse_quote!(crate::respond::from_response)
+                },
+                replaced: 0,
+            };
+            rewrite.visit_block_mut(&mut f.block);
+            if empty_ok {
                 if rewrite.replaced != 1 {
                     return Err(format!(
                         "{name}::send: expected one 2xx body decode, found {}",
@@ -312,7 +322,10 @@ fn redact_sends(
                 ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
                 ///request or response body.
                 pub async fn send(self) -> Result<#value, crate::Error> {
-                    self.send_raw().await.map_err(crate::Error::from)
+                    // Boxed: the request's state machine is large, and every future that
+                    // awaits a request would otherwise carry it inline (and debug builds
+                    // copy it between stack frames).
+                    ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
                 }
             };
             f.sig.ident = syn::Ident::new("send_raw", f.sig.ident.span());
@@ -342,14 +355,18 @@ fn redact_sends(
 }
 
 /// Replaces `ResponseValue::from_response(..)` in the 2xx arm of a `send` body.
-struct EmptyBodyOk {
+struct SuccessDecode {
+    with: syn::Path,
     replaced: usize,
 }
 
-impl VisitMut for EmptyBodyOk {
+impl VisitMut for SuccessDecode {
     fn visit_arm_mut(&mut self, arm: &mut syn::Arm) {
         if compact(&arm.pat).starts_with("200") {
-            let mut inner = ReplaceDecode { replaced: 0 };
+            let mut inner = ReplaceDecode {
+                with: self.with.clone(),
+                replaced: 0,
+            };
             inner.visit_expr_mut(&mut arm.body);
             self.replaced += inner.replaced;
         }
@@ -358,13 +375,15 @@ impl VisitMut for EmptyBodyOk {
 }
 
 struct ReplaceDecode {
+    with: syn::Path,
     replaced: usize,
 }
 
 impl VisitMut for ReplaceDecode {
     fn visit_expr_call_mut(&mut self, call: &mut syn::ExprCall) {
         if compact(&call.func) == "ResponseValue::from_response" {
-            call.func = parse_quote!(crate::respond::from_response_or_default);
+            let with = &self.with;
+            call.func = parse_quote!(#with);
             self.replaced += 1;
         }
         syn::visit_mut::visit_expr_call_mut(self, call);
