@@ -575,6 +575,13 @@ mod tests {
                 .count(),
             3
         );
+        // Every other success body goes through the stack-safe reader too.
+        assert!(!text.contains("200..=299 => ResponseValue::from_response"));
+        assert_eq!(
+            text.matches("200..=299 => crate::respond::from_response(response)")
+                .count(),
+            54
+        );
     }
 
     #[test]
