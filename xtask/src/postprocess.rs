@@ -9,7 +9,7 @@
 //!    `additionalProperties: {}`) derives `Default` again when its other fields allow it, and
 //!    its typify builder starts with an empty map instead of "no value supplied for extra".
 //! 2. **Redacted errors.** Each builder's generated `send` becomes the private `send_raw`;
-//!    a public `send` returns the same value with [`keycrm_api::Error`] as error type, whose
+//!    a public `send` returns the same value with `keycrm_api::Error` as error type, whose
 //!    `Display` and `Debug` never carry a body. It boxes the `send_raw` future, so callers'
 //!    futures hold a pointer instead of the whole request state machine.
 //! 3. **Paginated builders.** Every builder whose `send` answers `crate::Page<T>` is listed
