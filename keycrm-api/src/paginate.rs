@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// The page size streams use when the builder sets none: the service's maximum.
 pub const DEFAULT_STREAM_LIMIT: u64 = 50;
 
-/// A configured list request (a generated builder such as [`builder::OrderList`]) that can
+/// A configured list request (a generated builder such as [`crate::builder::OrderList`]) that can
 /// be sent for any page. Implemented for every paginated operation; use it through
 /// [`Paginate`].
 pub trait ListRequest<'a>: Clone + Send + Sync + 'a {
