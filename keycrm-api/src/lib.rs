@@ -54,6 +54,7 @@ mod limiter;
 pub mod mock;
 mod page;
 mod paginate;
+mod raw;
 mod respond;
 mod runtime;
 mod scalars;
