@@ -52,6 +52,7 @@ pub(crate) fn render_offer(
         "height": wire::num_opt(offer.height),
         "properties": properties,
         "is_archived": offer.is_archived,
+        "updated_at": wire::iso(offer.updated_at),
     });
     if with_product {
         out["product"] = product.map_or(Value::Null, |p| {
