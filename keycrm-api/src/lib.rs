@@ -61,7 +61,7 @@ pub use generated::{ByteStream, ClientInfo};
 pub use generated::{Client, ResponseValue, builder, types};
 
 pub use error::{Error, ErrorMeta, Result};
-pub use limiter::{ClientStats, WaitPhase};
+pub use limiter::{ClientStats, PacingMode, RateLimitBudget, WaitPhase};
 pub use page::Page;
 pub use paginate::{DEFAULT_STREAM_LIMIT, ListRequest, Paginate};
 pub use runtime::{
