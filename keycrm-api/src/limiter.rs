@@ -577,7 +577,9 @@ impl Limiter {
         let tolerance = interval.saturating_mul(state.burst.max(1).saturating_sub(1));
         let tat = state.tat.map_or(earliest, |t| t.max(earliest));
         // Allowed when tat - tolerance <= slot.
-        let slot = tat.checked_sub(tolerance).map_or(earliest, |t| t.max(earliest));
+        let slot = tat
+            .checked_sub(tolerance)
+            .map_or(earliest, |t| t.max(earliest));
         if slot > earliest {
             phase = WaitPhase::Pacing;
         }
@@ -758,7 +760,9 @@ mod tests {
         );
         limiter.close_gate(now + Duration::from_secs(5));
         assert_eq!(
-            limiter.acquire_wait(Some(now + Duration::from_secs(4))).await,
+            limiter
+                .acquire_wait(Some(now + Duration::from_secs(4)))
+                .await,
             Err(Refusal::Deadline(WaitPhase::RateLimitGate))
         );
         let waited = limiter.acquire_wait(None).await.unwrap();

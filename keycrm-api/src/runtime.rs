@@ -641,15 +641,7 @@ struct Retry {
 
 /// `X-RateLimit-Limit` and `X-RateLimit-Remaining`, when an answer carries both.
 fn rate_limit_budget(headers: &reqwest::header::HeaderMap) -> Option<(u32, u32)> {
-    let read = |name: &str| {
-        headers
-            .get(name)?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<u32>()
-            .ok()
-    };
+    let read = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u32>().ok();
     Some((read("x-ratelimit-limit")?, read("x-ratelimit-remaining")?))
 }
 

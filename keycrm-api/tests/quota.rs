@@ -258,7 +258,11 @@ async fn even_mode_ignores_the_headers() {
     let client = server.client().pacing(PacingMode::Even).build().unwrap();
     let start = Instant::now();
     run(&client, 1, 5).await;
-    assert_eq!(start.elapsed(), Duration::from_millis(4040), "one per 1.01 s");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(4040),
+        "one per 1.01 s"
+    );
     assert_eq!(client.stats().budget, None);
 }
 
@@ -280,7 +284,10 @@ async fn in_budget_mode_a_429_still_holds_every_task_until_the_gate_opens() {
         let gate = first_refusal + Duration::from_secs(1);
         // Requests already on the wire when the 429 came back may be refused too; after
         // that, nobody arrives before the gate opens, and every later request passes.
-        let after: Vec<_> = arrivals.iter().filter(|(t, _)| *t > first_refusal).collect();
+        let after: Vec<_> = arrivals
+            .iter()
+            .filter(|(t, _)| *t > first_refusal)
+            .collect();
         assert!(
             after.iter().all(|(t, ok)| *t >= gate && *ok),
             "{model:?}: {arrivals:?}"

@@ -339,7 +339,11 @@ mod tests {
         let refused = c.hit(secs(50));
         assert_eq!((refused.allowed, refused.retry_after), (false, Some(10)));
         let next = c.hit(secs(60));
-        assert_eq!((next.allowed, next.remaining), (true, 0), "the first hit expired");
+        assert_eq!(
+            (next.allowed, next.remaining),
+            (true, 0),
+            "the first hit expired"
+        );
         assert_eq!(c.hit(secs(80)).retry_after, Some(10), "the 30 s hit holds");
         assert_eq!(c.rejected(), 2);
     }
