@@ -306,8 +306,11 @@ impl ClientBuilder {
     }
 
     /// The request quota to pace at (default 60 per minute, KeyCRM's limit per key; some
-    /// accounts have 20). Requests are spaced evenly, one every `60 s / n`, across all clones
-    /// and tasks of the client. `0` turns pacing off (a 429 still pauses every task).
+    /// accounts have 20). Without rate-limit headers from the server (or in
+    /// [`PacingMode::Even`]) requests are spaced evenly, one every `60 s / n`, across all
+    /// clones and tasks of the client; with them, the server's budget decides (see
+    /// [`PacingMode::Adaptive`]). `0` turns pacing off altogether, headers or not (a 429
+    /// still pauses every task).
     pub fn requests_per_minute(mut self, n: u32) -> Self {
         self.requests_per_minute = n;
         self
