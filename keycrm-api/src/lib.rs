@@ -53,6 +53,7 @@ mod limiter;
 pub mod mock;
 mod page;
 mod paginate;
+mod raw;
 mod runtime;
 mod scalars;
 mod upload;
