@@ -139,6 +139,11 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// The log of recent requests keeps at most this many entries.
 const LOG_CAP: u32 = 4096;
 
+/// While spending a reported budget, at most this many requests are out at once: a budget
+/// spent behind the client's back (another process on the same key) then costs at most
+/// this many 429s before the gate closes.
+pub(crate) const MAX_IN_FLIGHT: u32 = 16;
+
 #[derive(Debug)]
 struct State {
     /// Theoretical arrival time of the next request (clock time).
@@ -161,6 +166,8 @@ struct State {
     last_send: Option<Duration>,
     /// After a 429's gate in budget mode, one request may probe the renewed budget.
     probe: bool,
+    /// Requests sent and not answered yet.
+    in_flight: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -263,6 +270,7 @@ impl Limiter {
                 budget: None,
                 last_send: None,
                 probe: false,
+                in_flight: 0,
             }),
             gate_closed: Notify::new(),
             progress: Notify::new(),
@@ -398,7 +406,10 @@ impl Limiter {
             let n = state.sent;
             let since = n.saturating_sub(budget.seq.saturating_add(1));
             let available = i64::from(budget.remaining) - i64::try_from(since).unwrap_or(i64::MAX);
-            let slot = if available > 0 {
+            let slot = if state.in_flight >= MAX_IN_FLIGHT {
+                // Bounded concurrency: wait for an answer.
+                None
+            } else if available > 0 {
                 let low = i64::from((budget.limit / 10).max(1));
                 if available <= low {
                     // The last tenth: spread it until the budget is expected to renew.
@@ -474,6 +485,7 @@ impl Limiter {
     fn send(&self, state: &mut State, now: Duration) -> u64 {
         let seq = state.sent;
         state.sent = state.sent.saturating_add(1);
+        state.in_flight = state.in_flight.saturating_add(1);
         state.last_send = Some(now);
         if self.mode == PacingMode::Adaptive {
             state.log.push_back(Entry {
@@ -517,6 +529,7 @@ impl Limiter {
         {
             let mut state = self.state();
             let now = self.clock.now();
+            state.in_flight = state.in_flight.saturating_sub(1);
             let base = state.sent - state.log.len() as u64;
             if seq >= base
                 && let Some(entry) = state.log.get_mut((seq - base) as usize)
@@ -803,5 +816,83 @@ mod tests {
         limiter.close_gate(limiter.clock().now() + Duration::from_secs(2));
         limiter.acquire_wait(None).await.unwrap();
         assert_eq!(start.elapsed().as_millis(), 2000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reported_budget_is_spent_at_once_with_bounded_concurrency() {
+        let limiter = limiter(60, 1);
+        let first = limiter.acquire(None).await.unwrap();
+        first.observe(Signal {
+            budget: Some((60, 59)),
+            rate_limited: false,
+            success: true,
+        });
+        let start = Instant::now();
+        let mut out = Vec::new();
+        for _ in 0..MAX_IN_FLIGHT {
+            out.push(limiter.acquire(None).await.unwrap());
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "no pacing within the budget"
+        );
+        let held = tokio::time::timeout(Duration::from_secs(5), limiter.acquire(None)).await;
+        assert!(held.is_err(), "the 17th waits for an answer");
+        drop(out.pop());
+        let next = tokio::time::timeout(Duration::from_secs(5), limiter.acquire(None)).await;
+        assert!(next.is_ok(), "an answer lets the next one out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_budget_waits_a_window_after_the_answer_that_spent_it() {
+        let limiter = limiter(60, 1);
+        let start = Instant::now();
+        let first = limiter.acquire(None).await.unwrap();
+        first.observe(Signal {
+            budget: Some((3, 2)),
+            rate_limited: false,
+            success: true,
+        });
+        for remaining in [1, 0] {
+            let t = limiter.acquire(None).await.unwrap();
+            t.observe(Signal {
+                budget: Some((3, remaining)),
+                rate_limited: false,
+                success: true,
+            });
+        }
+        // The last third is spread until the expected renewal (60.6 s after the first
+        // answer): the third request left at 30.3 s.
+        let fourth = limiter.acquire_wait(None).await.unwrap();
+        assert_eq!(start.elapsed().as_millis(), 60_600, "waited {fourth:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_headers_429s_halve_the_burst_and_clean_windows_restore_it() {
+        let limiter = limiter(60, 8);
+        let mut stats = ClientStats::default();
+        for _ in 0..2 {
+            let t = limiter.acquire(None).await.unwrap();
+            t.observe(Signal {
+                budget: None,
+                rate_limited: true,
+                success: false,
+            });
+        }
+        limiter.report(&mut stats);
+        assert_eq!(stats.burst, 2);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        let t = limiter.acquire(None).await.unwrap();
+        t.observe(Signal {
+            budget: None,
+            rate_limited: false,
+            success: true,
+        });
+        limiter.report(&mut stats);
+        assert_eq!(
+            (stats.burst, stats.mode, stats.budget),
+            (3, PacingMode::Adaptive, None)
+        );
     }
 }
