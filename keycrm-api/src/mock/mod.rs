@@ -52,9 +52,12 @@
 //!
 //! - **Base URL**: [`KeyCrmMock::uri`] ends in `/v1`, like the real one. Unknown paths
 //!   answer 404 with Laravel's route message, known paths with another method 405.
-//! - **Quota**: a fixed window that opens with the first request (Laravel's throttle);
-//!   every answer carries `X-RateLimit-Limit` and `X-RateLimit-Remaining`, a 429 also
-//!   `Retry-After` in seconds. Requests with a wrong key are not counted.
+//! - **Quota**: by default a fixed window that opens with the first request (Laravel's
+//!   throttle, which KeyCRM most likely runs); every answer carries `X-RateLimit-Limit`
+//!   and `X-RateLimit-Remaining`, a 429 also `Retry-After` in seconds and
+//!   `X-RateLimit-Reset`. A rolling window or a token bucket, with or without those
+//!   headers, can be chosen instead ([`Quota::with_model`], [`Quota::headers`]). Requests
+//!   with a wrong key are not counted.
 //! - **Choices where KeyCRM's behaviour is undocumented** (made strict, so that clients
 //!   that rely on them notice): `limit` outside 1..=50 and `page` below 1 answer 422;
 //!   batch rows that name an unknown offer (`PUT /offers`, `PUT /offers/stocks`) answer
@@ -111,7 +114,7 @@ use std::time::Duration;
 use serde_json::Value;
 use wiremock::{Mock, MockServer};
 
-pub use quota::Quota;
+pub use quota::{Quota, QuotaAnswer, QuotaCounter, Window};
 pub use seed::{SeedConfig, Seeded};
 pub use webhooks::WebhookDelivery;
 
@@ -204,7 +207,8 @@ impl KeyCrmMockBuilder {
         self
     }
 
-    /// The request quota (default 60 per minute).
+    /// The request quota (default 60 per minute in a fixed window, with the rate-limit
+    /// headers; see [`Quota`] for the other window models).
     pub fn quota(mut self, quota: Quota) -> Self {
         self.quota = quota;
         self

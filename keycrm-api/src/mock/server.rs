@@ -3,7 +3,7 @@
 //! the webhooks the change produced and records the request.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use wiremock::{Request, Respond, ResponseTemplate};
@@ -203,19 +203,17 @@ impl Respond for Responder {
                 .set_delay(latency);
         }
 
-        let limit = inner.throttle.quota.limit();
-        let remaining = match inner.throttle.hit(Instant::now()) {
-            Ok(remaining) => remaining,
-            Err(retry_after) => {
-                record.status = Some(429);
-                inner.log.push(record);
-                return json_response(429, &json!({ "message": "Too Many Attempts." }))
-                    .insert_header("retry-after", retry_after.to_string().as_str())
-                    .insert_header("x-ratelimit-limit", limit.to_string().as_str())
-                    .insert_header("x-ratelimit-remaining", "0")
-                    .set_delay(latency);
+        let quota = inner.throttle.hit(Instant::now());
+        let quota_headers = quota.headers(SystemTime::now());
+        if !quota.allowed {
+            record.status = Some(429);
+            inner.log.push(record);
+            let mut answer = json_response(429, &json!({ "message": "Too Many Attempts." }));
+            for (name, value) in &quota_headers {
+                answer = answer.insert_header(*name, value.as_str());
             }
-        };
+            return answer.set_delay(latency);
+        }
 
         let result = if route.operation.starts_with("pipeline_") && !inner.state.leads_enabled {
             Err(ApiError::bad_request("Leads are not enabled"))
@@ -257,10 +255,11 @@ impl Respond for Responder {
             Some(body) => json_response(reply.status, body),
             None => ResponseTemplate::new(reply.status),
         };
-        answer
-            .insert_header("x-ratelimit-limit", limit.to_string().as_str())
-            .insert_header("x-ratelimit-remaining", remaining.to_string().as_str())
-            .set_delay(delay)
+        let mut answer = answer;
+        for (name, value) in &quota_headers {
+            answer = answer.insert_header(*name, value.as_str());
+        }
+        answer.set_delay(delay)
     }
 }
 
