@@ -12,7 +12,7 @@ use crate::canonical;
 use crate::host::{Applied, Host, RemoteChange};
 use crate::model::{EntityKind, Snapshot};
 use crate::plan::{PlanInput, plan};
-use crate::store::{InboxStatus, Mapping, Store, SyncState};
+use crate::store::{Mapping, Store, SyncState};
 
 /// Relations an order is read with: enough for its canonical fields.
 pub(crate) const ORDER_INCLUDE: &str = "buyer,products.offer,payments,shipping";
@@ -275,6 +275,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     async fn pull_stock(&self, report: &mut RunReport) -> Result<(), SyncError> {
         let kind = EntityKind::Stock;
         let mut complete = true;
+        let mut levels = Vec::new();
         let mut stocks = std::pin::pin!(
             self.inner
                 .client
@@ -294,23 +295,31 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 let Some(fields) = canonical::stock_fields_from_remote(&stock, warehouse_id) else {
                     continue;
                 };
-                let key = format!("{code}/{sku}");
-                self.isolated(
-                    kind,
+                levels.push(super::inbox::StockLevel {
+                    key: format!("{code}/{sku}"),
+                    warehouse: code.to_string(),
                     offer_id,
-                    self.apply_remote(
-                        kind,
-                        Key::Local(&key),
-                        offer_id,
-                        false,
-                        Snapshot::new(fields, None),
-                        report,
-                    )
-                    .await,
-                    &mut complete,
-                )
-                .await?;
+                    fields,
+                });
             }
+        }
+        // Inbound changes pass the mass-zeroing guard too: nothing of the pass is applied.
+        if let Some(reason) = self.zeroing_guard(&levels).await? {
+            return self.hold("stock pass", &reason).await;
+        }
+        for level in levels {
+            let result = self
+                .apply_remote(
+                    kind,
+                    Key::Local(&level.key),
+                    level.offer_id,
+                    false,
+                    Snapshot::new(level.fields, None),
+                    report,
+                )
+                .await;
+            self.isolated(kind, level.offer_id, result, &mut complete)
+                .await?;
         }
         Ok(())
     }
@@ -439,98 +448,6 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             report,
         )
         .await
-    }
-
-    /// Applies the stored webhooks: order and lead events fetch the full record (webhook
-    /// contexts are flat), stock arrays are applied as they are.
-    pub(crate) async fn process_inbox(&self, report: &mut RunReport) -> Result<(), SyncError> {
-        loop {
-            let items = self.inner.store.inbox_pending(100).await?;
-            if items.is_empty() {
-                return Ok(());
-            }
-            for item in items {
-                let outcome = self.apply_webhook(&item.event, &item.payload, report).await;
-                let (status, error) = match &outcome {
-                    Ok(true) => (InboxStatus::Processed, None),
-                    Ok(false) => (InboxStatus::Ignored, None),
-                    Err(e) => (InboxStatus::Failed, Some(e.to_string())),
-                };
-                self.inner
-                    .store
-                    .inbox_mark(item.id, status, error.as_deref(), now())
-                    .await?;
-            }
-        }
-    }
-
-    async fn apply_webhook(
-        &self,
-        event: &str,
-        payload: &serde_json::Value,
-        report: &mut RunReport,
-    ) -> Result<bool, SyncError> {
-        match event {
-            "order.change_order_status" | "order.change_payment_status" => {
-                let Some(id) = payload
-                    .pointer("/context/id")
-                    .and_then(serde_json::Value::as_i64)
-                else {
-                    return Ok(false);
-                };
-                self.pull_one(EntityKind::Order, id, report).await?;
-                Ok(true)
-            }
-            "stock" => {
-                let Some(rows) = payload.as_array() else {
-                    return Ok(false);
-                };
-                // The stock webhook carries totals over the selected warehouses; with one
-                // mapped warehouse they are that warehouse's level.
-                let codes: Vec<(i64, String)> = self
-                    .inner
-                    .config
-                    .warehouse_ids
-                    .iter()
-                    .map(|(c, id)| (*id, c.clone()))
-                    .collect();
-                let [(_, code)] = codes.as_slice() else {
-                    return Ok(false);
-                };
-                for row in rows {
-                    let (Some(sku), Some(offer_id)) = (
-                        row.get("sku").and_then(|s| s.as_str()),
-                        row.get("offer_id").and_then(|v| v.as_i64()),
-                    ) else {
-                        continue;
-                    };
-                    let quantity: keycrm_api::Decimal = match serde_json::from_value(
-                        row.get("in_stock").cloned().unwrap_or_default(),
-                    ) {
-                        Ok(q) => q,
-                        Err(_) => continue,
-                    };
-                    let stock = canonical::CanonicalStock {
-                        sku: sku.to_string(),
-                        warehouse: code.clone(),
-                        quantity,
-                    };
-                    let fields = canonical::stock_fields_from_local(&stock);
-                    let key = stock.key();
-                    self.apply_remote(
-                        EntityKind::Stock,
-                        Key::Local(&key),
-                        offer_id,
-                        false,
-                        Snapshot::new(fields, None),
-                        report,
-                    )
-                    .await?;
-                }
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
     }
 
     /// Plans a remote record against its base and the host's record, applies the result to
