@@ -473,6 +473,8 @@ async fn every_bad_request_gets_its_status_and_stores_nothing() {
         .unwrap();
     assert!(again.duplicate(), "a redelivery is a duplicate");
     assert_eq!(stored(&store).await, 1);
+    let stats = receiver.stats();
+    assert_eq!((stats.stored, stats.duplicates, stats.groups), (1, 1, 2));
 }
 
 #[tokio::test]
@@ -949,4 +951,46 @@ async fn a_pass_that_would_zero_a_warehouse_is_held_for_review() {
     assert!(held, "an alert was published");
     let audit = rig.engine.store().list_audit(20).await.unwrap();
     assert!(audit.iter().any(|a| a.action == "held"), "{audit:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn deliveries_that_arrive_during_a_commit_share_the_next_one() {
+    let store = MemoryStore::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let receiver = WebhookReceiver::new(settings(), {
+        let store = store.clone();
+        let gate = gate.clone();
+        move |items: Vec<NewInboxItem>| {
+            let store = store.clone();
+            let gate = gate.clone();
+            Box::pin(async move {
+                // A slow disk: the commit waits until the test opens the gate.
+                gate.acquire().await.expect("open").forget();
+                store.inbox_insert_batch(&items, chrono::Utc::now()).await
+            })
+        }
+    });
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let receiver = receiver.clone();
+            tokio::spawn(async move {
+                let body = status_body(i, 4, "2026-01-29 18:53:35");
+                receiver
+                    .receive(json_request(&body).query(&query()))
+                    .await
+                    .map(|a| a.duplicate())
+            })
+        })
+        .collect();
+    // Every sender is waiting for its answer (the paused clock moves only when all are idle).
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(stored(&store).await, 0, "no answer before the commit");
+    gate.add_permits(1000);
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), Ok(false));
+    }
+    let stats = receiver.stats();
+    assert_eq!(stats.stored, 50);
+    assert!(stats.groups <= 2, "{stats:?}");
+    assert_eq!(stored(&store).await, 50);
 }

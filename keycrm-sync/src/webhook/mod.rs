@@ -40,6 +40,6 @@ pub use event::{
 };
 pub(crate) use receiver::inbox_item;
 pub use receiver::{
-    Accepted, CommitFuture, DEFAULT_REDELIVERY_WINDOW, MAX_GROUP, ReceiverSettings, Rejection,
-    SignatureCheck, WebhookReceiver, WebhookRequest, sign,
+    Accepted, CommitFuture, DEFAULT_REDELIVERY_WINDOW, MAX_GROUP, ReceiverSettings, ReceiverStats,
+    Rejection, SignatureCheck, WebhookReceiver, WebhookRequest, sign,
 };

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -228,6 +229,25 @@ struct Inner {
     settings: ReceiverSettings,
     token_digest: Option<[u8; 32]>,
     jobs: mpsc::Sender<Job>,
+    stats: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    groups: AtomicU64,
+    stored: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+/// What a receiver (all its clones) has committed so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    /// Store commits (each one durable write for a whole group).
+    pub groups: u64,
+    /// Deliveries stored as new inbox rows.
+    pub stored: u64,
+    /// Deliveries recognised as duplicates.
+    pub duplicates: u64,
 }
 
 impl fmt::Debug for WebhookReceiver {
@@ -251,6 +271,8 @@ impl WebhookReceiver {
         F: Fn(Vec<NewInboxItem>) -> CommitFuture + Send + Sync + 'static,
     {
         let (jobs, mut rx) = mpsc::channel::<Job>(MAX_GROUP * 4);
+        let stats = Arc::new(Counters::default());
+        let counters = stats.clone();
         tokio::spawn(async move {
             let mut group = Vec::with_capacity(MAX_GROUP);
             while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
@@ -258,6 +280,12 @@ impl WebhookReceiver {
                     group.drain(..).map(|j| (j.item, j.answer)).unzip();
                 match commit(items).await {
                     Ok(ids) => {
+                        let stored = ids.iter().filter(|id| id.is_some()).count() as u64;
+                        counters.groups.fetch_add(1, Ordering::Relaxed);
+                        counters.stored.fetch_add(stored, Ordering::Relaxed);
+                        counters
+                            .duplicates
+                            .fetch_add(ids.len() as u64 - stored, Ordering::Relaxed);
                         for (answer, id) in answers.into_iter().zip(ids) {
                             let _ = answer.send(Ok(id));
                         }
@@ -278,6 +306,7 @@ impl WebhookReceiver {
                 settings,
                 token_digest,
                 jobs,
+                stats,
             }),
         }
     }
@@ -285,6 +314,16 @@ impl WebhookReceiver {
     /// The settings.
     pub fn settings(&self) -> &ReceiverSettings {
         &self.inner.settings
+    }
+
+    /// Commits so far (the mean group size is `(stored + duplicates) / groups`).
+    pub fn stats(&self) -> ReceiverStats {
+        let c = &self.inner.stats;
+        ReceiverStats {
+            groups: c.groups.load(Ordering::Relaxed),
+            stored: c.stored.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+        }
     }
 
     /// Checks an announced `Content-Length` before the body is read: `Err` (413) above the
