@@ -116,7 +116,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     pub async fn apply_inbox(&self) -> Result<RunReport, SyncError> {
         let _guard = self.inner.run_lock.lock().await;
         let mut report = RunReport::default();
-        self.process_inbox(&mut report).await?;
+        Box::pin(self.process_inbox(&mut report)).await?;
         Ok(report)
     }
 
@@ -160,7 +160,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 return Ok(());
             }
             for item in items {
-                let (status, error) = match self.apply_inbox_item(&item, report).await {
+                let (status, error) = match Box::pin(self.apply_inbox_item(&item, report)).await {
                     Ok(Outcome::Applied) => (InboxStatus::Processed, None),
                     Ok(Outcome::Ignored) => (InboxStatus::Ignored, None),
                     Ok(Outcome::Held(reason)) => (InboxStatus::Failed, Some(reason)),

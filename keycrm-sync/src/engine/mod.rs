@@ -15,10 +15,16 @@
 //! 4. **push**: sends due outbox items with as few requests as KeyCRM allows: unchanged
 //!    records cost nothing, orders are created idempotently (bulk import with read-back by
 //!    `source_uuid` for several), products imported 100 at a time, prices in one bulk
-//!    `PUT /offers`, stock in one `PUT /offers/stocks` per warehouse.
+//!    `PUT /offers`, stock in one `PUT /offers/stocks` per warehouse. When KeyCRM refuses
+//!    some rows of a batch (a 422 naming `stocks.3.sku`), those rows are dead-lettered with
+//!    its message and the rest is sent again in the same run; one warehouse's failure never
+//!    skips another. Before a create is sent, the body being created is noted as the record's
+//!    base, so that a record created by a run that stopped before its bookkeeping is linked
+//!    against what was sent, and a local edit made in between is not lost.
 //!
 //! Every applied change, push, conflict and failure is published to [`SyncEngine::subscribe`].
 
+mod batch;
 mod inbox;
 mod pull;
 mod push;
@@ -77,6 +83,23 @@ pub enum SyncError {
         total: usize,
         /// The configured limit, in percent.
         limit: f64,
+    },
+    /// An on-demand sync named a record the host does not have.
+    #[error("the host has no {kind} with the given id")]
+    NotFound {
+        /// Kind of record.
+        kind: EntityKind,
+        /// The id asked for.
+        local_id: String,
+    },
+    /// KeyCRM answered with something the engine cannot use (a record without its id, or
+    /// another record than the one asked for).
+    #[error("unusable KeyCRM answer to {operation}: {problem}")]
+    Answer {
+        /// The call answered (`GET /order/{id}`).
+        operation: &'static str,
+        /// What is wrong with the answer (never its values).
+        problem: &'static str,
     },
 }
 
@@ -431,12 +454,14 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             full_pass: full,
             ..RunReport::default()
         };
-        self.ensure_status_ranks().await;
+        Box::pin(self.ensure_status_ranks()).await;
+        // Each stage's future is large (every KeyCRM call it may make is a state of it):
+        // boxed, they live on the heap and a run fits the 2 MiB stack of a test thread.
         let result = async {
-            self.collect(&mut report, everything).await?;
-            self.pull(&mut report, full, everything).await?;
-            self.process_inbox(&mut report).await?;
-            self.push(&mut report).await?;
+            Box::pin(self.collect(&mut report, everything)).await?;
+            Box::pin(self.pull(&mut report, full, everything)).await?;
+            Box::pin(self.process_inbox(&mut report)).await?;
+            Box::pin(self.push(&mut report)).await?;
             let cutoff =
                 now() - chrono::Duration::days(i64::from(self.inner.config.retention_days));
             self.inner.store.purge(cutoff).await?;
@@ -445,7 +470,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         .await;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.requests = self.inner.client.stats().requests - requests_before;
-        *self.inner.last_run.lock().expect("lock") = Some(report.clone());
+        *self
+            .inner
+            .last_run
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(report.clone());
         result.map(|()| report)
     }
 
@@ -478,18 +507,32 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             started_at: Some(now()),
             ..RunReport::default()
         };
-        self.ensure_status_ranks().await;
+        // A record the host does not have is an error of the caller, not a deletion: nothing
+        // is queued, pulled or audited for it.
+        if self
+            .inner
+            .host
+            .load(kind, local_id.to_string())
+            .await?
+            .is_none()
+        {
+            return Err(SyncError::NotFound {
+                kind,
+                local_id: local_id.to_string(),
+            });
+        }
+        Box::pin(self.ensure_status_ranks()).await;
         if let Some(mapping) = self.inner.store.get_mapping(kind, local_id).await?
             && let Some(remote_id) = mapping.remote_id
         {
-            self.pull_one(kind, remote_id, &mut report).await?;
+            Box::pin(self.pull_one(kind, remote_id, &mut report)).await?;
         }
         self.inner
             .store
             .enqueue(kind, local_id, serde_json::json!({}), now())
             .await?;
         report.collected += 1;
-        self.push_only(&mut report, Some((kind, local_id))).await?;
+        Box::pin(self.push_only(&mut report, Some((kind, local_id)))).await?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.requests = self.inner.client.stats().requests - requests_before;
         Ok(report)
@@ -505,7 +548,12 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             outbox_depth: counts.outbox_depth,
             dead_letters: counts.dead_letters,
             inbox_backlog: counts.inbox_backlog,
-            last_run: self.inner.last_run.lock().expect("lock").clone(),
+            last_run: self
+                .inner
+                .last_run
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
             runs: self.inner.runs.load(Ordering::Relaxed),
             keycrm: ApiHealth {
                 requests: stats.requests,
@@ -542,7 +590,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                         .iter()
                         .filter_map(|s| Some((s.id?.to_string(), s.group_id?)))
                         .collect();
-                    let mut policies = self.inner.policies.lock().expect("lock");
+                    let mut policies = self
+                        .inner
+                        .policies
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     let policy = policies
                         .entry(EntityKind::Order)
                         .or_insert_with(|| Policy::new(Resolution::NewestWins));

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use keycrm_api::{Decimal, Paginate, types};
 
 use super::pull::{ORDER_INCLUDE, source_uuid_key};
-use super::{RunReport, SyncEngine, SyncError, SyncEvent, now, outbox_backoff};
+use super::{RunReport, SyncEngine, SyncError, SyncEvent, batch, now, outbox_backoff};
 use crate::canonical::{self, CanonicalStock, OfferRef};
 use crate::host::{Applied, Host, RemoteChange};
 use crate::model::{EntityKind, Fields, Snapshot};
@@ -120,7 +120,28 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         error: &str,
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
-        let dead = item.attempts + 1 >= self.inner.config.retry_attempts;
+        self.fail_as(item, error, false, report).await
+    }
+
+    /// Dead-letters at once a record KeyCRM refused (a 422 naming its row): sending it
+    /// again unchanged would be refused again.
+    async fn reject(
+        &self,
+        item: &OutboxItem,
+        error: &str,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        self.fail_as(item, error, true, report).await
+    }
+
+    async fn fail_as(
+        &self,
+        item: &OutboxItem,
+        error: &str,
+        dead_now: bool,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let dead = dead_now || item.attempts + 1 >= self.inner.config.retry_attempts;
         let next = self.outbox_now() + outbox_backoff(item.attempts);
         self.inner
             .store
@@ -206,6 +227,34 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             .complete_outbox(work.item.id, work.item.revision)
             .await?;
         Ok(mapping.remote_id)
+    }
+
+    /// Notes, before a create is sent, the body being created as the record's base (the
+    /// mapping has no remote id yet). If the engine stops between the create and its
+    /// bookkeeping, the pull or look-up that meets the created record links it against this
+    /// base, so a local edit made in between counts as a local change and is not lost to
+    /// KeyCRM's copy of the older body.
+    async fn note_create(&self, work: &Work) -> Result<(), SyncError> {
+        let mut mapping = self
+            .inner
+            .store
+            .get_mapping(work.item.kind, &work.item.local_id)
+            .await?
+            .unwrap_or_else(|| Mapping::new(work.item.kind, &work.item.local_id));
+        if mapping.remote_id.is_some() {
+            return Ok(());
+        }
+        mapping.base = Some(Snapshot::new(work.local.fields.clone(), None));
+        self.inner.store.put_mapping(&mapping).await?;
+        Ok(())
+    }
+
+    /// The base noted by [`Self::note_create`] for a record not linked yet, if any.
+    fn noted_create(work: &Work) -> Option<Snapshot> {
+        work.mapping
+            .as_ref()
+            .filter(|m| m.remote_id.is_none())
+            .and_then(|m| m.base.clone())
     }
 
     fn dry_run(&self) -> bool {
@@ -325,7 +374,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         for (uuid, w) in pending {
             match existing.remove(&uuid) {
                 Some(order) => {
-                    let result = self.finish_order_create(&w, &order, report).await;
+                    let result = self.finish_order_create(&w, &order, true, report).await;
                     self.item_result(&w.item, result, report).await?;
                 }
                 None => to_create.push((uuid, w)),
@@ -334,7 +383,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let mut bodies = Vec::new();
         for (uuid, w) in to_create {
             match canonical::order_create_body(&w.local.fields, &self.inner.mappings) {
-                Ok(body) => bodies.push((uuid, w, body)),
+                Ok(body) => {
+                    self.note_create(&w).await?;
+                    bodies.push((uuid, w, body));
+                }
                 Err(e) => self.fail(&w.item, &e.to_string(), report).await?,
             }
         }
@@ -345,32 +397,52 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             chunks.push(iter.by_ref().take(batch).collect());
         }
         for chunk in chunks {
-            let sent = if chunk.len() == 1 {
+            let (delivered, rejected, failed) = if chunk.len() == 1 {
                 let (_, _, body) = &chunk[0];
-                self.call(self.inner.client.order_create_idempotent(body.clone()))
-                    .await
-                    .map(|_| ())
-            } else {
-                let import = types::OrderImport {
-                    orders: chunk.iter().map(|(_, _, b)| b.clone()).collect(),
-                };
-                self.call(self.inner.client.order_import().body(import).send())
-                    .await
-                    .map(|_| ())
-            };
-            if let Err(e) = sent {
-                // A lost answer may still have created them: the next attempt looks them up first.
-                for (_, w, _) in &chunk {
-                    self.fail(&w.item, &e.to_string(), report).await?;
+                let sent = self
+                    .call(self.inner.client.order_create_idempotent(body.clone()))
+                    .await;
+                match sent {
+                    Ok(_) => (vec![0], Vec::new(), None),
+                    Err(e) => (Vec::new(), Vec::new(), Some((vec![0], e.to_string()))),
                 }
+            } else {
+                // Rows KeyCRM refuses (a 422 naming `orders.N.…`) are dead-lettered with its
+                // message; the others are imported in the same run.
+                let rows: Vec<types::OrderCreate> =
+                    chunk.iter().map(|(_, _, b)| b.clone()).collect();
+                let outcome = batch::send_splitting(EntityKind::Order, "orders", &rows, |orders| {
+                    self.call(
+                        self.inner
+                            .client
+                            .order_import()
+                            .body(types::OrderImport { orders })
+                            .send(),
+                    )
+                })
+                .await;
+                let failed = outcome.error.map(|e| (outcome.failed, e.to_string()));
+                (outcome.delivered, outcome.rejected, failed)
+            };
+            for (index, message) in &rejected {
+                self.reject(&chunk[*index].1.item, message, report).await?;
+            }
+            if let Some((indices, error)) = &failed {
+                // A lost answer may still have created them: the next attempt looks them up first.
+                for index in indices {
+                    self.fail(&chunk[*index].1.item, error, report).await?;
+                }
+            }
+            if delivered.is_empty() {
                 continue;
             }
-            let uuids: Vec<String> = chunk.iter().map(|(u, _, _)| u.clone()).collect();
+            let uuids: Vec<String> = delivered.iter().map(|&i| chunk[i].0.clone()).collect();
             let mut created = self.orders_by_uuid(&uuids).await?;
-            for (uuid, w, _) in chunk {
-                match created.remove(&uuid) {
+            for index in delivered {
+                let (uuid, w, _) = &chunk[index];
+                match created.remove(uuid) {
                     Some(order) => {
-                        let result = self.finish_order_create(&w, &order, report).await;
+                        let result = self.finish_order_create(w, &order, false, report).await;
                         self.item_result(&w.item, result, report).await?;
                     }
                     None => {
@@ -384,15 +456,21 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     }
 
     /// After a create (or finding the order): send what creation could not carry (status).
+    ///
+    /// `found`: the order was there before this run sent anything (a create whose answer or
+    /// bookkeeping was lost); its base is then the body that was sent, as noted before the
+    /// create, so that local edits made since are pushed rather than overwritten.
     async fn finish_order_create(
         &self,
         w: &Work,
         order: &types::Order,
+        found: bool,
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
-        let remote_id = order
-            .id
-            .ok_or_else(|| SyncError::Config("KeyCRM answered an order without id".into()))?;
+        let remote_id = order.id.ok_or(SyncError::Answer {
+            operation: "GET /order",
+            problem: "an order without id",
+        })?;
         let remote = canonical::order_fields_from_remote(order);
         let mut work = Work {
             item: w.item.clone(),
@@ -407,12 +485,18 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         // The base is the created order, except for fields the host never had: those KeyCRM
         // filled in (the order date, a matched buyer's e-mail) are its values to bring to the
         // host, not local removals to push (KeyCRM could not apply them anyway).
-        let mut base = remote.clone();
-        base.retain(|field, _| w.local.fields.contains_key(field));
-        mapping.base = Some(Snapshot::new(
-            base,
-            order.updated_at.map(keycrm_api::Timestamp::into_datetime),
-        ));
+        let noted = if found { Self::noted_create(w) } else { None };
+        mapping.base = Some(match noted {
+            Some(noted) => noted,
+            None => {
+                let mut base = remote.clone();
+                base.retain(|field, _| w.local.fields.contains_key(field));
+                Snapshot::new(
+                    base,
+                    order.updated_at.map(keycrm_api::Timestamp::into_datetime),
+                )
+            }
+        });
         work.mapping = Some(mapping);
         self.update_order_with(&work, order, remote, report).await
     }
@@ -430,6 +514,22 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             )
             .await?
             .into_inner();
+        // The answer is KeyCRM's data: checked, never trusted to be the order asked for.
+        match order.id {
+            Some(id) if id == remote_id => {}
+            Some(_) => {
+                return Err(SyncError::Answer {
+                    operation: "GET /order/{id}",
+                    problem: "another order than the one asked for",
+                });
+            }
+            None => {
+                return Err(SyncError::Answer {
+                    operation: "GET /order/{id}",
+                    problem: "an order without id",
+                });
+            }
+        }
         let remote = canonical::order_fields_from_remote(&order);
         self.update_order_with(w, &order, remote, report).await
     }
@@ -444,7 +544,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
         let kind = EntityKind::Order;
-        let remote_id = order.id.expect("checked by callers");
+        let remote_id = order.id.ok_or(SyncError::Answer {
+            operation: "GET /order/{id}",
+            problem: "an order without id",
+        })?;
         let remote_snapshot = Snapshot::new(
             remote.clone(),
             order.updated_at.map(keycrm_api::Timestamp::into_datetime),
@@ -603,10 +706,18 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                         .next();
                 }
                 match found {
-                    Some(b) => (
-                        b.id,
-                        Some(Snapshot::new(canonical::buyer_fields_from_remote(&b), None)),
-                    ),
+                    Some(b) => {
+                        let id = b.id.ok_or(SyncError::Answer {
+                            operation: "GET /buyer",
+                            problem: "a buyer without id",
+                        })?;
+                        // A buyer this engine created before it could note the answer: the
+                        // body it sent is the base (see `note_create`).
+                        let base = Self::noted_create(w).unwrap_or_else(|| {
+                            Snapshot::new(canonical::buyer_fields_from_remote(&b), None)
+                        });
+                        (Some(id), Some(base))
+                    }
                     None => (None, None),
                 }
             }
@@ -616,12 +727,17 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 return self.would(w, "create buyer".into()).await;
             }
             let body = canonical::buyer_create_body(&w.local.fields)?;
+            self.note_create(w).await?;
             let created = self
                 .call(client.buyer_create().body(body).send())
                 .await?
                 .into_inner();
+            let id = created.id.ok_or(SyncError::Answer {
+                operation: "POST /buyer",
+                problem: "a created buyer without id",
+            })?;
             let base = canonical::buyer_fields_from_remote(&created);
-            return self.done(w, created.id, base, report).await;
+            return self.done(w, Some(id), base, report).await;
         };
         let base = base.unwrap_or_default();
         let policy = self.policy(kind);
@@ -652,7 +768,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
         let client = &self.inner.client;
-        let (updates, creates): (Vec<Work>, Vec<Work>) =
+        let (mut updates, creates): (Vec<Work>, Vec<Work>) =
             work.into_iter().partition(|w| w.remote_id().is_some());
         // Creates: those with a SKU are imported 100 per request and read back through their
         // offer (`GET /offers?filter[sku]=..&include=product`); the others one by one.
@@ -667,17 +783,27 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             for w in without {
                 let result = async {
                     let body = canonical::product_create_body(&w.local.fields)?;
+                    self.note_create(&w).await?;
                     let p = self
                         .call(client.product_create().body(body).send())
                         .await?
                         .into_inner();
-                    Ok::<_, SyncError>(p)
+                    let id = p.id.ok_or(SyncError::Answer {
+                        operation: "POST /products",
+                        problem: "a created product without id",
+                    })?;
+                    Ok::<_, SyncError>((id, p))
                 }
                 .await;
                 match result {
-                    Ok(p) => {
-                        self.done(&w, p.id, canonical::product_fields_from_remote(&p), report)
-                            .await?
+                    Ok((id, p)) => {
+                        self.done(
+                            &w,
+                            Some(id),
+                            canonical::product_fields_from_remote(&p),
+                            report,
+                        )
+                        .await?
                     }
                     Err(e) => self.fail(&w.item, &e.to_string(), report).await?,
                 }
@@ -689,42 +815,101 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     .collect();
                 let mut known = self.products_by_sku(&skus).await?;
                 let mut bodies = Vec::new();
-                let mut sent = Vec::new();
+                let mut sent: Vec<&Work> = Vec::new();
                 for w in chunk {
-                    let sku = text(&w.local.fields, "sku").expect("partitioned on sku");
+                    let sku = text(&w.local.fields, "sku").unwrap_or_default();
+                    if let Some(p) = known.get(&sku)
+                        && let Some(noted) = Self::noted_create(w)
+                    {
+                        // Created by an earlier run that stopped before its bookkeeping:
+                        // linked against the body it sent, then updated like any mapped
+                        // product, so a local edit made since reaches KeyCRM.
+                        let Some(id) = p.id else {
+                            self.fail(&w.item, &product_without_id().to_string(), report)
+                                .await?;
+                            continue;
+                        };
+                        let mut mapping = w
+                            .mapping
+                            .clone()
+                            .unwrap_or_else(|| Mapping::new(EntityKind::Product, &w.item.local_id));
+                        mapping.remote_id = Some(id);
+                        mapping.base = Some(noted);
+                        updates.push(Work {
+                            item: w.item.clone(),
+                            local: w.local.clone(),
+                            mapping: Some(mapping),
+                        });
+                        known.remove(&sku);
+                        continue;
+                    }
                     if known.contains_key(&sku) {
                         continue;
                     }
                     match canonical::product_create_body(&w.local.fields) {
                         Ok(b) => {
+                            self.note_create(w).await?;
                             bodies.push(b);
                             sent.push(w);
                         }
                         Err(e) => self.fail(&w.item, &e.to_string(), report).await?,
                     }
                 }
+                let mut imported = Vec::new();
                 if !bodies.is_empty() {
-                    for import in canonical::product_import_batches(bodies) {
-                        if let Err(e) = self.call(client.product_import().body(import).send()).await
-                        {
-                            for w in &sent {
-                                self.fail(&w.item, &e.to_string(), report).await?;
-                            }
-                            sent.clear();
+                    // Rows KeyCRM refuses (a 422 naming `products.N.…`) are dead-lettered with
+                    // its message; the others are imported in the same run.
+                    let outcome = batch::send_splitting(
+                        EntityKind::Product,
+                        "products",
+                        &bodies,
+                        |products| {
+                            self.call(
+                                client
+                                    .product_import()
+                                    .body(types::ProductImport { products })
+                                    .send(),
+                            )
+                        },
+                    )
+                    .await;
+                    for (index, message) in &outcome.rejected {
+                        self.reject(&sent[*index].item, message, report).await?;
+                    }
+                    if let Some(e) = &outcome.error {
+                        for index in &outcome.failed {
+                            self.fail(&sent[*index].item, &e.to_string(), report)
+                                .await?;
                         }
                     }
-                    if !sent.is_empty() {
+                    imported = outcome.delivered.iter().map(|&i| sent[i].item.id).collect();
+                    if !imported.is_empty() {
                         known = self.products_by_sku(&skus).await?;
                     }
                 }
                 for w in chunk {
-                    let sku = text(&w.local.fields, "sku").expect("partitioned on sku");
+                    let sku = text(&w.local.fields, "sku").unwrap_or_default();
+                    let was_sent = sent.iter().any(|s| s.item.id == w.item.id);
+                    if was_sent && !imported.contains(&w.item.id) {
+                        continue; // refused or failed above
+                    }
                     match known.get(&sku) {
-                        Some(p) => {
-                            self.done(w, p.id, canonical::product_fields_from_remote(p), report)
+                        Some(p) => match p.id {
+                            Some(id) => {
+                                self.done(
+                                    w,
+                                    Some(id),
+                                    canonical::product_fields_from_remote(p),
+                                    report,
+                                )
                                 .await?
-                        }
-                        None if sent.iter().any(|s| s.item.id == w.item.id) => {
+                            }
+                            None => {
+                                self.fail(&w.item, &product_without_id().to_string(), report)
+                                    .await?
+                            }
+                        },
+                        None if was_sent => {
                             self.fail(&w.item, "imported, but not found on read-back yet", report)
                                 .await?
                         }
@@ -878,20 +1063,39 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             }
             return Ok(());
         }
-        let mut failed = None;
-        for batch in canonical::offer_update_batches(rows) {
-            if let Err(e) = self
-                .call(client.offer_update_batch().body(batch).send())
-                .await
-            {
-                failed = Some(e.to_string());
-                break;
+        // One `PUT /offers` per 10,000 rows; rows KeyCRM refuses (a 422 naming
+        // `offers.N.…`) are dead-lettered with its message, the others sent again at once.
+        let mut outcome: Vec<Option<Result<(), (bool, String)>>> = vec![None; sent.len()];
+        let mut start = 0;
+        for chunk in rows.chunks(canonical::MAX_OFFER_ROWS) {
+            let result = batch::send_splitting(EntityKind::Offer, "offers", chunk, |offers| {
+                self.call(
+                    client
+                        .offer_update_batch()
+                        .body(types::OfferUpdateBatch { offers })
+                        .send(),
+                )
+            })
+            .await;
+            for i in result.delivered {
+                outcome[start + i] = Some(Ok(()));
             }
+            for (i, message) in result.rejected {
+                outcome[start + i] = Some(Err((true, message)));
+            }
+            if let Some(e) = result.error {
+                for i in result.failed {
+                    outcome[start + i] = Some(Err((false, e.to_string())));
+                }
+            }
+            start += chunk.len();
         }
-        for (w, id, merged) in sent {
-            match &failed {
-                None => self.done(&w, Some(id), merged, report).await?,
-                Some(e) => self.fail(&w.item, e, report).await?,
+        for ((w, id, merged), outcome) in sent.into_iter().zip(outcome) {
+            match outcome {
+                Some(Ok(())) => self.done(&w, Some(id), merged, report).await?,
+                Some(Err((true, e))) => self.reject(&w.item, &e, report).await?,
+                Some(Err((false, e))) => self.fail(&w.item, &e, report).await?,
+                None => self.fail(&w.item, "not sent", report).await?,
             }
         }
         Ok(())
@@ -967,26 +1171,92 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 return Ok(());
             }
         };
-        let mut failed = None;
-        for body in bodies {
-            if let Err(e) = self
-                .call(self.inner.client.offer_stock_update().body(body).send())
-                .await
-            {
-                failed = Some(e.to_string());
-                break;
+        // Which outbox records a row stands for: (warehouse id, SKU) -> positions in `changed`.
+        let mut by_row: BTreeMap<(i64, String), Vec<usize>> = BTreeMap::new();
+        let mut outcome: Vec<Option<Result<(), (bool, String)>>> = vec![None; changed.len()];
+        for (i, w) in changed.iter().enumerate() {
+            let row = w
+                .item
+                .local_id
+                .split_once('/')
+                .and_then(|(warehouse, sku)| {
+                    let id = self.inner.mappings.warehouse_id(warehouse).ok()?;
+                    Some((id, sku.to_string()))
+                });
+            match row {
+                Some(key) => by_row.entry(key).or_default().push(i),
+                None => {
+                    outcome[i] = Some(Err((
+                        true,
+                        "a stock record without warehouse and SKU, or without a quantity".into(),
+                    )))
+                }
             }
         }
-        for w in changed {
-            match &failed {
-                None => {
+        // One `PUT /offers/stocks` per warehouse (and 10,000 rows). A warehouse's failure
+        // never skips another; rows KeyCRM refuses (a 422 naming `stocks.N.sku`, an unknown
+        // SKU) are dead-lettered with its message and the others sent again at once.
+        for body in bodies {
+            let warehouse_id = body.warehouse_id;
+            let result =
+                batch::send_splitting(EntityKind::Stock, "stocks", &body.stocks, |stocks| {
+                    self.call(
+                        self.inner
+                            .client
+                            .offer_stock_update()
+                            .body(types::OfferStockUpdate {
+                                stocks,
+                                warehouse_id,
+                            })
+                            .send(),
+                    )
+                })
+                .await;
+            let mut mark = |row: usize, value: Result<(), (bool, String)>| {
+                let sku = body.stocks[row].sku.clone().unwrap_or_default();
+                for &i in by_row.get(&(warehouse_id, sku)).into_iter().flatten() {
+                    outcome[i] = Some(value.clone());
+                }
+            };
+            for row in result.delivered {
+                mark(row, Ok(()));
+            }
+            for (row, message) in result.rejected {
+                mark(row, Err((true, message)));
+            }
+            if let Some(e) = result.error {
+                let e = e.to_string();
+                for row in result.failed {
+                    mark(row, Err((false, e.clone())));
+                }
+            }
+        }
+        for (w, outcome) in changed.into_iter().zip(outcome) {
+            match outcome {
+                Some(Ok(())) => {
                     let fields = w.local.fields.clone();
                     self.done(&w, None, fields, report).await?;
                 }
-                Some(e) => self.fail(&w.item, e, report).await?,
+                Some(Err((true, e))) => self.reject(&w.item, &e, report).await?,
+                Some(Err((false, e))) => self.fail(&w.item, &e, report).await?,
+                None => {
+                    self.reject(
+                        &w.item,
+                        "a stock record without warehouse and SKU, or without a quantity",
+                        report,
+                    )
+                    .await?
+                }
             }
         }
         Ok(())
+    }
+}
+
+fn product_without_id() -> SyncError {
+    SyncError::Answer {
+        operation: "GET /offers?include=product",
+        problem: "a product without id",
     }
 }
 

@@ -1,0 +1,179 @@
+//! A create whose answer (or bookkeeping) was lost: the record exists in KeyCRM, the engine
+//! does not know its id. When it meets the record again (a look-up before re-creating, or a
+//! pull), it links it against the body it sent, noted as the base before sending, so a local
+//! edit made in between is a local change and reaches KeyCRM, not lost to KeyCRM's older copy.
+//! (`tests/crash.rs` proves the same for orders with SIGKILLs.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use keycrm_api::clock::VirtualClock;
+use keycrm_api::mock::{KeyCrmMock, Quota};
+use keycrm_api::{Client, Decimal, Paginate};
+use keycrm_sync::SyncEngine;
+use keycrm_sync::canonical::{CanonicalBuyer, CanonicalProduct, Mappings};
+use keycrm_sync::config::{Secret, SyncConfig};
+use keycrm_sync::host::MemoryHost;
+use keycrm_sync::model::EntityKind;
+use keycrm_sync::store::{MemoryStore, Store};
+
+fn config() -> SyncConfig {
+    SyncConfig {
+        api_key: Secret::new("test"),
+        source_id: Some(1),
+        status_ids: BTreeMap::from([("new".to_string(), 1)]),
+        warehouse_ids: BTreeMap::from([("main".to_string(), 1)]),
+        ..SyncConfig::default()
+    }
+}
+
+/// No pacing, instant retry waits, and a short timeout: a lost answer costs little.
+fn impatient_client(mock: &KeyCrmMock) -> Client {
+    mock.client_builder()
+        .requests_per_minute(0)
+        .clock(Arc::new(VirtualClock::new()))
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+}
+
+struct Rig {
+    mock: KeyCrmMock,
+    host: MemoryHost,
+    engine: SyncEngine<MemoryStore, MemoryHost>,
+    skew: Arc<AtomicI64>,
+}
+
+async fn rig() -> Rig {
+    let mock = KeyCrmMock::builder()
+        .quota(Quota::unlimited())
+        .lost_response_delay(Duration::from_secs(2))
+        .start()
+        .await;
+    let host = MemoryHost::new(Mappings::from_config(&config()));
+    let skew = Arc::new(AtomicI64::new(0));
+    let clock = skew.clone();
+    let engine = SyncEngine::builder()
+        .client(impatient_client(&mock))
+        .store(MemoryStore::new())
+        .host(host.clone())
+        .config(config())
+        .outbox_clock(move || Utc::now() + chrono::Duration::seconds(clock.load(Ordering::Relaxed)))
+        .build()
+        .unwrap();
+    Rig {
+        mock,
+        host,
+        engine,
+        skew,
+    }
+}
+
+impl Rig {
+    /// Past every backoff the engine uses.
+    fn pass_backoff(&self) {
+        self.skew.fetch_add(2 * 3600, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test]
+async fn a_product_whose_import_answer_was_lost_gets_the_edit_made_since() {
+    let rig = rig().await;
+    for n in 1..=3 {
+        rig.host.put_product(CanonicalProduct {
+            local_id: format!("P-{n}"),
+            sku: Some(format!("PS-{n}")),
+            name: format!("Product {n}"),
+            price: Some(Decimal::from(10)),
+            ..CanonicalProduct::default()
+        });
+    }
+    rig.mock.faults().lose_next_creates(1);
+    let first = rig.engine.run_once().await.unwrap();
+    assert_eq!(first.failed, 3, "the import's answer was lost: {first:?}");
+    // KeyCRM has the products; the host renames one before the engine learns their ids.
+    rig.host.put_product(CanonicalProduct {
+        local_id: "P-2".into(),
+        sku: Some("PS-2".into()),
+        name: "Renamed while the answer was lost".into(),
+        price: Some(Decimal::from(10)),
+        ..CanonicalProduct::default()
+    });
+    for _ in 0..3 {
+        rig.pass_backoff();
+        rig.engine.run_once().await.unwrap();
+    }
+    let products = rig
+        .engine
+        .client()
+        .product_list()
+        .collect_all()
+        .await
+        .unwrap();
+    assert_eq!(products.len(), 3, "created once each");
+    let renamed = products
+        .iter()
+        .find(|p| p.sku.as_deref() == Some("PS-2"))
+        .unwrap();
+    assert_eq!(
+        renamed.name.as_deref(),
+        Some("Renamed while the answer was lost"),
+        "the host's edit reached KeyCRM"
+    );
+    assert_eq!(
+        rig.host.product("P-2").unwrap().name,
+        "Renamed while the answer was lost",
+        "and the host kept it"
+    );
+    for n in 1..=3 {
+        let m = rig
+            .engine
+            .store()
+            .get_mapping(EntityKind::Product, &format!("P-{n}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(m.remote_id.is_some(), "P-{n} is linked");
+    }
+}
+
+#[tokio::test]
+async fn a_buyer_whose_create_answer_was_lost_keeps_the_edit_made_since() {
+    let rig = rig().await;
+    rig.host.put_buyer(CanonicalBuyer {
+        local_id: "B-1".into(),
+        name: "Olena".into(),
+        phones: vec!["+380501112233".into()],
+        note: Some("first".into()),
+        ..CanonicalBuyer::default()
+    });
+    rig.mock.faults().lose_next_creates(1);
+    let first = rig.engine.run_once().await.unwrap();
+    assert_eq!(first.failed, 1, "the create's answer was lost: {first:?}");
+    rig.host
+        .edit_buyer("B-1", |b| b.note = Some("edited meanwhile".into()));
+    // Let the held-back answer go, so the buyer shows up in KeyCRM's change feed.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    for _ in 0..3 {
+        rig.pass_backoff();
+        rig.engine.run_once().await.unwrap();
+    }
+    let buyers = rig
+        .engine
+        .client()
+        .buyer_list()
+        .collect_all()
+        .await
+        .unwrap();
+    assert_eq!(buyers.len(), 1, "created once");
+    assert_eq!(
+        rig.host.buyer("B-1").unwrap().note.as_deref(),
+        Some("edited meanwhile"),
+        "the pull that met the created buyer did not overwrite the host's edit"
+    );
+    let remote = &buyers[0];
+    assert_eq!(remote.note.as_deref(), Some("edited meanwhile"));
+}
