@@ -300,7 +300,6 @@ async fn run(n: usize) {
         (last.stored - after.stored) as f64 / (last.groups - after.groups).max(1) as f64
     );
     resync.abort();
-    let committed_total = engine.store().counts().await.expect("counts").inbox_backlog;
 
     println!(
         "ratio receiver / bare: {:.2} (during resync: {:.2}); inbox rows after the receiver \
