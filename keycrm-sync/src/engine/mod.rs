@@ -153,7 +153,7 @@ pub enum SyncEvent {
     Held {
         /// Kind of record.
         kind: EntityKind,
-        /// What was held (`webhook <inbox id>`, `pass <warehouse>`).
+        /// What was held (`webhook <inbox id>`, `stock pass`).
         source: String,
         /// Why (no customer data).
         reason: String,
