@@ -6,8 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use crate::limiter::WaitPhase;
 use crate::types;
 
 /// The result type of this crate.
@@ -21,6 +22,8 @@ pub struct ErrorMeta {
     pub correlation_id: Option<String>,
     /// How many times the request was sent (0 when it never left the client).
     pub attempts: u32,
+    /// The operation (`order_list`, `buyer_update`, ...), when known.
+    pub operation: Option<String>,
 }
 
 impl ErrorMeta {
@@ -29,12 +32,37 @@ impl ErrorMeta {
         Self {
             correlation_id,
             attempts,
+            operation: None,
+        }
+    }
+
+    /// The same metadata naming the operation.
+    pub fn with_operation(mut self, operation: impl Into<String>) -> Self {
+        self.operation = Some(operation.into());
+        self
+    }
+}
+
+/// ` [`order_list`, 3 attempts]`: the operation and the attempts, for one-line messages of
+/// failures that have no HTTP status to speak for them.
+struct Ctx<'a>(&'a ErrorMeta);
+
+impl fmt::Display for Ctx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(" [")?;
+        if let Some(op) = &self.0.operation {
+            write!(f, "`{op}`, ")?;
+        }
+        match self.0.attempts {
+            0 => f.write_str("nothing sent]"),
+            1 => f.write_str("1 attempt]"),
+            n => write!(f, "{n} attempts]"),
         }
     }
 }
 
 /// An error from a KeyCRM call or from configuring the client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// 422: KeyCRM rejected the input. `errors` maps each field path (`orders.0.source_id`)
@@ -108,17 +136,47 @@ pub enum Error {
         /// Request context.
         meta: ErrorMeta,
     },
-    /// The request or the connection timed out. For a create, the record may exist anyway.
-    #[error("the request to KeyCRM timed out")]
+    /// One attempt ran out of the per-attempt timeout (builder `timeout`/`connect_timeout`).
+    /// For a create, the record may exist anyway.
+    #[error("the request to KeyCRM timed out{}", Ctx(meta))]
     Timeout {
         /// Request context.
         meta: ErrorMeta,
     },
-    /// The connection failed (refused, reset, TLS, DNS).
-    #[error("could not talk to KeyCRM: {message}")]
+    /// The connection failed (refused, reset, closed early, TLS, DNS).
+    #[error("could not talk to KeyCRM: {message}{}", Ctx(meta))]
     Transport {
         /// What failed, with the URL (which can carry filter values) removed.
         message: String,
+        /// Request context.
+        meta: ErrorMeta,
+    },
+    /// The call's deadline (builder `deadline`, or [`Client::with_deadline`]) ran out; `phase`
+    /// says what the call was doing then. For a create, the record may exist anyway when
+    /// the phase is [`WaitPhase::Request`].
+    ///
+    /// [`Client::with_deadline`]: crate::Client::with_deadline
+    #[error("the call ran out of its {} s deadline while {phase}{}", deadline.as_secs_f64(), Ctx(meta))]
+    DeadlineExceeded {
+        /// The deadline of the call.
+        deadline: Duration,
+        /// What the call was waiting for when the deadline ran out.
+        phase: WaitPhase,
+        /// Request context.
+        meta: ErrorMeta,
+    },
+    /// KeyCRM's answer is larger than the client reads (builder `max_response_bytes` for
+    /// successful answers, `max_error_body_bytes` for error answers). Reading stopped at the
+    /// limit.
+    #[error(
+        "KeyCRM's answer (HTTP {status}) exceeds the limit of {limit} bytes{}",
+        Ctx(meta)
+    )]
+    ResponseTooLarge {
+        /// The HTTP status of the answer.
+        status: u16,
+        /// The limit that was exceeded, in bytes.
+        limit: u64,
         /// Request context.
         meta: ErrorMeta,
     },
@@ -183,6 +241,8 @@ impl Error {
             | Error::Api { meta, .. }
             | Error::Timeout { meta }
             | Error::Transport { meta, .. }
+            | Error::DeadlineExceeded { meta, .. }
+            | Error::ResponseTooLarge { meta, .. }
             | Error::Decode { meta, .. } => Some(meta),
             Error::InvalidRequest { .. }
             | Error::Config { .. }
@@ -200,8 +260,14 @@ impl Error {
         self.meta().map_or(0, |m| m.attempts)
     }
 
-    /// Whether sending the same request again later may succeed (429, 5xx, timeouts,
-    /// connection failures). For non-idempotent creates see the retry notes in the README.
+    /// The operation (`order_list`, ...) of the failed request, when known.
+    pub fn operation(&self) -> Option<&str> {
+        self.meta().and_then(|m| m.operation.as_deref())
+    }
+
+    /// Whether sending the same request again later may succeed (429, 5xx, timeouts, an
+    /// exhausted deadline, connection failures). For non-idempotent creates see the retry
+    /// notes in the README.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -209,6 +275,7 @@ impl Error {
                 | Error::Server { .. }
                 | Error::Timeout { .. }
                 | Error::Transport { .. }
+                | Error::DeadlineExceeded { .. }
         )
     }
 
@@ -264,6 +331,11 @@ impl Error {
     }
 }
 
+/// The error of the generated `send()` methods (progenitor's) becomes this crate's error.
+///
+/// A failure of the runtime (transport, timeout, deadline, body limit) travels through
+/// progenitor as a `reqwest::Error` whose source is the finished [`Error`]; it comes back
+/// out here unchanged, with its operation and attempts.
 impl From<progenitor_client::Error<types::Error>> for Error {
     fn from(err: progenitor_client::Error<types::Error>) -> Self {
         use progenitor_client::Error as P;
@@ -275,7 +347,7 @@ impl From<progenitor_client::Error<types::Error>> for Error {
             P::ErrorResponse(rv) => {
                 let status = rv.status().as_u16();
                 let meta = meta_from_headers(rv.headers());
-                let retry_after = retry_after(rv.headers());
+                let retry_after = runtime_retry_after(rv.headers());
                 Error::from_status(status, Some(rv.into_inner()), retry_after, meta)
             }
             P::InvalidResponsePayload(bytes, e) => {
@@ -290,98 +362,196 @@ impl From<progenitor_client::Error<types::Error>> for Error {
 
 impl Error {
     /// Maps a response the generated code did not expect (its body already consumed by the
-    /// runtime, which left the service's message in a header), or a synthesised transport
-    /// failure, to an error.
+    /// runtime, which left the service's message in a header) to an error.
     pub(crate) fn from_response_head(status: u16, headers: &reqwest::header::HeaderMap) -> Self {
-        use crate::runtime::{
-            FAILURE_HEADER, FAILURE_MESSAGE_HEADER, FAILURE_STATUS, MESSAGE_HEADER,
-        };
+        use crate::runtime::MESSAGE_HEADER;
         let meta = meta_from_headers(headers);
-        let text = |name: &str| {
-            headers
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        };
-        if status == FAILURE_STATUS
-            && let Some(kind) = text(FAILURE_HEADER)
-        {
-            return match kind.as_str() {
-                "timeout" => Error::Timeout { meta },
-                _ => Error::Transport {
-                    message: text(FAILURE_MESSAGE_HEADER).unwrap_or_else(|| kind.clone()),
-                    meta,
-                },
-            };
-        }
-        let body = text(MESSAGE_HEADER).map(|message| types::Error {
-            message: Some(message),
+        let body = headers.get(MESSAGE_HEADER).map(|v| types::Error {
+            message: Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
             errors: Default::default(),
         });
-        Error::from_status(status, body, retry_after(headers), meta)
+        Error::from_status(status, body, runtime_retry_after(headers), meta)
     }
 
+    /// Maps a `reqwest::Error`: a runtime failure carried inside it comes out as it was;
+    /// otherwise the error is classified, with `meta` as its context.
     pub(crate) fn from_reqwest(e: reqwest::Error, meta: ErrorMeta) -> Self {
+        if let Some(carried) = Failure::find(&e) {
+            return carried.clone();
+        }
+        if e.is_builder() {
+            return Error::InvalidRequest {
+                message: format!("the request could not be built: {}", describe_reqwest(&e)),
+            };
+        }
+        Error::from_reqwest_attempt(&e, meta)
+    }
+
+    /// Classifies the failure of one attempt (no response, or a body that could not be read).
+    pub(crate) fn from_reqwest_attempt(e: &reqwest::Error, meta: ErrorMeta) -> Self {
         if e.is_timeout() {
             Error::Timeout { meta }
         } else if let Some(status) = e.status() {
             Error::from_status(status.as_u16(), None, None, meta)
-        } else if e.is_decode() {
-            Error::Decode {
-                path: ".".into(),
-                message: "the response body is not valid".into(),
-                meta,
-            }
         } else {
             Error::Transport {
-                message: reqwest_text(&e),
+                message: describe_reqwest(e),
                 meta,
             }
         }
     }
 }
 
-/// Attempt count and correlation id that the runtime stamped on a final response.
+/// A finished [`Error`] travelling through progenitor's code inside a `reqwest::Error` (the
+/// only error type the client hooks may return); [`Error::from_reqwest`] takes it out again.
+#[derive(Debug)]
+pub(crate) struct Failure(pub(crate) Error);
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Failure {
+    /// The error carried somewhere in `e`'s chain of sources.
+    fn find(e: &reqwest::Error) -> Option<&Error> {
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            if let Some(Failure(error)) = cause.downcast_ref::<Failure>() {
+                return Some(error);
+            }
+            source = cause.source();
+        }
+        None
+    }
+
+    /// A `reqwest::Error` that carries `error`: the error of reading a body that fails at once.
+    pub(crate) async fn into_reqwest(error: Error) -> reqwest::Error {
+        let failing = futures_util::stream::repeat_with(move || {
+            Err::<bytes::Bytes, Failure>(Failure(error.clone()))
+        });
+        let mut response =
+            reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(failing)));
+        loop {
+            // The first chunk already fails; the stream never ends, so this cannot spin.
+            if let Err(e) = response.chunk().await {
+                return e;
+            }
+        }
+    }
+}
+
+/// Attempt count, correlation id and operation that the runtime stamped on a final response.
 pub(crate) fn meta_from_headers(headers: &reqwest::header::HeaderMap) -> ErrorMeta {
-    use crate::runtime::{ATTEMPTS_HEADER, CORRELATION_HEADER};
-    let attempts = headers
-        .get(ATTEMPTS_HEADER)
-        .and_then(|v| v.to_str().ok())
+    use crate::runtime::{ATTEMPTS_HEADER, CORRELATION_HEADER, OPERATION_HEADER};
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let attempts = text(ATTEMPTS_HEADER)
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let correlation_id = headers
-        .get(CORRELATION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    ErrorMeta::new(correlation_id, attempts)
+    ErrorMeta {
+        correlation_id: text(CORRELATION_HEADER),
+        attempts,
+        operation: text(OPERATION_HEADER),
+    }
 }
 
-/// The text of a reqwest error and its causes, without the URL (which can carry filter values).
-pub(crate) fn reqwest_text(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "<url>");
-    }
+/// A short account of a reqwest error without the URL (which can carry filter values):
+/// what failed (connecting, sending, reading the answer) and the innermost cause
+/// (`connection refused`, `connection reset by peer`, ...).
+pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
+    let what = if e.is_connect() {
+        "connecting failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed"
+    } else if e.is_request() {
+        "sending the request failed"
+    } else if e.is_builder() {
+        "invalid request"
+    } else {
+        "the exchange failed"
+    };
+    let mut innermost: Option<&(dyn std::error::Error + 'static)> = None;
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        innermost = Some(cause);
         source = cause.source();
     }
-    text
+    let mut cause = innermost.map_or_else(String::new, |c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(io_kind_text)
+            .map_or_else(|| c.to_string(), str::to_string)
+    });
+    if let Some(url) = e.url() {
+        cause = cause.replace(url.as_str(), "<url>");
+    }
+    let cause = cause.replace(['\r', '\n'], " ");
+    if cause.is_empty() {
+        what.to_string()
+    } else {
+        format!("{what} ({cause})")
+    }
 }
 
-/// Reads `Retry-After` as delta-seconds or as an HTTP date.
-pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+fn io_kind_text(e: &std::io::Error) -> Option<&'static str> {
+    use std::io::ErrorKind as K;
+    Some(match e.kind() {
+        K::ConnectionRefused => "connection refused",
+        K::ConnectionReset => "connection reset by the server",
+        K::ConnectionAborted => "connection aborted",
+        K::NotConnected => "not connected",
+        K::BrokenPipe => "connection closed by the server",
+        K::UnexpectedEof => "connection closed before the answer was complete",
+        K::TimedOut => "timed out",
+        K::AddrNotAvailable => "address not available",
+        K::HostUnreachable => "host unreachable",
+        K::NetworkUnreachable => "network unreachable",
+        _ => return None,
+    })
+}
+
+/// The wait of a 429 as the runtime read it (stamped on the final response), else the
+/// response's own `Retry-After` against the system time.
+pub(crate) fn runtime_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    use crate::runtime::RETRY_AFTER_MS_HEADER;
+    headers
+        .get(RETRY_AFTER_MS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .or_else(|| retry_after(headers, SystemTime::now()))
+}
+
+/// Reads `Retry-After` as delta-seconds or as an HTTP date (relative to `now`).
+///
+/// A number too large for `u64` reads as [`Duration::MAX`]; callers cap the wait (the
+/// client's `max_retry_wait` and `max_backoff`), so no value overflows a clock sum.
+pub(crate) fn retry_after(
+    headers: &reqwest::header::HeaderMap,
+    now: SystemTime,
+) -> Option<Duration> {
     let value = headers
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(
+            value
+                .parse::<u64>()
+                .map_or(Duration::MAX, Duration::from_secs),
+        );
     }
     let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    let now = chrono::DateTime::<chrono::Utc>::from(now);
+    let delta = when.with_timezone(&chrono::Utc).signed_duration_since(now);
     Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
@@ -582,15 +752,36 @@ mod tests {
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {
+        let now = SystemTime::now();
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, "2".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(2)));
         h.insert(
             reqwest::header::RETRY_AFTER,
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_473);
+        assert_eq!(retry_after(&h, base), Some(Duration::from_secs(7)));
         h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&h), None);
+        assert_eq!(retry_after(&h, now), None);
+    }
+
+    #[test]
+    fn huge_retry_after_values_do_not_overflow() {
+        let now = SystemTime::now();
+        let mut h = reqwest::header::HeaderMap::new();
+        for (value, expected) in [
+            ("18446744073709551615", Duration::from_secs(u64::MAX)),
+            ("99999999999999999999999999", Duration::MAX),
+        ] {
+            h.insert(reqwest::header::RETRY_AFTER, value.parse().unwrap());
+            assert_eq!(retry_after(&h, now), Some(expected));
+        }
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "Fri, 31 Dec 9999 23:59:59 GMT".parse().unwrap(),
+        );
+        assert!(retry_after(&h, now).is_some_and(|d| d > Duration::from_secs(1 << 37)));
     }
 }

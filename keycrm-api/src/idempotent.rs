@@ -2,6 +2,7 @@
 
 use progenitor_client::ClientInfo;
 
+use crate::WaitPhase;
 use crate::error::{Error, Result};
 use crate::{Client, types};
 
@@ -69,10 +70,14 @@ impl Client {
     }
 }
 
-/// Whether a failed create may nevertheless have created the order.
+/// Whether a failed create may nevertheless have created the order: no answer came (a
+/// timeout, a broken connection, the deadline cutting the request on the wire), the service
+/// failed, or it answered success with a body too large to read.
 fn is_ambiguous(error: &Error) -> bool {
-    matches!(
-        error,
-        Error::Timeout { .. } | Error::Transport { .. } | Error::Server { .. }
-    )
+    match error {
+        Error::Timeout { .. } | Error::Transport { .. } | Error::Server { .. } => true,
+        Error::DeadlineExceeded { phase, .. } => *phase == WaitPhase::Request,
+        Error::ResponseTooLarge { status, .. } => (200..300).contains(status),
+        _ => false,
+    }
 }

@@ -53,6 +53,7 @@ mod limiter;
 pub mod mock;
 mod page;
 mod paginate;
+mod raw;
 mod runtime;
 mod scalars;
 mod upload;
@@ -61,11 +62,12 @@ pub use generated::{ByteStream, ClientInfo};
 pub use generated::{Client, ResponseValue, builder, types};
 
 pub use error::{Error, ErrorMeta, Result};
-pub use limiter::ClientStats;
+pub use limiter::{ClientStats, WaitPhase};
 pub use page::Page;
 pub use paginate::{DEFAULT_STREAM_LIMIT, ListRequest, Paginate};
 pub use runtime::{
-    ApiKey, CORRELATION_HEADER, ClientBuilder, DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, Runtime,
+    ApiKey, CORRELATION_HEADER, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_ERROR_BODY_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES, ENV_API_KEY, ENV_BASE_URL, Runtime,
 };
 pub use scalars::{Date, Decimal, ParseError, Timestamp};
 pub use upload::MAX_UPLOAD_BYTES;

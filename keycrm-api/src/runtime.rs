@@ -2,19 +2,21 @@
 //! generated request goes through (authentication, quota pacing, retries, tracing).
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo};
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderName, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use tracing::Instrument;
 
 use crate::Client;
 use crate::clock::{Clock, TokioClock};
-use crate::error::{Error, Result, reqwest_text, retry_after};
-use crate::limiter::{ClientStats, Counters, Limiter};
+use crate::error::{Error, ErrorMeta, Failure, Result, retry_after};
+use crate::limiter::{ClientStats, Counters, Limiter, Refusal, WaitPhase};
 
 /// The production base URL of the KeyCRM Open API.
 pub const DEFAULT_BASE_URL: &str = "https://openapi.keycrm.app/v1";
@@ -30,14 +32,17 @@ pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
 /// Response header the runtime adds: how many times the request was sent.
 pub(crate) const ATTEMPTS_HEADER: &str = "x-keycrm-rs-attempts";
-/// Response header of a synthesised response that stands for a transport failure.
-pub(crate) const FAILURE_HEADER: &str = "x-keycrm-rs-failure";
-/// Response header of a synthesised failure: the error text, without the URL.
-pub(crate) const FAILURE_MESSAGE_HEADER: &str = "x-keycrm-rs-failure-message";
+/// Response header the runtime adds: the operation id.
+pub(crate) const OPERATION_HEADER: &str = "x-keycrm-rs-operation";
+/// Response header the runtime adds to a final 429: the wait it read, in milliseconds.
+pub(crate) const RETRY_AFTER_MS_HEADER: &str = "x-keycrm-rs-retry-after-ms";
 /// Response header the runtime adds to an error response: the service's `message`.
 pub(crate) const MESSAGE_HEADER: &str = "x-keycrm-rs-message";
-/// The status of a synthesised failure response (never sent by a server we talk to).
-pub(crate) const FAILURE_STATUS: u16 = 599;
+
+/// Default limit of a successful answer's body (32 MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
+/// Default limit of an error answer's body (64 KiB).
+pub const DEFAULT_MAX_ERROR_BODY_BYTES: u64 = 64 * 1024;
 
 /// A KeyCRM API key. Its `Debug` and `Display` never show the key.
 #[derive(Clone, PartialEq, Eq)]
@@ -88,10 +93,11 @@ impl From<String> for ApiKey {
 }
 
 /// State shared by a [`Client`] and all its clones (the generator's "inner type"): the
-/// key, the quota limiter, retry settings and counters.
+/// key, the quota limiter, retry settings and counters; plus this clone's call deadline.
 #[derive(Clone)]
 pub struct Runtime {
     shared: Arc<Shared>,
+    deadline: Duration,
 }
 
 struct Shared {
@@ -102,6 +108,15 @@ struct Shared {
     retry: RetryPolicy,
     correlation_ids: bool,
     sequence: AtomicU64,
+    timeout: Duration,
+    limits: BodyLimits,
+}
+
+/// How many bytes of an answer's body are read at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BodyLimits {
+    success: u64,
+    error: u64,
 }
 
 impl Runtime {
@@ -121,6 +136,8 @@ impl fmt::Debug for Runtime {
             .field("user_agent", &self.shared.user_agent)
             .field("retry", &self.shared.retry)
             .field("correlation_ids", &self.shared.correlation_ids)
+            .field("deadline", &self.deadline)
+            .field("limits", &self.shared.limits)
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +148,7 @@ pub(crate) struct RetryPolicy {
     max_retries: u32,
     base_backoff: Duration,
     max_backoff: Duration,
+    max_retry_wait: Duration,
 }
 
 impl RetryPolicy {
@@ -141,6 +159,11 @@ impl RetryPolicy {
     /// The backoff before retry number `retry` (0-based), with fresh jitter.
     pub(crate) fn backoff_for(&self, retry: u32) -> Duration {
         self.backoff(retry, seed_from_clock())
+    }
+
+    /// A server-given wait before retrying a 5xx, capped by the largest backoff.
+    fn server_hint(&self, hint: Duration) -> Duration {
+        hint.min(self.max_backoff)
     }
 
     /// Exponential backoff with "equal jitter": half fixed, half random, capped.
@@ -170,6 +193,7 @@ fn splitmix(mut x: u64) -> u64 {
 ///     .requests_per_minute(60)
 ///     .max_retries(3)
 ///     .timeout(Duration::from_secs(30))
+///     .deadline(Duration::from_secs(300))
 ///     .build()
 ///     .unwrap();
 /// # let _ = client;
@@ -186,6 +210,11 @@ pub struct ClientBuilder {
     max_retries: u32,
     base_backoff: Duration,
     max_backoff: Duration,
+    max_retry_wait: Duration,
+    deadline: Duration,
+    max_response_bytes: u64,
+    max_error_body_bytes: u64,
+    allow_insecure_http: bool,
     correlation_ids: bool,
     clock: Option<Arc<dyn Clock>>,
 }
@@ -194,7 +223,7 @@ impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
-            .field("base_url", &self.base_url)
+            .field("base_url", &redact_url(&self.base_url))
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
             .field("application", &self.application)
@@ -203,6 +232,11 @@ impl fmt::Debug for ClientBuilder {
             .field("max_retries", &self.max_retries)
             .field("base_backoff", &self.base_backoff)
             .field("max_backoff", &self.max_backoff)
+            .field("max_retry_wait", &self.max_retry_wait)
+            .field("deadline", &self.deadline)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("max_error_body_bytes", &self.max_error_body_bytes)
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .field("correlation_ids", &self.correlation_ids)
             .finish()
     }
@@ -221,6 +255,11 @@ impl Default for ClientBuilder {
             max_retries: 3,
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            max_retry_wait: Duration::from_secs(120),
+            deadline: Duration::from_secs(600),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_error_body_bytes: DEFAULT_MAX_ERROR_BODY_BYTES,
+            allow_insecure_http: false,
             correlation_ids: false,
             clock: None,
         }
@@ -235,6 +274,11 @@ impl ClientBuilder {
     }
 
     /// The base URL (default [`DEFAULT_BASE_URL`]); a trailing slash is ignored.
+    ///
+    /// It must not carry credentials (`https://user:pass@...`), and it must use `https://`
+    /// unless its host is loopback (`127.0.0.0/8`, `::1`, `localhost`, as the simulator is)
+    /// or [`allow_insecure_http`](Self::allow_insecure_http) is set: the API key travels
+    /// with every request.
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = url.into();
         self
@@ -282,10 +326,51 @@ impl ClientBuilder {
     }
 
     /// First and largest backoff between retries (default 500 ms and 30 s); the delay doubles
-    /// per retry, with jitter. A `Retry-After` from the service takes precedence.
+    /// per retry, with jitter. A `Retry-After` on a 5xx takes precedence, capped by `max`.
     pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
         self.base_backoff = base;
         self.max_backoff = max.max(base);
+        self
+    }
+
+    /// The longest `Retry-After` of a 429 that the client waits out (default 120 s). A longer
+    /// one fails the call at once with [`Error::RateLimited`] carrying the wait; the quota
+    /// gate of every task then stays closed for at most this long.
+    pub fn max_retry_wait(mut self, wait: Duration) -> Self {
+        self.max_retry_wait = wait;
+        self
+    }
+
+    /// The time one call may take in all (default 10 min): quota waits, the 429 gate,
+    /// every attempt and the backoff between them. When it runs out the call fails with
+    /// [`Error::DeadlineExceeded`], which says what it was waiting for. A wait that would
+    /// end after the deadline fails at once instead of being slept. Override it for some
+    /// calls with [`Client::with_deadline`].
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The largest body of a successful answer the client reads (default 32 MiB). A larger
+    /// one, declared by `Content-Length` or streamed, fails with [`Error::ResponseTooLarge`]
+    /// once the limit is reached, without reading further.
+    pub fn max_response_bytes(mut self, limit: u64) -> Self {
+        self.max_response_bytes = limit;
+        self
+    }
+
+    /// The largest body of an error answer (4xx, 5xx) the client reads (default 64 KiB);
+    /// see [`max_response_bytes`](Self::max_response_bytes).
+    pub fn max_error_body_bytes(mut self, limit: u64) -> Self {
+        self.max_error_body_bytes = limit;
+        self
+    }
+
+    /// Allows a plain `http://` base URL on a host that is not loopback (default off). The
+    /// API key then travels unencrypted: only for a trusted network, such as a proxy that
+    /// adds TLS.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
         self
     }
 
@@ -311,9 +396,12 @@ impl ClientBuilder {
             .ok_or_else(|| {
                 Error::config("an API key is required; set it with `api_key(..)` or KEYCRM_API_KEY")
             })?;
-        let base_url = normalize_base_url(&self.base_url)?;
+        let base_url = normalize_base_url(&self.base_url, self.allow_insecure_http)?;
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::config("timeouts must be greater than zero"));
+        }
+        if self.deadline.is_zero() {
+            return Err(Error::config("the deadline must be greater than zero"));
         }
         if self.base_backoff.is_zero() {
             return Err(Error::config("the base backoff must be greater than zero"));
@@ -340,6 +428,7 @@ impl ClientBuilder {
                 Error::config(format!("cannot build the HTTP client: {}", e.without_url()))
             })?;
         let runtime = Runtime {
+            deadline: self.deadline,
             shared: Arc::new(Shared {
                 auth: key.header()?,
                 user_agent,
@@ -353,9 +442,15 @@ impl ClientBuilder {
                     max_retries: self.max_retries,
                     base_backoff: self.base_backoff,
                     max_backoff: self.max_backoff,
+                    max_retry_wait: self.max_retry_wait,
                 },
                 correlation_ids: self.correlation_ids,
                 sequence: AtomicU64::new(seed_from_clock()),
+                timeout: self.timeout,
+                limits: BodyLimits {
+                    success: self.max_response_bytes,
+                    error: self.max_error_body_bytes,
+                },
             }),
         };
         Ok(Client::new_with_client(&base_url, http, runtime))
@@ -369,22 +464,84 @@ fn seed_from_clock() -> u64 {
     splitmix(nanos ^ u64::from(std::process::id()))
 }
 
-/// Checks that `url` is an absolute http(s) URL and removes trailing slashes.
-fn normalize_base_url(url: &str) -> Result<String> {
+/// Checks that `url` is an absolute http(s) URL without credentials, query or fragment,
+/// that it uses TLS unless the host is loopback or `allow_insecure` is set, and removes
+/// trailing slashes. Error messages show the URL without credentials, query or fragment.
+fn normalize_base_url(url: &str, allow_insecure: bool) -> Result<String> {
     let trimmed = url.trim().trim_end_matches('/');
-    let parsed = reqwest::Url::parse(trimmed)
-        .map_err(|e| Error::config(format!("the base URL `{trimmed}` is not a valid URL: {e}")))?;
+    let parsed = reqwest::Url::parse(trimmed).map_err(|e| {
+        Error::config(format!(
+            "the base URL `{}` is not a valid URL: {e}",
+            redact_url(trimmed)
+        ))
+    })?;
+    let shown = describe_url(&parsed);
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(Error::config(format!(
-            "the base URL `{trimmed}` must be an http(s) URL with a host"
+            "the base URL `{shown}` must be an http(s) URL with a host"
+        )));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(Error::config(format!(
+            "the base URL `{shown}` must not carry credentials (`user:password@`); \
+             KeyCRM is authenticated with the API key"
         )));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(Error::config(format!(
-            "the base URL `{trimmed}` must not carry a query or fragment"
+            "the base URL `{shown}` must not carry a query or fragment"
+        )));
+    }
+    if parsed.scheme() == "http" && !allow_insecure && !is_loopback(&parsed) {
+        return Err(Error::config(format!(
+            "the base URL `{shown}` uses http://, which would send the API key unencrypted; \
+             use https://, or `allow_insecure_http(true)` for a trusted network"
         )));
     }
     Ok(trimmed.to_string())
+}
+
+/// Whether the URL's host is this machine: `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => {
+            let name = bare.trim_end_matches('.');
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .rsplit_once('.')
+                    .is_some_and(|(_, tld)| tld.eq_ignore_ascii_case("localhost"))
+        }
+    }
+}
+
+/// `scheme://host:port/path`: a URL without credentials, query or fragment.
+fn describe_url(url: &reqwest::Url) -> String {
+    let mut shown = format!("{}://", url.scheme());
+    if let Some(host) = url.host_str() {
+        shown.push_str(host);
+    }
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path().trim_end_matches('/'));
+    shown
+}
+
+/// A base URL as it may be shown: credentials, query and fragment removed.
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url.trim()) {
+        Ok(parsed) => describe_url(&parsed),
+        Err(_) if url.contains('@') || url.contains('?') => "[unparsable URL]".to_string(),
+        Err(_) => url.to_string(),
+    }
 }
 
 impl Client {
@@ -425,17 +582,41 @@ impl Client {
         self.inner().shared.counters.snapshot()
     }
 
+    /// A clone of this client whose calls each have `deadline` in all (see
+    /// [`ClientBuilder::deadline`]); it shares the quota, the 429 gate and the counters
+    /// with this client.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let client = keycrm_api::Client::builder().api_key("k").build().unwrap();
+    /// let quick = client.with_deadline(Duration::from_secs(5));
+    /// assert_eq!(quick.deadline(), Duration::from_secs(5));
+    /// ```
+    pub fn with_deadline(&self, deadline: Duration) -> Client {
+        let runtime = Runtime {
+            shared: self.inner().shared.clone(),
+            deadline,
+        };
+        Client::new_with_client(self.baseurl(), self.client().clone(), runtime)
+    }
+
+    /// The deadline of each call made through this client.
+    pub fn deadline(&self) -> Duration {
+        self.inner().deadline
+    }
+
     fn next_correlation_id(&self) -> String {
         let n = self.inner().shared.sequence.fetch_add(1, Ordering::Relaxed);
         format!("{:016x}", splitmix(n))
     }
 }
 
-/// What to do after one attempt.
-enum Outcome {
-    Done,
-    /// Retry after at least this long (`None`: the computed backoff).
-    Retry(Option<Duration>),
+/// What the runtime does after one attempt that neither succeeded nor failed for good.
+struct Retry {
+    /// Wait at least this long (`None`: the computed backoff).
+    hint: Option<Duration>,
+    /// The error to report should the request not be sendable again.
+    fallback: Error,
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -483,13 +664,33 @@ impl ClientHooks<Runtime> for Client {
         Ok(())
     }
 
+    /// Runs one call: quota pacing, the 429 gate, attempts, backoff, the deadline, and the
+    /// body read with its limit. A failure without an answer to show (transport, timeout,
+    /// deadline, body limit) returns as a `reqwest::Error` that carries the finished
+    /// [`Error`], which `Error::from` takes out again: no invented status, no fake response.
     async fn exec(
         &self,
         request: reqwest::Request,
         info: &OperationInfo,
     ) -> reqwest::Result<reqwest::Response> {
-        let shared = &self.inner().shared;
+        match self.run(request, info).await {
+            Ok(response) => Ok(response),
+            Err(error) => Err(Failure::into_reqwest(error).await),
+        }
+    }
+}
+
+impl Client {
+    async fn run(
+        &self,
+        mut request: reqwest::Request,
+        info: &OperationInfo,
+    ) -> Result<reqwest::Response> {
+        let runtime = self.inner();
+        let shared = &*runtime.shared;
         let counters = &shared.counters;
+        let clock = shared.limiter.clock();
+        let policy = shared.retry;
         let method = request.method().clone();
         let idempotent = is_idempotent(&method);
         let template = path_template(request.url().path());
@@ -498,20 +699,49 @@ impl ClientHooks<Runtime> for Client {
             .get(CORRELATION_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let mut pending = Some(request);
+        let stamp = Stamp {
+            operation: info.operation_id,
+            correlation: correlation.as_deref(),
+        };
+        let meta = |attempts: u32| {
+            ErrorMeta::new(correlation.clone(), attempts).with_operation(info.operation_id)
+        };
+        let deadline = runtime.deadline;
+        let deadline_at = clock.now().checked_add(deadline);
+        let past_deadline = |phase: WaitPhase, attempts: u32| Error::DeadlineExceeded {
+            deadline,
+            phase,
+            meta: meta(attempts),
+        };
         let mut attempt: u32 = 0;
         loop {
-            attempt += 1;
-            let waited = shared.limiter.acquire().await;
-            if !waited.is_zero() {
-                counters.waits.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .waited_micros
-                    .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+            match shared.limiter.acquire(deadline_at).await {
+                Ok(waited) if !waited.is_zero() => {
+                    counters.waits.fetch_add(1, Ordering::Relaxed);
+                    counters.waited_micros.fetch_add(
+                        u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
+                }
+                Ok(_) => {}
+                Err(Refusal::Deadline(phase)) => return Err(past_deadline(phase, attempt)),
             }
-            let current = pending.take().expect("a request for every attempt");
-            let can_retry = attempt <= shared.retry.max_retries;
-            let spare = if can_retry { current.try_clone() } else { None };
+            attempt += 1;
+            let spare = if attempt <= policy.max_retries {
+                request.try_clone()
+            } else {
+                None
+            };
+            let can_retry = spare.is_some();
+            // The attempt may not outlast the call's deadline.
+            let remaining = deadline_at.map(|d| d.saturating_sub(clock.now()));
+            let cut_by_deadline = remaining.is_some_and(|r| r < shared.timeout);
+            if cut_by_deadline {
+                match remaining {
+                    Some(r) if !r.is_zero() => *request.timeout_mut() = Some(r),
+                    _ => return Err(past_deadline(WaitPhase::Pacing, attempt - 1)),
+                }
+            }
 
             let span = tracing::info_span!(
                 "keycrm.request",
@@ -527,155 +757,253 @@ impl ClientHooks<Runtime> for Client {
             counters.requests.fetch_add(1, Ordering::Relaxed);
             let result = self
                 .client()
-                .execute(current)
+                .execute(request)
                 .instrument(span.clone())
                 .await;
-            let elapsed = started.elapsed();
-            span.record("elapsed_ms", elapsed.as_secs_f64() * 1e3);
+            span.record("elapsed_ms", started.elapsed().as_secs_f64() * 1e3);
+            let attempt_error = |e: &reqwest::Error| {
+                counters.transport_errors.fetch_add(1, Ordering::Relaxed);
+                if e.is_timeout() && cut_by_deadline {
+                    past_deadline(WaitPhase::Request, attempt)
+                } else {
+                    Error::from_reqwest_attempt(e, meta(attempt))
+                }
+            };
 
-            let outcome = match &result {
+            let retry = match result {
+                Err(e) => {
+                    span.record("status", 0u16);
+                    span.in_scope(|| tracing::debug!(target: "keycrm", "request failed"));
+                    let error = attempt_error(&e);
+                    // A connection that could not be opened carried nothing: safe for POST too.
+                    let safe = idempotent || (e.is_connect() && !e.is_timeout());
+                    if !safe || !can_retry || matches!(error, Error::DeadlineExceeded { .. }) {
+                        return Err(error);
+                    }
+                    Retry {
+                        hint: None,
+                        fallback: error,
+                    }
+                }
                 Ok(response) => {
                     let status = response.status();
                     span.record("status", status.as_u16());
+                    span.in_scope(|| tracing::debug!(target: "keycrm", "request finished"));
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                         // Not processed: safe to retry for every method, after the gate.
-                        let wait = retry_after(response.headers()).unwrap_or_else(|| {
-                            shared.retry.backoff(
-                                attempt - 1,
-                                shared.sequence.fetch_add(1, Ordering::Relaxed),
-                            )
-                        });
-                        shared
-                            .limiter
-                            .close_gate(shared.limiter.clock().now() + wait);
-                        Outcome::Retry(Some(Duration::ZERO))
-                    } else if status.is_server_error() {
+                        let wait = retry_after(response.headers(), clock.wall_time())
+                            .unwrap_or_else(|| {
+                                policy.backoff(
+                                    attempt - 1,
+                                    shared.sequence.fetch_add(1, Ordering::Relaxed),
+                                )
+                            });
+                        let gate = wait.min(policy.max_retry_wait);
+                        shared.limiter.close_gate(clock.now().saturating_add(gate));
+                        if wait > policy.max_retry_wait || !can_retry {
+                            return match self.answer(response, attempt, stamp, Some(wait)).await {
+                                Ok(answer) => Ok(answer),
+                                Err(AnswerFailure::Final(error)) => Err(error),
+                                Err(AnswerFailure::Read(e)) => Err(attempt_error(&e)),
+                            };
+                        }
+                        Retry {
+                            hint: Some(Duration::ZERO),
+                            fallback: Error::from_status(429, None, Some(wait), meta(attempt)),
+                        }
+                    } else if status.is_server_error() && idempotent && can_retry {
                         counters.server_errors.fetch_add(1, Ordering::Relaxed);
-                        if idempotent {
-                            Outcome::Retry(retry_after(response.headers()))
-                        } else {
-                            Outcome::Done
+                        Retry {
+                            hint: retry_after(response.headers(), clock.wall_time())
+                                .map(|hint| policy.server_hint(hint)),
+                            fallback: Error::from_status(
+                                status.as_u16(),
+                                None,
+                                None,
+                                meta(attempt),
+                            ),
                         }
                     } else {
-                        Outcome::Done
-                    }
-                }
-                Err(e) => {
-                    counters.transport_errors.fetch_add(1, Ordering::Relaxed);
-                    span.record("status", 0u16);
-                    // A connection that could not be opened carried nothing: safe for POST too.
-                    if idempotent || (e.is_connect() && !e.is_timeout()) {
-                        Outcome::Retry(None)
-                    } else {
-                        Outcome::Done
+                        if status.is_server_error() {
+                            counters.server_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        match self.answer(response, attempt, stamp, None).await {
+                            Ok(answer) => return Ok(answer),
+                            Err(AnswerFailure::Final(error)) => return Err(error),
+                            Err(AnswerFailure::Read(e)) => {
+                                // The body broke off: a GET may fetch it again.
+                                let error = attempt_error(&e);
+                                if !idempotent
+                                    || !can_retry
+                                    || matches!(error, Error::DeadlineExceeded { .. })
+                                {
+                                    return Err(error);
+                                }
+                                Retry {
+                                    hint: None,
+                                    fallback: error,
+                                }
+                            }
+                        }
                     }
                 }
             };
-            span.in_scope(|| tracing::debug!(target: "keycrm", "request finished"));
 
-            match (outcome, spare) {
-                (Outcome::Retry(hint), Some(again)) if can_retry => {
-                    counters.retries.fetch_add(1, Ordering::Relaxed);
-                    let delay = hint.unwrap_or_else(|| {
-                        shared
-                            .retry
-                            .backoff(attempt - 1, shared.sequence.fetch_add(1, Ordering::Relaxed))
-                    });
-                    if !delay.is_zero() {
-                        shared.limiter.clock().sleep(delay).await;
-                    }
-                    pending = Some(again);
+            let Some(again) = spare else {
+                return Err(retry.fallback);
+            };
+            counters.retries.fetch_add(1, Ordering::Relaxed);
+            let delay = retry.hint.unwrap_or_else(|| {
+                policy.backoff(attempt - 1, shared.sequence.fetch_add(1, Ordering::Relaxed))
+            });
+            if !delay.is_zero() {
+                if deadline_at.is_some_and(|d| clock.now().saturating_add(delay) > d) {
+                    return Err(past_deadline(WaitPhase::Backoff, attempt));
                 }
-                _ => return Ok(finish(result, attempt, correlation.as_deref()).await),
+                clock.sleep(delay).await;
             }
+            request = again;
         }
     }
-}
 
-/// Prepares the final response for `Error::from`, which cannot read bodies or see the
-/// request: stamps the attempt count and correlation id on it; makes an error body that is
-/// not a JSON object (an HTML proxy page, an empty 404) into `{}` so that the status still
-/// maps to its error, copying the service's `message` into a header for statuses the
-/// description does not declare; and turns a transport failure into a synthesised response
-/// (the hooks can only return `reqwest::Error`, which cannot carry the attempt count).
-async fn finish(
-    result: reqwest::Result<reqwest::Response>,
-    attempts: u32,
-    correlation: Option<&str>,
-) -> reqwest::Response {
-    let mut response = match result {
-        Ok(response)
-            if response.status().is_client_error() || response.status().is_server_error() =>
+    /// Reads a final answer's body within its limit and rebuilds the response around it,
+    /// stamped for `Error::from`.
+    async fn answer(
+        &self,
+        mut response: reqwest::Response,
+        attempts: u32,
+        stamp: Stamp<'_>,
+        retry_after: Option<Duration>,
+    ) -> std::result::Result<reqwest::Response, AnswerFailure> {
+        let shared = &self.inner().shared;
+        let status = response.status();
+        let is_error = status.is_client_error() || status.is_server_error();
+        let limit = if is_error {
+            shared.limits.error
+        } else {
+            shared.limits.success
+        };
+        let meta = || {
+            ErrorMeta::new(stamp.correlation.map(str::to_string), attempts)
+                .with_operation(stamp.operation)
+        };
+        let body = match read_capped(&mut response, limit).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => {
+                return Err(AnswerFailure::Final(Error::ResponseTooLarge {
+                    status: status.as_u16(),
+                    limit,
+                    meta: meta(),
+                }));
+            }
+            Err(BodyError::Read(e)) => return Err(AnswerFailure::Read(e)),
+        };
+        let mut rebuilt = http::Response::new(Bytes::new());
+        *rebuilt.status_mut() = status;
+        *rebuilt.version_mut() = response.version();
+        *rebuilt.headers_mut() = std::mem::take(response.headers_mut());
+        *rebuilt.body_mut() = if is_error {
+            error_body(rebuilt.headers_mut(), body)
+        } else {
+            body
+        };
+        let headers = rebuilt.headers_mut();
+        headers.remove(CONTENT_LENGTH);
+        headers.insert(HeaderName::from_static(ATTEMPTS_HEADER), attempts.into());
+        headers.insert(
+            HeaderName::from_static(OPERATION_HEADER),
+            HeaderValue::from_static(stamp.operation),
+        );
+        if let Some(value) = stamp
+            .correlation
+            .and_then(|c| HeaderValue::from_str(c).ok())
         {
-            let status = response.status();
-            let headers = response.headers().clone();
-            match response.bytes().await {
-                Ok(body) => rebuild_error_response(status, headers, &body),
-                Err(e) => failure_response(&e),
-            }
+            headers.insert(HeaderName::from_static(CORRELATION_HEADER), value);
         }
-        Ok(response) => response,
-        Err(e) => failure_response(&e),
-    };
-    let headers = response.headers_mut();
-    headers.insert(HeaderName::from_static(ATTEMPTS_HEADER), attempts.into());
-    if let Some(value) = correlation.and_then(|c| HeaderValue::from_str(c).ok()) {
-        headers.insert(HeaderName::from_static(CORRELATION_HEADER), value);
+        if let Some(wait) = retry_after {
+            let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            headers.insert(
+                HeaderName::from_static(RETRY_AFTER_MS_HEADER),
+                millis.into(),
+            );
+        }
+        Ok(reqwest::Response::from(rebuilt))
     }
-    response
 }
 
-fn rebuild_error_response(
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: &[u8],
-) -> reqwest::Response {
+/// What the runtime stamps on a final answer.
+#[derive(Clone, Copy)]
+struct Stamp<'a> {
+    operation: &'static str,
+    correlation: Option<&'a str>,
+}
+
+enum BodyError {
+    TooLarge,
+    Read(reqwest::Error),
+}
+
+/// Why a final answer could not be handed over.
+enum AnswerFailure {
+    /// For good (a body over its limit).
+    Final(Error),
+    /// The body broke off while it was read.
+    Read(reqwest::Error),
+}
+
+/// Reads the body, refusing a declared `Content-Length` above `limit` before reading and
+/// stopping as soon as the streamed bytes pass it: at most `limit` bytes are held.
+async fn read_capped(
+    response: &mut reqwest::Response,
+    limit: u64,
+) -> std::result::Result<Bytes, BodyError> {
+    let declared = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let reserve = declared.unwrap_or(0).min(limit).min(1 << 20);
+    let mut body = BytesMut::with_capacity(usize::try_from(reserve).unwrap_or(0));
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        let total = u64::try_from(body.len().saturating_add(chunk.len())).unwrap_or(u64::MAX);
+        if total > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// An error answer's body as the generated code gets it: a body that is not a JSON object
+/// (an HTML proxy page, an empty 404) becomes `{}` so that the status still maps to its
+/// error, and the service's `message` is copied into a header for statuses the description
+/// does not declare.
+fn error_body(headers: &mut reqwest::header::HeaderMap, body: Bytes) -> Bytes {
     let parsed: Option<serde_json::Map<String, serde_json::Value>> =
-        serde_json::from_slice(body).ok();
+        serde_json::from_slice(&body).ok();
     let message = parsed
         .as_ref()
         .and_then(|m| m.get("message"))
         .and_then(|m| m.as_str())
         .map(|m| m.chars().take(512).collect::<String>());
-    let body = if parsed.is_some() {
-        body.to_vec()
-    } else {
-        b"{}".to_vec()
-    };
-    let mut builder = http::Response::builder().status(status);
-    for (name, value) in &headers {
-        if name != reqwest::header::CONTENT_LENGTH && name != reqwest::header::CONTENT_TYPE {
-            builder = builder.header(name, value);
-        }
-    }
-    builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json");
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Some(value) =
         message.and_then(|m| HeaderValue::from_bytes(m.replace(['\r', '\n'], " ").as_bytes()).ok())
     {
-        builder = builder.header(MESSAGE_HEADER, value);
+        headers.insert(HeaderName::from_static(MESSAGE_HEADER), value);
     }
-    reqwest::Response::from(builder.body(body).expect("a valid rebuilt response"))
-}
-
-fn failure_response(e: &reqwest::Error) -> reqwest::Response {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
+    if parsed.is_some() {
+        body
     } else {
-        "transport"
-    };
-    let message = reqwest_text(e);
-    let message = HeaderValue::from_str(&message.replace(['\r', '\n'], " "))
-        .unwrap_or_else(|_| HeaderValue::from_static("transport failure"));
-    let response = http::Response::builder()
-        .status(FAILURE_STATUS)
-        .header(FAILURE_HEADER, kind)
-        .header(FAILURE_MESSAGE_HEADER, message)
-        .body(Vec::<u8>::new())
-        .expect("a valid synthesised response");
-    reqwest::Response::from(response)
+        Bytes::from_static(b"{}")
+    }
 }
 
 #[cfg(test)]
@@ -685,19 +1013,104 @@ mod tests {
     #[test]
     fn base_urls_are_normalised_and_checked() {
         assert_eq!(
-            normalize_base_url("https://openapi.keycrm.app/v1/").unwrap(),
+            normalize_base_url("https://openapi.keycrm.app/v1/", false).unwrap(),
             DEFAULT_BASE_URL
         );
         assert_eq!(
-            normalize_base_url("http://127.0.0.1:8080//").unwrap(),
+            normalize_base_url("http://127.0.0.1:8080//", false).unwrap(),
             "http://127.0.0.1:8080"
         );
         for bad in ["", "openapi.keycrm.app", "ftp://x/v1", "https://x/v1?a=1"] {
             assert!(
-                matches!(normalize_base_url(bad), Err(Error::Config { .. })),
+                matches!(normalize_base_url(bad, false), Err(Error::Config { .. })),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn credentials_in_the_base_url_are_refused_and_never_shown() {
+        for url in [
+            "https://admin:hunter2-secret@openapi.keycrm.app/v1",
+            "https://hunter2-secret@openapi.keycrm.app/v1",
+            "http://admin:hunter2-secret@127.0.0.1:8080",
+        ] {
+            let builder = Client::builder().api_key("k").base_url(url);
+            assert!(!format!("{builder:?}").contains("hunter2"), "{builder:?}");
+            let err = builder.build().unwrap_err();
+            assert!(matches!(err, Error::Config { .. }), "{err:?}");
+            let shown = format!("{err} {err:?}");
+            assert!(shown.contains("credentials"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(!shown.contains("admin"), "{shown}");
+        }
+        // Not even an unparsable URL is echoed when it may hold credentials.
+        let err = Client::builder()
+            .api_key("k")
+            .base_url("https://admin:hunter2 secret@[bad")
+            .build()
+            .unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+    }
+
+    #[test]
+    fn plain_http_is_refused_unless_loopback_or_allowed() {
+        for url in [
+            "http://openapi.keycrm.app/v1",
+            "http://10.0.0.5:8080",
+            "http://128.0.0.1",
+            "http://[2001:db8::1]:80",
+            "http://localhost.example.com",
+        ] {
+            let err = normalize_base_url(url, false).unwrap_err();
+            assert!(matches!(err, Error::Config { .. }), "{url}");
+            assert!(err.to_string().contains("unencrypted"), "{err}");
+            assert!(
+                normalize_base_url(url, true).is_ok(),
+                "{url} with the opt-in"
+            );
+        }
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.10.0.3",
+            "http://[::1]:9000/v1",
+            "http://localhost:3000",
+            "http://LOCALHOST",
+            "http://api.localhost",
+            "https://openapi.keycrm.app/v1",
+        ] {
+            assert!(normalize_base_url(url, false).is_ok(), "{url}");
+        }
+        assert!(
+            Client::builder()
+                .api_key("k")
+                .base_url("http://openapi.keycrm.app/v1")
+                .build()
+                .is_err()
+        );
+        assert!(
+            Client::builder()
+                .api_key("k")
+                .base_url("http://openapi.keycrm.app/v1")
+                .allow_insecure_http(true)
+                .build()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn server_hints_on_5xx_are_capped_by_the_largest_backoff() {
+        let policy = RetryPolicy {
+            max_retries: 3,
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            max_retry_wait: Duration::from_secs(120),
+        };
+        assert_eq!(
+            policy.server_hint(Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(policy.server_hint(Duration::MAX), Duration::from_secs(30));
     }
 
     #[test]
@@ -736,6 +1149,7 @@ mod tests {
             max_retries: 3,
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(4),
+            max_retry_wait: Duration::from_secs(120),
         };
         for seed in 0..50 {
             let d0 = policy.backoff(0, seed);

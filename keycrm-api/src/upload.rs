@@ -2,7 +2,7 @@
 
 use progenitor_client::{ClientHooks, ClientInfo, OperationInfo};
 
-use crate::error::{Error, ErrorMeta, Result, meta_from_headers, retry_after};
+use crate::error::{Error, ErrorMeta, Result, meta_from_headers, runtime_retry_after};
 use crate::{Client, types};
 
 /// The largest file KeyCRM accepts (10 MB, counted as 10 × 1024 × 1024 bytes).
@@ -74,7 +74,7 @@ impl Client {
             Ok(body) => Err(Error::from_status(
                 status.as_u16(),
                 Some(body),
-                retry_after(&headers),
+                runtime_retry_after(&headers),
                 meta,
             )),
             Err(_) => Err(Error::from_response_head(status.as_u16(), &headers)),

@@ -51,6 +51,7 @@
 //! Order creation takes no status either: create, then send `status_id` in an update.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::ops::Bound;
 
 use keycrm_api::types;
@@ -281,17 +282,24 @@ pub fn snapshot(fields: Fields, updated_at: Option<Timestamp>) -> Snapshot {
 // Mappings and errors
 
 /// Why a record could not be mapped between the host and KeyCRM.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+///
+/// `Display` and `Debug` name the field and the kind of problem, never the offending value
+/// (a host status, a payment method, a field's content): errors travel into logs, events and
+/// the audit log. The value is kept in the variant for a host that wants to show it to an
+/// operator on purpose.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MappingError {
     /// A host status name with no KeyCRM status id.
-    #[error("unknown host status \"{0}\": add it to status_ids")]
+    #[error("order field `status`: the host status has no KeyCRM status id; add it to status_ids")]
     UnknownStatus(String),
     /// A KeyCRM status id that no host status name maps to.
     #[error("KeyCRM status id {0} has no host status: map a host status to it in status_ids")]
     UnknownStatusId(i64),
     /// A host payment method name with no KeyCRM payment method id.
-    #[error("unknown host payment method \"{0}\": add it to payment_method_ids")]
+    #[error(
+        "order field `payments.method`: the host payment method has no KeyCRM id; add it to payment_method_ids"
+    )]
     UnknownPaymentMethod(String),
     /// A KeyCRM payment method id that no host name maps to.
     #[error(
@@ -299,13 +307,17 @@ pub enum MappingError {
     )]
     UnknownPaymentMethodId(i64),
     /// A host warehouse code with no KeyCRM warehouse id.
-    #[error("unknown host warehouse \"{0}\": add it to warehouse_ids")]
+    #[error(
+        "stock field `warehouse`: the host warehouse has no KeyCRM id; add it to warehouse_ids"
+    )]
     UnknownWarehouse(String),
     /// Orders cannot be created without a KeyCRM source.
     #[error("no KeyCRM order source to create orders with: set source_id")]
     MissingSourceId,
     /// A payment status other than `paid`, `not_paid`, `canceled`.
-    #[error("unknown payment status \"{0}\": expected paid, not_paid or canceled")]
+    #[error(
+        "order field `payments.status`: unknown payment status; expected paid, not_paid or canceled"
+    )]
     UnknownPaymentStatus(String),
     /// An order needs at least one buyer detail.
     #[error("an order needs a buyer: set buyer.full_name, buyer.phone or buyer.email")]
@@ -325,7 +337,8 @@ pub enum MappingError {
         kind: EntityKind,
         /// The field's dotted name.
         field: String,
-        /// The value found, as compact JSON.
+        /// What the field holds, by shape only (`a string`, `an object`, `a number out of
+        /// range`): never the value itself.
         value: String,
         /// What the field should hold.
         expected: &'static str,
@@ -335,9 +348,75 @@ pub enum MappingError {
     Body {
         /// The body's type name.
         body: &'static str,
-        /// The builder's message.
+        /// The builder's message, with quoted values removed and bounded in length.
         reason: String,
     },
+}
+
+impl fmt::Debug for MappingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = "[redacted]";
+        match self {
+            MappingError::UnknownStatus(_) => {
+                f.debug_tuple("UnknownStatus").field(&redacted).finish()
+            }
+            MappingError::UnknownStatusId(id) => {
+                f.debug_tuple("UnknownStatusId").field(id).finish()
+            }
+            MappingError::UnknownPaymentMethod(_) => f
+                .debug_tuple("UnknownPaymentMethod")
+                .field(&redacted)
+                .finish(),
+            MappingError::UnknownPaymentMethodId(id) => {
+                f.debug_tuple("UnknownPaymentMethodId").field(id).finish()
+            }
+            MappingError::UnknownWarehouse(_) => {
+                f.debug_tuple("UnknownWarehouse").field(&redacted).finish()
+            }
+            MappingError::MissingSourceId => f.write_str("MissingSourceId"),
+            MappingError::UnknownPaymentStatus(_) => f
+                .debug_tuple("UnknownPaymentStatus")
+                .field(&redacted)
+                .finish(),
+            MappingError::MissingBuyer => f.write_str("MissingBuyer"),
+            MappingError::MissingField { kind, field } => f
+                .debug_struct("MissingField")
+                .field("kind", kind)
+                .field("field", field)
+                .finish(),
+            MappingError::InvalidField {
+                kind,
+                field,
+                value,
+                expected,
+            } => f
+                .debug_struct("InvalidField")
+                .field("kind", kind)
+                .field("field", field)
+                .field("value", value)
+                .field("expected", expected)
+                .finish(),
+            MappingError::Body { body, reason } => f
+                .debug_struct("Body")
+                .field("body", body)
+                .field("reason", reason)
+                .finish(),
+        }
+    }
+}
+
+/// The shape of a JSON value, for errors that must not show the value itself.
+fn shape(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a fractional number",
+        Value::Number(_) => "a number",
+        Value::String(s) if s.trim().is_empty() => "an empty string",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Host names <-> KeyCRM ids, from the operator's configuration.
@@ -574,7 +653,7 @@ fn invalid(kind: EntityKind, field: &str, value: &Value, expected: &'static str)
     MappingError::InvalidField {
         kind,
         field: field.to_string(),
-        value: value.to_string(),
+        value: shape(value).to_string(),
         expected,
     }
 }
@@ -589,7 +668,7 @@ fn missing(kind: EntityKind, field: &str) -> MappingError {
 fn body_error(body: &'static str) -> impl Fn(types::error::ConversionError) -> MappingError {
     move |e| MappingError::Body {
         body,
-        reason: e.to_string(),
+        reason: crate::model::redact::message(&e.to_string()),
     }
 }
 
@@ -838,7 +917,16 @@ fn payment_keys<'a>(references: impl IntoIterator<Item = Option<&'a str>>) -> Ve
         .collect()
 }
 
-fn flatten_order(o: &FlatOrder<'_>) -> Fields {
+/// What [`flatten_order`] does when the quantities of lines with one key do not fit a decimal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Overflow {
+    /// Fail with [`MappingError::InvalidField`].
+    Fail,
+    /// Keep the largest decimal.
+    Saturate,
+}
+
+fn flatten_order(o: &FlatOrder<'_>, overflow: Overflow) -> Result<Fields, MappingError> {
     let mut out = Out::default();
     out.text("source_uuid", o.source_uuid);
     out.id("status_id", o.status_id);
@@ -859,7 +947,18 @@ fn flatten_order(o: &FlatOrder<'_>) -> Fields {
             });
         entry.name = entry.name.or(clean(line.name));
         entry.quantity = match (entry.quantity, line.quantity) {
-            (Some(a), Some(b)) => Some(Decimal::new(a.value() + b.value())),
+            (Some(a), Some(b)) => Some(match a.value().checked_add(b.value()) {
+                Some(sum) => Decimal::new(sum),
+                None if overflow == Overflow::Saturate => Decimal::new(rust_decimal::Decimal::MAX),
+                None => {
+                    return Err(MappingError::InvalidField {
+                        kind: EntityKind::Order,
+                        field: format!("lines.{}.quantity", line_key(n, line.sku, line.name)),
+                        value: "quantities whose sum is out of range".to_string(),
+                        expected: "a decimal",
+                    });
+                }
+            }),
             (a, b) => a.or(b),
         };
         entry.price = entry.price.or(line.price);
@@ -886,7 +985,7 @@ fn flatten_order(o: &FlatOrder<'_>) -> Fields {
     out.phone("shipping.recipient_phone", o.recipient_phone);
     out.text("manager_comment", o.manager_comment);
     out.time("ordered_at", o.ordered_at);
-    out.0
+    Ok(out.0)
 }
 
 /// The host's order as fields in KeyCRM terms (status and payment methods mapped to ids).
@@ -936,7 +1035,7 @@ pub fn order_fields_from_local(
         manager_comment: order.comment.as_deref(),
         ordered_at: order.ordered_at,
     };
-    Ok(flatten_order(&flat))
+    flatten_order(&flat, Overflow::Fail)
 }
 
 fn first_contact(values: Option<&types::BuyerContactValues>) -> Option<&str> {
@@ -957,6 +1056,18 @@ fn all_contacts(values: Option<&types::BuyerContactValues>) -> Vec<&str> {
 /// KeyCRM's order as fields. Read it with `include=buyer,products.offer,payments,shipping`:
 /// a relation that was not included counts as empty.
 pub fn order_fields_from_remote(order: &types::Order) -> Fields {
+    // Saturating flattening has no error case.
+    remote_order_fields(order, Overflow::Saturate).unwrap_or_default()
+}
+
+/// [`order_fields_from_remote`], failing with a [`MappingError`] that names the line when the
+/// quantities of lines with one SKU add up beyond a decimal's range (KeyCRM data is not
+/// trusted; [`order_fields_from_remote`] keeps the largest decimal instead).
+pub fn try_order_fields_from_remote(order: &types::Order) -> Result<Fields, MappingError> {
+    remote_order_fields(order, Overflow::Fail)
+}
+
+fn remote_order_fields(order: &types::Order, overflow: Overflow) -> Result<Fields, MappingError> {
     let buyer = order.buyer.as_ref();
     let shipping = order.shipping.as_ref();
     let lines = order
@@ -1001,7 +1112,7 @@ pub fn order_fields_from_remote(order: &types::Order) -> Fields {
         manager_comment: order.manager_comment.as_deref(),
         ordered_at: order.ordered_at,
     };
-    flatten_order(&flat)
+    flatten_order(&flat, overflow)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -2104,16 +2215,18 @@ mod tests {
         assert_eq!(err, MappingError::UnknownStatus("returned".into()));
         assert_eq!(
             err.to_string(),
-            "unknown host status \"returned\": add it to status_ids"
+            "order field `status`: the host status has no KeyCRM status id; add it to status_ids"
         );
+        assert!(!format!("{err:?}").contains("returned"), "{err:?}");
 
         let mut order = local_order();
         order.payments[1].method = "crypto".into();
         let err = order_fields_from_local(&order, &m).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown host payment method \"crypto\": add it to payment_method_ids"
+            "order field `payments.method`: the host payment method has no KeyCRM id; add it to payment_method_ids"
         );
+        assert!(!format!("{err:?}").contains("crypto"), "{err:?}");
 
         let stock = [CanonicalStock {
             sku: "TEA-1".into(),
@@ -2124,7 +2237,7 @@ mod tests {
         assert_eq!(err, MappingError::UnknownWarehouse("lviv".into()));
         assert_eq!(
             err.to_string(),
-            "unknown host warehouse \"lviv\": add it to warehouse_ids"
+            "stock field `warehouse`: the host warehouse has no KeyCRM id; add it to warehouse_ids"
         );
 
         let err = order_from_fields(
@@ -2146,7 +2259,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "order field `lines.A.quantity` holds \"two\": expected a decimal"
+            "order field `lines.A.quantity` holds a string: expected a decimal"
         );
         let err = order_from_fields("1", &fields(json!({"lines.A.quantity": "2"})), &mappings())
             .unwrap_err();
@@ -2161,6 +2274,64 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err, MappingError::UnknownPaymentStatus("refunded".into()));
+        assert!(!err.to_string().contains("refunded"), "{err}");
+        assert!(err.to_string().contains("payments.status"), "{err}");
+    }
+
+    #[test]
+    fn remote_line_quantities_that_overflow_are_a_typed_error_not_a_panic() {
+        let huge = "79228162514264337593543950335";
+        let order: types::Order = serde_json::from_value(json!({
+            "id": 5,
+            "products": [
+                {"sku": "TEA-1", "name": "Tea", "quantity": huge, "price": "1"},
+                {"sku": "TEA-1", "name": "Tea", "quantity": huge, "price": "1"},
+            ],
+        }))
+        .unwrap();
+        let err = try_order_fields_from_remote(&order).unwrap_err();
+        assert!(
+            matches!(&err, MappingError::InvalidField { field, .. } if field == "lines.TEA-1.quantity"),
+            "{err:?}"
+        );
+        assert!(!err.to_string().contains(huge), "{err}");
+        // The infallible flattening keeps the largest decimal instead of panicking.
+        let fields = order_fields_from_remote(&order);
+        assert_eq!(fields["lines.TEA-1.quantity"], json!(huge));
+    }
+
+    #[test]
+    fn mapping_errors_never_show_the_host_value() {
+        let secret_ish = "Olena Petrenko +380501234567";
+        let m = mappings();
+        let mut order = local_order();
+        order.status = Some(secret_ish.into());
+        let status = order_fields_from_local(&order, &m).unwrap_err();
+        let mut order = local_order();
+        order.payments[0].method = secret_ish.into();
+        let method = order_fields_from_local(&order, &m).unwrap_err();
+        let invalid = order_from_fields(
+            "1",
+            &fields(json!({"lines.A.quantity": secret_ish, "lines.A.price": "1"})),
+            &m,
+        )
+        .unwrap_err();
+        let object = order_from_fields(
+            "1",
+            &fields(json!({"lines.A.quantity": {"x": secret_ish}, "lines.A.price": "1"})),
+            &m,
+        )
+        .unwrap_err();
+        for err in [status, method, invalid, object] {
+            for shown in [err.to_string(), format!("{err:?}")] {
+                assert!(!shown.contains("Olena"), "{shown}");
+                assert!(!shown.contains("380501234567"), "{shown}");
+            }
+            assert!(
+                err.to_string().contains("field `"),
+                "names the field: {err}"
+            );
+        }
     }
 
     #[test]

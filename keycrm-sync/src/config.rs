@@ -6,12 +6,27 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
-/// A secret string (API key, webhook token) whose `Debug`/`Display` never show it.
-#[derive(Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+use crate::model::EntityKind;
+use crate::plan::{Side, SourceOfTruth};
+
+/// A secret string (API key, webhook token) whose `Debug`, `Display` and `Serialize` never
+/// show it: it serialises as `"[redacted]"` (`""` when empty), so a configuration written to
+/// a log, a status page or a file does not leak it. Read it with [`Secret::expose`]; serialise
+/// it in clear only where that is the point, with
+/// `#[serde(serialize_with = "Secret::serialize_exposed")]`.
+///
+/// It deserialises from a string only; any other value is refused with an error that does not
+/// quote it.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
+
+/// What a non-empty [`Secret`] shows instead of its value.
+const REDACTED: &str = "[redacted]";
+
+/// The error of a secret given as something else than a string; it never quotes the value.
+const SECRET_TYPE_ERROR: &str = "a secret must be a quoted string (the value given is not shown)";
 
 impl Secret {
     /// Wraps a secret.
@@ -28,11 +43,107 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.trim().is_empty()
     }
+
+    /// Serialises the secret in clear, for
+    /// `#[serde(serialize_with = "Secret::serialize_exposed")]` on a field whose reader must
+    /// get the value (the default `Serialize` redacts it).
+    ///
+    /// ```
+    /// use keycrm_sync::config::Secret;
+    ///
+    /// #[derive(serde::Serialize)]
+    /// struct Credentials {
+    ///     #[serde(serialize_with = "Secret::serialize_exposed")]
+    ///     api_key: Secret,
+    ///     shown: Secret,
+    /// }
+    /// let c = Credentials { api_key: Secret::new("k-1"), shown: Secret::new("k-2") };
+    /// assert_eq!(
+    ///     serde_json::to_string(&c).unwrap(),
+    ///     r#"{"api_key":"k-1","shown":"[redacted]"}"#
+    /// );
+    /// ```
+    pub fn serialize_exposed<S: Serializer>(
+        secret: &Secret,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&secret.0)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.is_empty() { "" } else { REDACTED })
+    }
 }
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
+        deserializer.deserialize_string(SecretVisitor)
+    }
+}
+
+/// Accepts strings; refuses everything else without quoting it (serde's own "invalid type"
+/// errors quote numbers and booleans).
+struct SecretVisitor;
+
+impl<'de> de::Visitor<'de> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a quoted string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
+        Ok(Secret(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Secret, E> {
+        Ok(Secret(v))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Secret, E> {
+        Err(E::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+        Err(de::Error::custom(SECRET_TYPE_ERROR))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+        Err(de::Error::custom(SECRET_TYPE_ERROR))
     }
 }
 
@@ -96,7 +207,7 @@ pub struct SyncConfig {
     pub realtime: bool,
     /// Overlap of reconciliation windows, in seconds (`updated_between` from cursor - overlap).
     pub overlap_secs: u64,
-    /// Days to keep conflict/audit logs and processed webhooks.
+    /// Days to keep conflict/audit logs and processed, ignored and failed webhooks.
     pub retention_days: u32,
     /// Refuse a stock push that would zero more than this share (0..=1) of the pushed SKUs.
     pub max_zeroed_share: f64,
@@ -110,6 +221,20 @@ pub struct SyncConfig {
     pub payment_method_ids: BTreeMap<String, i64>,
     /// Host warehouse code -> KeyCRM warehouse id.
     pub warehouse_ids: BTreeMap<String, i64>,
+    /// Per kind, the side whose values win when records that already exist on both sides are
+    /// linked for the first time (no base yet) and differ; such a first link is audited once
+    /// and is not a conflict. Kinds not listed keep the built-in default
+    /// ([`SyncConfig::source_of_truth`]): the host for the catalogue, prices and stock, KeyCRM
+    /// for orders (their status above all) and buyers.
+    ///
+    /// ```toml
+    /// [first_contact.offer]
+    /// default = "remote"          # KeyCRM's prices win on first contact
+    /// [first_contact.order]
+    /// default = "remote"
+    /// fields = { manager_comment = "local" }
+    /// ```
+    pub first_contact: BTreeMap<EntityKind, SourceOfTruth>,
 }
 
 impl Default for SyncConfig {
@@ -132,6 +257,7 @@ impl Default for SyncConfig {
             status_ids: BTreeMap::new(),
             payment_method_ids: BTreeMap::new(),
             warehouse_ids: BTreeMap::new(),
+            first_contact: BTreeMap::new(),
         }
     }
 }
@@ -166,14 +292,7 @@ impl SyncConfig {
 
     /// Parses TOML text, then validates.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let config: SyncConfig = toml::from_str(text).map_err(|e| {
-            let setting = e
-                .message()
-                .split('`')
-                .nth(1)
-                .map_or_else(|| "toml".to_string(), str::to_string);
-            ConfigError::new(setting, e.message().to_string())
-        })?;
+        let config: SyncConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         config.validate()?;
         Ok(config)
     }
@@ -289,6 +408,23 @@ impl SyncConfig {
             .requests_per_minute(self.requests_per_minute)
     }
 
+    /// The source of truth of `kind` on first contact (see [`SyncConfig::first_contact`]): the
+    /// configured one, else the host for products, offers (prices) and stock, and KeyCRM for
+    /// orders (status included) and buyers.
+    pub fn source_of_truth(&self, kind: EntityKind) -> SourceOfTruth {
+        if let Some(source) = self.first_contact.get(&kind) {
+            return source.clone();
+        }
+        match kind {
+            EntityKind::Product | EntityKind::Offer | EntityKind::Stock => {
+                SourceOfTruth::new(Side::Local)
+            }
+            EntityKind::Order => SourceOfTruth::new(Side::Remote)
+                .with_field(crate::canonical::ORDER_STATUS_FIELD, Side::Remote),
+            EntityKind::Buyer => SourceOfTruth::new(Side::Remote),
+        }
+    }
+
     /// The background run interval.
     pub fn sync_interval(&self) -> Duration {
         Duration::from_secs(self.sync_interval_secs)
@@ -298,6 +434,49 @@ impl SyncConfig {
     pub fn overlap(&self) -> Duration {
         Duration::from_secs(self.overlap_secs)
     }
+}
+
+/// The settings that hold a [`Secret`].
+const SECRET_SETTINGS: &[&str] = &["api_key", "webhook_secret"];
+
+/// A TOML error as a [`ConfigError`] that names the setting (found from the error's position
+/// in `text`) and never quotes the value of a secret.
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let setting = e
+        .span()
+        .and_then(|span| setting_at(text, span.start))
+        .unwrap_or_else(|| "toml".to_string());
+    let secret =
+        SECRET_SETTINGS.contains(&setting.as_str()) || e.message().contains(SECRET_TYPE_ERROR);
+    let reason = if secret {
+        SECRET_TYPE_ERROR.to_string()
+    } else {
+        e.message().trim().to_string()
+    };
+    ConfigError::new(setting, reason)
+}
+
+/// The dotted name of the setting written on the line that holds byte `offset` of `text`
+/// (`batch_size`, or `status_ids.shipped` inside a `[status_ids]` table).
+fn setting_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset.min(text.len()))?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let key = line.split('=').next()?.trim();
+    let key = key.trim_matches(|c| c == '"' || c == '\'');
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(table) if !table.is_empty() => format!("{table}.{key}"),
+        _ => key.to_string(),
+    })
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -349,6 +528,58 @@ mod tests {
     }
 
     #[test]
+    fn first_contact_defaults_and_overrides() {
+        let config = SyncConfig::from_toml_str("api_key = \"k\"\n").unwrap();
+        assert_eq!(
+            config.source_of_truth(EntityKind::Offer).side_for("price"),
+            Side::Local
+        );
+        assert_eq!(
+            config
+                .source_of_truth(EntityKind::Stock)
+                .side_for("quantity"),
+            Side::Local
+        );
+        assert_eq!(
+            config
+                .source_of_truth(EntityKind::Order)
+                .side_for("status_id"),
+            Side::Remote
+        );
+        let config = SyncConfig::from_toml_str(
+            r#"
+            api_key = "k"
+            [first_contact.offer]
+            default = "remote"
+            [first_contact.order]
+            default = "remote"
+            fields = { manager_comment = "local" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.source_of_truth(EntityKind::Offer).side_for("price"),
+            Side::Remote
+        );
+        let order = config.source_of_truth(EntityKind::Order);
+        assert_eq!(order.side_for("manager_comment"), Side::Local);
+        assert_eq!(order.side_for("status_id"), Side::Remote);
+        assert_eq!(
+            config
+                .source_of_truth(EntityKind::Stock)
+                .side_for("quantity"),
+            Side::Local,
+            "kinds not listed keep their default"
+        );
+        assert!(
+            SyncConfig::from_toml_str(
+                "api_key = \"k\"\n[first_contact.offer]\ndefault = \"crm\"\n",
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
         let err = SyncConfig::from_toml_str("api_key = \"k\"\nbatch_size = 500\n").unwrap_err();
         assert_eq!(err.setting, "batch_size");
@@ -359,6 +590,64 @@ mod tests {
         let err =
             SyncConfig::from_toml_str("api_key = \"k\"\nmax_zeroed_share = 2.0\n").unwrap_err();
         assert_eq!(err.setting, "max_zeroed_share");
+    }
+
+    #[test]
+    fn secrets_serialise_redacted_unless_exposed() {
+        let config = SyncConfig {
+            api_key: Secret::new("k-123"),
+            webhook_secret: Secret::new("w-456"),
+            ..SyncConfig::default()
+        };
+        let json = serde_json::to_value(&config).unwrap();
+        let text = json.to_string();
+        assert!(!text.contains("k-123") && !text.contains("w-456"), "{text}");
+        assert_eq!(json["api_key"], "[redacted]");
+        assert_eq!(json["webhook_secret"], "[redacted]");
+        assert_eq!(serde_json::to_value(Secret::default()).unwrap(), "");
+
+        #[derive(Serialize)]
+        struct Exposed<'a> {
+            #[serde(serialize_with = "Secret::serialize_exposed")]
+            api_key: &'a Secret,
+        }
+        let exposed = serde_json::to_value(Exposed {
+            api_key: &config.api_key,
+        })
+        .unwrap();
+        assert_eq!(exposed["api_key"], "k-123");
+        assert_eq!(config.api_key.expose(), "k-123");
+        // Reading a string back still works.
+        let back: Secret = serde_json::from_value(serde_json::json!("k-9")).unwrap();
+        assert_eq!(back.expose(), "k-9");
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_names_the_setting_not_the_value() {
+        for (text, setting, value) in [
+            ("api_key = 12345\n", "api_key", "12345"),
+            (
+                "api_key = \"k\"\nwebhook_secret = 987654321\n",
+                "webhook_secret",
+                "987654321",
+            ),
+            ("api_key = 31415.92653\n", "api_key", "31415"),
+            ("api_key = [\"abc-secret\"]\n", "api_key", "abc-secret"),
+            ("api_key = true\n", "api_key", "true"),
+        ] {
+            let err = SyncConfig::from_toml_str(text).unwrap_err();
+            assert_eq!(err.setting, setting, "{text}");
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(value), "{shown}");
+            assert!(shown.contains("quoted string"), "{shown}");
+        }
+        // Other settings are named by their line, inside tables too.
+        let err =
+            SyncConfig::from_toml_str("api_key = \"k\"\nbatch_size = \"lots\"\n").unwrap_err();
+        assert_eq!(err.setting, "batch_size");
+        let err = SyncConfig::from_toml_str("api_key = \"k\"\n[status_ids]\nshipped = \"four\"\n")
+            .unwrap_err();
+        assert_eq!(err.setting, "status_ids.shipped");
     }
 
     #[test]

@@ -98,6 +98,59 @@ pub fn content_hash(fields: &Fields) -> String {
         .collect()
 }
 
+/// Bounds on foreign text (KeyCRM's messages, decoder and builder messages) before it flows
+/// into errors, events, logs and the audit log.
+pub(crate) mod redact {
+    /// The most characters of a foreign message kept anywhere.
+    pub(crate) const MAX_MESSAGE_CHARS: usize = 512;
+
+    /// `text` cut to [`MAX_MESSAGE_CHARS`] characters (an ellipsis marks the cut), with
+    /// control characters (line breaks included) made spaces.
+    pub(crate) fn bounded(text: &str) -> String {
+        let mut out = String::with_capacity(text.len().min(MAX_MESSAGE_CHARS + 4));
+        for (n, c) in text.chars().enumerate() {
+            if n == MAX_MESSAGE_CHARS {
+                out.push('…');
+                break;
+            }
+            out.push(if c.is_control() { ' ' } else { c });
+        }
+        out
+    }
+
+    /// A foreign message without the values it quotes (`"..."` and `` `...` `` become `…`),
+    /// bounded by [`bounded`]: decoder and builder messages quote the offending value.
+    pub(crate) fn message(text: &str) -> String {
+        without_quotes(text, &['"', '`'])
+    }
+
+    /// [`message`] for text whose backticks name fields, not values (the engine's own errors
+    /// around KeyCRM's text): only `"..."` becomes `…`.
+    pub(crate) fn unquoted(text: &str) -> String {
+        without_quotes(text, &['"'])
+    }
+
+    fn without_quotes(text: &str, quotes: &[char]) -> String {
+        let mut out = String::with_capacity(text.len().min(4 * MAX_MESSAGE_CHARS));
+        let mut quote: Option<char> = None;
+        for c in text.chars() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if quotes.contains(&c) => {
+                    quote = Some(c);
+                    out.push('…');
+                }
+                None => out.push(c),
+            }
+            if out.len() > 4 * MAX_MESSAGE_CHARS {
+                break;
+            }
+        }
+        bounded(&out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +168,24 @@ mod tests {
         b.insert("status_id".into(), json!(4));
         assert_ne!(content_hash(&a), content_hash(&b));
         assert_eq!(content_hash(&a).len(), 64);
+    }
+
+    #[test]
+    fn foreign_text_is_bounded_and_loses_its_quoted_values() {
+        let long = "x".repeat(10_000);
+        let cut = redact::bounded(&long);
+        assert_eq!(cut.chars().count(), redact::MAX_MESSAGE_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(redact::bounded("a\nb"), "a b");
+        assert_eq!(
+            redact::message("invalid type: string \"+380501234567\", expected `u64`"),
+            "invalid type: string …, expected …"
+        );
+        assert!(redact::message(&long).chars().count() <= redact::MAX_MESSAGE_CHARS + 1);
+        assert_eq!(
+            redact::unquoted("field `email`: \"a@b.c\" is taken"),
+            "field `email`: … is taken"
+        );
     }
 
     #[test]

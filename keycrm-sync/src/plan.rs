@@ -26,7 +26,13 @@
 //!    its value is a one-side change and is taken (rule 1).
 //! 4. **No base** (the first meeting of two existing records, `base: None`): every present value
 //!    counts as a change, so a field present on one side only is taken from it, and a field present
-//!    on both with different values is a both-changed conflict (rule 3).
+//!    on both with different values is a both-changed conflict (rule 3) — unless the policy names
+//!    a source of truth for first contact ([`Policy::first_contact`]): then such a field takes the
+//!    value of the side the [`SourceOfTruth`] names for it, and is reported in
+//!    [`Plan::first_link`] instead of [`Plan::conflicts`]. Two systems that held the same records
+//!    before they were linked differ on many fields; those differences are the starting state,
+//!    not edits made on both sides, so the source of truth decides them (the status rule 6 does
+//!    not apply to them either: there is no move yet).
 //! 5. **A side without a record** (`local: None` or `remote: None`) has no opinion: it counts as
 //!    unchanged for every field, so the merged record comes from the other side (and the base), and
 //!    that side's `to_*` map holds the whole merged record, ready to create. The planner never
@@ -183,6 +189,58 @@ pub struct Policy {
     pub status_rank: BTreeMap<String, i64>,
     /// When true, statuses may move to a lower rank (ranks are then ignored).
     pub allow_status_backwards: bool,
+    /// Which side is right when two existing records meet for the first time (no base) and a
+    /// field differs (see the module docs, rule 4). `None`: such a difference is a conflict.
+    pub first_contact: Option<SourceOfTruth>,
+}
+
+/// The side whose values a record takes on its first contact, per field, with a default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourceOfTruth {
+    /// The side of every field not named in [`SourceOfTruth::fields`].
+    pub default: Side,
+    /// Per field (a key matches the field itself or any field below it at a dot boundary; the
+    /// longest key wins, as for [`Policy::owners`]).
+    pub fields: BTreeMap<String, Side>,
+}
+
+impl Default for SourceOfTruth {
+    fn default() -> Self {
+        Self::new(Side::Remote)
+    }
+}
+
+impl SourceOfTruth {
+    /// `default` is right for every field.
+    pub fn new(default: Side) -> Self {
+        Self {
+            default,
+            fields: BTreeMap::new(),
+        }
+    }
+
+    /// `side` is right for `field` and every field below it.
+    pub fn with_field(mut self, field: impl Into<String>, side: Side) -> Self {
+        self.fields.insert(field.into(), side);
+        self
+    }
+
+    /// The side that is right for `field`.
+    pub fn side_for(&self, field: &str) -> Side {
+        longest_prefix(&self.fields, field).unwrap_or(self.default)
+    }
+}
+
+/// The value of the longest key of `map` equal to `field` or one of its dotted prefixes.
+fn longest_prefix(map: &BTreeMap<String, Side>, field: &str) -> Option<Side> {
+    let mut key = field;
+    loop {
+        if let Some(side) = map.get(key) {
+            return Some(*side);
+        }
+        key = &key[..key.rfind('.')?];
+    }
 }
 
 impl Policy {
@@ -222,13 +280,13 @@ impl Policy {
     /// The owner of `field`: the entry of [`Policy::owners`] with the longest key equal to
     /// `field` or to one of its dotted prefixes.
     pub fn owner_of(&self, field: &str) -> Option<Side> {
-        let mut key = field;
-        loop {
-            if let Some(side) = self.owners.get(key) {
-                return Some(*side);
-            }
-            key = &key[..key.rfind('.')?];
-        }
+        longest_prefix(&self.owners, field)
+    }
+
+    /// Sets [`Policy::first_contact`].
+    pub fn with_first_contact(mut self, source: SourceOfTruth) -> Self {
+        self.first_contact = Some(source);
+        self
     }
 
     /// The rank of a status value, if it is in [`Policy::status_rank`].
@@ -279,12 +337,32 @@ pub struct Plan {
     pub to_local: Fields,
     /// One entry per field where a side's value was overwritten or a change refused, by field.
     pub conflicts: Vec<Conflict>,
+    /// On a first contact decided by [`Policy::first_contact`]: one entry per field whose two
+    /// values differed, by field (empty otherwise). These are not conflicts.
+    pub first_link: Vec<FirstLink>,
+}
+
+/// A field that differed when two existing records were linked for the first time, and the
+/// side whose value was taken (see [`Policy::first_contact`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstLink {
+    /// The dotted field name.
+    pub field: String,
+    /// The host's value.
+    pub local: Value,
+    /// KeyCRM's value.
+    pub remote: Value,
+    /// The side whose value was taken.
+    pub winner: Side,
 }
 
 impl Plan {
     /// True when there is nothing to write and nothing to log (an echo, or nothing changed).
     pub fn is_noop(&self) -> bool {
-        self.to_remote.is_empty() && self.to_local.is_empty() && self.conflicts.is_empty()
+        self.to_remote.is_empty()
+            && self.to_local.is_empty()
+            && self.conflicts.is_empty()
+            && self.first_link.is_empty()
     }
 
     /// The conflict logged for `field`, if any.
@@ -362,9 +440,36 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .flat_map(|fields| fields.keys().map(String::as_str))
         .collect();
 
+    // First contact: two existing records, no base, and a source of truth to decide.
+    let first_contact = match (input.base, local, remote) {
+        (None, Some(_), Some(_)) => input.policy.first_contact.as_ref(),
+        _ => None,
+    };
+
     let mut merged = Fields::new();
     let mut conflicts = Vec::new();
+    let mut first_link = Vec::new();
     for field in keys {
+        if let Some(source) = first_contact {
+            let local = value_of(local, field);
+            let remote = value_of(remote, field);
+            let value = match (local, remote) {
+                (Some(l), Some(r)) if l != r => {
+                    let winner = source.side_for(field);
+                    first_link.push(FirstLink {
+                        field: field.to_owned(),
+                        local: l.clone(),
+                        remote: r.clone(),
+                        winner,
+                    });
+                    if winner == Side::Local { l } else { r }
+                }
+                (Some(v), _) | (None, Some(v)) => v,
+                (None, None) => continue,
+            };
+            merged.insert(field.to_owned(), value.clone());
+            continue;
+        }
         let values = FieldValues {
             base: value_of(base, field),
             local: local.map(|fields| value_of(Some(fields), field)),
@@ -383,6 +488,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         to_local: changes_for(&merged, local),
         merged,
         conflicts,
+        first_link,
     }
 }
 
@@ -904,6 +1010,88 @@ mod tests {
     }
 
     // ---- first meetings and missing records --------------------------------------------------------
+
+    #[test]
+    fn first_contact_follows_the_source_of_truth_without_conflicts() {
+        let local = snap(
+            &[
+                ("price", json!("10")),
+                ("purchased_price", json!("4")),
+                ("sku", json!("A")),
+            ],
+            Some(9),
+        );
+        let remote = snap(
+            &[
+                ("price", json!("12")),
+                ("purchased_price", json!("4")),
+                ("note", json!("x")),
+            ],
+            Some(1),
+        );
+        let source = SourceOfTruth::new(Side::Local).with_field("note", Side::Remote);
+        let policy = Policy::new(Resolution::RemoteWins).with_first_contact(source);
+        let p = run(&policy, None, Some(&local), Some(&remote));
+        assert!(p.conflicts.is_empty(), "{:?}", p.conflicts);
+        assert_eq!(
+            p.merged["price"],
+            json!("10"),
+            "the host is right about prices"
+        );
+        assert_eq!(p.merged["sku"], json!("A"), "one side only: taken");
+        assert_eq!(p.merged["note"], json!("x"));
+        assert_eq!(
+            p.first_link,
+            vec![FirstLink {
+                field: "price".into(),
+                local: json!("10"),
+                remote: json!("12"),
+                winner: Side::Local,
+            }]
+        );
+        assert_eq!(
+            p.to_remote,
+            fields(&[("price", json!("10")), ("sku", json!("A"))])
+        );
+        assert!(!p.is_noop());
+
+        // Flipped: KeyCRM is right.
+        let policy =
+            Policy::new(Resolution::LocalWins).with_first_contact(SourceOfTruth::new(Side::Remote));
+        let p = run(&policy, None, Some(&local), Some(&remote));
+        assert!(p.conflicts.is_empty());
+        assert_eq!(p.merged["price"], json!("12"));
+        assert_eq!(p.first_link[0].winner, Side::Remote);
+
+        // With a base there is no first contact: the usual three-way rules apply.
+        let base = snap(&[("price", json!("11"))], None);
+        let p = run(&policy, Some(&base), Some(&local), Some(&remote));
+        assert!(p.first_link.is_empty());
+        assert_eq!(p.conflicts.len(), 1);
+        // The status rule does not apply to a first contact either.
+        let ranked = order_policy(Resolution::NewestWins)
+            .with_first_contact(SourceOfTruth::new(Side::Remote));
+        let l = snap(&[("status_id", json!(3))], None);
+        let r = snap(&[("status_id", json!(1))], None);
+        let p = run(&ranked, None, Some(&l), Some(&r));
+        assert_eq!(p.merged["status_id"], json!(1));
+        assert!(p.conflicts.is_empty());
+    }
+
+    #[test]
+    fn source_of_truth_matches_fields_by_dotted_prefix() {
+        let source = SourceOfTruth::new(Side::Remote)
+            .with_field("lines", Side::Local)
+            .with_field("lines.A.price", Side::Remote);
+        assert_eq!(source.side_for("lines.B.quantity"), Side::Local);
+        assert_eq!(source.side_for("lines.A.price"), Side::Remote);
+        assert_eq!(source.side_for("linesX"), Side::Remote);
+        let text = serde_json::to_string(&source).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SourceOfTruth>(&text).unwrap(),
+            source
+        );
+    }
 
     #[test]
     fn no_base_merges_the_union_and_conflicts_on_differences() {

@@ -1589,7 +1589,7 @@ async fn a_record_that_keeps_failing_is_dead_lettered_after_the_configured_attem
             .last_error
             .as_deref()
             .unwrap_or_default()
-            .contains("lost-in-space"),
+            .contains("status_ids"),
         "{:?}",
         dead[0].last_error
     );

@@ -93,19 +93,13 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         Ok(ids.first().is_some_and(Option::is_some))
     }
 
-    /// The store step: one durable commit for the group (on a blocking thread, so the
-    /// `fsync` never stalls the runtime), then the worker is woken.
+    /// The store step: one durable commit for the group, then the worker is woken. (Store
+    /// backends never block the runtime: SQLite works on its own connection thread.)
     pub(crate) async fn commit_inbox(
         &self,
         items: Vec<NewInboxItem>,
     ) -> Result<Vec<Option<InboxId>>, StoreError> {
-        let engine = self.clone();
-        let handle = tokio::runtime::Handle::current();
-        let ids = tokio::task::spawn_blocking(move || {
-            handle.block_on(engine.inner.store.inbox_insert_batch(&items, now()))
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("the inbox commit task failed: {e}")))??;
+        let ids = self.inner.store.inbox_insert_batch(&items, now()).await?;
         if ids.iter().any(Option::is_some) {
             self.inner.inbox_wake.notify_one();
         }
@@ -146,7 +140,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 () = self.inner.inbox_wake.notified() => {}
             }
             if let Err(error) = self.apply_inbox().await {
-                tracing::warn!(target: "keycrm_sync", %error, "applying webhooks failed");
+                super::logline::warn(&error, "applying webhooks failed");
             }
         }
     }

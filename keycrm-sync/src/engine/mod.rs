@@ -8,7 +8,13 @@
 //! 2. **pull**: reconciles KeyCRM's changes: orders and buyers by `updated_between` from the
 //!    cursor minus the overlap (orders also by `created_between`), the catalogue and stock
 //!    in full passes every [`FULL_PASS_EVERY`] runs; each remote record is planned against the
-//!    base snapshot and applied to the host; cursors advance only after the pass is applied;
+//!    base snapshot and applied to the host; cursors advance only after the pass is applied.
+//!    Pages are read as raw JSON and decoded record by record: a record of an unknown shape is
+//!    quarantined ([`SyncStatus::quarantined`], the audit log) and the rest of its page applied,
+//!    but the pass is then incomplete (no cursor move, no tombstones). Records that already
+//!    existed on both sides meet as a *first link* (audited once as [`FIRST_LINK_ACTION`]),
+//!    their differences decided by the configured source of truth
+//!    ([`SyncConfig::first_contact`]), not logged as conflicts;
 //! 3. **inbox**: applies received webhooks (committed first by the
 //!    [`WebhookReceiver`](crate::webhook::WebhookReceiver); see the `inbox` module: a worker
 //!    also applies them as they arrive);
@@ -26,8 +32,13 @@
 
 mod batch;
 mod inbox;
+mod logline;
 mod pull;
 mod push;
+mod quarantine;
+
+pub use pull::FIRST_LINK_ACTION;
+pub use quarantine::Quarantined;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,13 +51,16 @@ use keycrm_api::{Client, Paginate};
 use serde::Serialize;
 use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::canonical::{MappingError, Mappings, ORDER_STATUS_FIELD};
 use crate::config::SyncConfig;
 use crate::host::{Host, HostError};
-use crate::model::EntityKind;
+use crate::model::{EntityKind, redact};
 use crate::plan::{Conflict, ConflictReason, Policy, Resolution, Side};
-use crate::store::{AuditEntry, ConflictRecord, KindCounts, Store, StoreError};
+use crate::store::{
+    AuditEntry, ConflictRecord, KindCounts, Mapping, Store, StoreError, WriteBatch, WriteOp,
+};
 
 /// Catalogue and stock are reconciled in full passes, every this many runs (and on
 /// [`SyncEngine::full_resync`]); orders and buyers incrementally on every run.
@@ -56,8 +70,9 @@ pub const FULL_PASS_EVERY: u64 = 12;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SyncError {
-    /// A KeyCRM call failed.
-    #[error("KeyCRM: {0}")]
+    /// A KeyCRM call failed. The message is bounded (KeyCRM's own messages and validation
+    /// lists are cut at 512 characters).
+    #[error("KeyCRM: {}", redact::bounded(&.0.to_string()))]
     Api(#[from] keycrm_api::Error),
     /// The store failed.
     #[error(transparent)]
@@ -185,6 +200,9 @@ pub struct RunReport {
     pub requests: u64,
     /// Whether catalogue and stock were reconciled in full.
     pub full_pass: bool,
+    /// Remote records that could not be decoded and were set aside (see
+    /// [`SyncStatus::quarantined`]).
+    pub quarantined: u64,
 }
 
 impl RunReport {
@@ -197,6 +215,7 @@ impl RunReport {
         self.unchanged += other.unchanged;
         self.conflicts += other.conflicts;
         self.failed += other.failed;
+        self.quarantined += other.quarantined;
     }
 }
 
@@ -217,6 +236,9 @@ pub struct SyncStatus {
     pub runs: u64,
     /// KeyCRM traffic of this engine's client.
     pub keycrm: ApiHealth,
+    /// Remote records set aside because they cannot be decoded (kind, remote id, JSON path,
+    /// operation); the passes that met them stay incomplete until they decode again.
+    pub quarantined: Vec<Quarantined>,
 }
 
 /// KeyCRM traffic as the engine saw it.
@@ -331,6 +353,7 @@ impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
                 call_errors: AtomicU64::new(0),
                 latency_micros: AtomicU64::new(0),
                 ranks_loaded: std::sync::atomic::AtomicBool::new(false),
+                gathered: std::sync::Mutex::new(None),
                 outbox_clock: self.outbox_clock.unwrap_or_else(|| Arc::new(Utc::now)),
             }),
         })
@@ -367,7 +390,23 @@ pub(crate) struct Inner<S, H> {
     call_errors: AtomicU64,
     latency_micros: AtomicU64,
     ranks_loaded: std::sync::atomic::AtomicBool,
+    /// Store writes gathered while a page is applied, written as one batch at its end (see
+    /// [`SyncEngine::gathering`]). Only the task holding `run_lock` uses it.
+    gathered: std::sync::Mutex<Option<WriteBatch>>,
     outbox_clock: OutboxClock,
+}
+
+/// Ends a gathering of store writes: [`SyncEngine::commit_gathered`] writes them; when the
+/// gathering future is dropped before (cancelled), they are dropped too, as after a crash (the
+/// records are pulled and linked again), and later writes go straight to the store.
+pub(crate) struct Gathering<'a> {
+    slot: &'a std::sync::Mutex<Option<WriteBatch>>,
+}
+
+impl Drop for Gathering<'_> {
+    fn drop(&mut self) {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
 }
 
 impl<S: Store, H: Host> SyncEngine<S, H> {
@@ -420,7 +459,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let periodic = async {
             loop {
                 if let Err(error) = self.run_once().await {
-                    tracing::warn!(target: "keycrm_sync", %error, "sync run failed");
+                    logline::warn(&error, "sync run failed");
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -454,10 +493,19 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             full_pass: full,
             ..RunReport::default()
         };
-        Box::pin(self.ensure_status_ranks()).await;
+        let span = tracing::info_span!(
+            target: "keycrm_sync",
+            "keycrm_sync.run",
+            full,
+            everything,
+            records = tracing::field::Empty,
+            requests = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
         // Each stage's future is large (every KeyCRM call it may make is a state of it):
         // boxed, they live on the heap and a run fits the 2 MiB stack of a test thread.
         let result = async {
+            Box::pin(self.ensure_status_ranks()).await;
             Box::pin(self.collect(&mut report, everything)).await?;
             Box::pin(self.pull(&mut report, full, everything)).await?;
             Box::pin(self.process_inbox(&mut report)).await?;
@@ -467,9 +515,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             self.inner.store.purge(cutoff).await?;
             Ok::<_, SyncError>(())
         }
+        .instrument(span.clone())
         .await;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.requests = self.inner.client.stats().requests - requests_before;
+        record_run(&span, &report, result.is_ok());
         *self
             .inner
             .last_run
@@ -541,6 +591,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     /// The engine's status.
     pub async fn status(&self) -> Result<SyncStatus, SyncError> {
         let counts = self.inner.store.counts().await?;
+        let quarantined = self.quarantined_all().await?;
         let stats = self.inner.client.stats();
         let calls = self.inner.calls.load(Ordering::Relaxed);
         Ok(SyncStatus {
@@ -565,6 +616,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     self.inner.latency_micros.load(Ordering::Relaxed) as f64 / calls as f64 / 1000.0
                 },
             },
+            quarantined,
         })
     }
 
@@ -601,7 +653,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     *policy = policy.clone().with_status_ranks(ORDER_STATUS_FIELD, ranks);
                 }
                 Err(error) => {
-                    tracing::warn!(target: "keycrm_sync", %error, "cannot read order statuses; status moves are not ranked");
+                    logline::warn(
+                        &error,
+                        "cannot read order statuses; status moves are not ranked",
+                    );
                     return;
                 }
             }
@@ -645,6 +700,20 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     }
 
     pub(crate) fn publish(&self, event: SyncEvent) {
+        let event = match event {
+            SyncEvent::Failed {
+                kind,
+                local_id,
+                error,
+                dead,
+            } => SyncEvent::Failed {
+                kind,
+                local_id,
+                error: redact::bounded(&error),
+                dead,
+            },
+            other => other,
+        };
         let _ = self.inner.events.send(event);
     }
 
@@ -666,23 +735,21 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     format!("status may not move backwards ({refused:?} refused)")
                 }
             };
-            self.inner
-                .store
-                .log_conflict(&ConflictRecord {
-                    at: now(),
-                    kind,
-                    local_id: local_id.to_string(),
-                    remote_id,
-                    field: c.field.clone(),
-                    base: c.base.clone(),
-                    local: c.local.clone(),
-                    remote: c.remote.clone(),
-                    winner: c.winner.map_or("none", Side::as_str).to_string(),
-                    reason,
-                    local_updated_at: c.local_updated_at,
-                    remote_updated_at: c.remote_updated_at,
-                })
-                .await?;
+            self.write(WriteOp::LogConflict(ConflictRecord {
+                at: now(),
+                kind,
+                local_id: local_id.to_string(),
+                remote_id,
+                field: c.field.clone(),
+                base: c.base.clone(),
+                local: c.local.clone(),
+                remote: c.remote.clone(),
+                winner: c.winner.map_or("none", Side::as_str).to_string(),
+                reason,
+                local_updated_at: c.local_updated_at,
+                remote_updated_at: c.remote_updated_at,
+            }))
+            .await?;
             report.conflicts += 1;
             self.publish(SyncEvent::Conflict {
                 kind,
@@ -701,17 +768,104 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         action: &str,
         detail: String,
     ) -> Result<(), SyncError> {
-        self.inner
-            .store
-            .log_audit(&AuditEntry {
-                at: now(),
-                kind,
-                local_id: local_id.to_string(),
-                action: action.to_string(),
-                detail,
-            })
-            .await?;
+        self.write(WriteOp::LogAudit(AuditEntry {
+            at: now(),
+            kind,
+            local_id: local_id.to_string(),
+            action: action.to_string(),
+            detail: redact::bounded(&detail),
+        }))
+        .await
+    }
+
+    /// Starts gathering the store writes of [`Self::write`] into one batch, so that a page of
+    /// a pass costs one transaction (one `fsync` on SQLite) instead of one per write. Reads
+    /// through [`Self::mapping`] and [`Self::mapping_by_remote`] see the gathered writes.
+    pub(crate) fn gathering(&self) -> Gathering<'_> {
+        *self.inner.gathered.lock().expect("lock") = Some(WriteBatch::new());
+        Gathering {
+            slot: &self.inner.gathered,
+        }
+    }
+
+    /// Writes what was gathered since [`Self::gathering`] in one transaction, and stops
+    /// gathering.
+    pub(crate) async fn commit_gathered(&self, gathering: Gathering<'_>) -> Result<(), SyncError> {
+        let batch = gathering.slot.lock().expect("lock").take();
+        drop(gathering);
+        if let Some(batch) = batch {
+            self.inner.store.write_batch(batch).await?;
+        }
         Ok(())
+    }
+
+    /// A store write: gathered while a page is applied, else written at once.
+    pub(crate) async fn write(&self, op: WriteOp) -> Result<(), SyncError> {
+        let op = {
+            let mut gathered = self.inner.gathered.lock().expect("lock");
+            match gathered.as_mut() {
+                Some(batch) => {
+                    batch.push(op);
+                    return Ok(());
+                }
+                None => op,
+            }
+        };
+        self.inner.store.write_batch(op.into()).await?;
+        Ok(())
+    }
+
+    /// The mapping of a host record, as the gathered writes leave it.
+    pub(crate) async fn mapping(
+        &self,
+        kind: EntityKind,
+        local_id: &str,
+    ) -> Result<Option<Mapping>, SyncError> {
+        if let Some(gathered) = self
+            .inner
+            .gathered
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|b| b.mapping(kind, local_id))
+        {
+            return Ok(gathered.cloned());
+        }
+        Ok(self.inner.store.get_mapping(kind, local_id).await?)
+    }
+
+    /// The mapping of a KeyCRM record, as the gathered writes leave it.
+    pub(crate) async fn mapping_by_remote(
+        &self,
+        kind: EntityKind,
+        remote_id: i64,
+    ) -> Result<Option<Mapping>, SyncError> {
+        if let Some(gathered) = self
+            .inner
+            .gathered
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .and_then(|b| b.mapping_by_remote(kind, remote_id))
+        {
+            return Ok(Some(gathered.clone()));
+        }
+        let stored = self
+            .inner
+            .store
+            .get_mapping_by_remote(kind, remote_id)
+            .await?;
+        // A gathered write that moved the remote id away from the stored record, or deleted
+        // it, hides it.
+        Ok(stored.filter(|m| {
+            self.inner
+                .gathered
+                .lock()
+                .expect("lock")
+                .as_ref()
+                .and_then(|b| b.mapping(kind, &m.local_id))
+                .is_none()
+        }))
     }
 }
 
@@ -725,6 +879,32 @@ pub fn default_policy(kind: EntityKind) -> Policy {
         }
         EntityKind::Order | EntityKind::Buyer => Policy::new(Resolution::NewestWins),
     }
+}
+
+/// Records a run's figures on its span: records pulled and pushed, KeyCRM requests, outcome.
+fn record_run(span: &tracing::Span, report: &RunReport, ok: bool) {
+    let records = report.pulled + report.pushed;
+    let outcome = if !ok {
+        "failed"
+    } else if report.failed > 0 || report.quarantined > 0 {
+        "partial"
+    } else {
+        "ok"
+    };
+    span.record("records", records);
+    span.record("requests", report.requests);
+    span.record("outcome", outcome);
+    span.in_scope(|| {
+        tracing::info!(
+            target: "keycrm_sync",
+            records,
+            requests = report.requests,
+            outcome,
+            conflicts = report.conflicts,
+            quarantined = report.quarantined,
+            "run finished"
+        );
+    });
 }
 
 /// The current UTC time.
@@ -749,4 +929,5 @@ fn assert_futures_are_send<S: Store, H: Host>(e: &SyncEngine<S, H>) {
     is_send(&e.ingest_webhook(&serde_json::Value::Null));
     is_send(&e.apply_inbox());
     is_send(&e.run(CancellationToken::new()));
+    is_send(&e.status());
 }

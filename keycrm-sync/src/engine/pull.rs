@@ -4,15 +4,17 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
-use keycrm_api::{Paginate, Timestamp, types};
+use keycrm_api::{Timestamp, types};
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
+use super::quarantine::{self, Decoded, Quarantined, RawList, RawPages};
 use super::{RunReport, SyncEngine, SyncError, SyncEvent, now};
-use crate::canonical;
+use crate::canonical::{self, MappingError};
 use crate::host::{Applied, Host, RemoteChange};
 use crate::model::{EntityKind, Snapshot};
-use crate::plan::{PlanInput, plan};
-use crate::store::{Mapping, Store, SyncState};
+use crate::plan::{FirstLink, PlanInput, Side, plan};
+use crate::store::{Mapping, Store, SyncState, WriteOp};
 
 /// Relations an order is read with: enough for its canonical fields.
 pub(crate) const ORDER_INCLUDE: &str = "buyer,products.offer,payments,shipping";
@@ -21,6 +23,64 @@ pub(crate) const ORDER_INCLUDE: &str = "buyer,products.offer,payments,shipping";
 const LOCAL_CURSOR: &str = "local";
 /// Cursor of a kind's remote changes (the start of the last complete pass).
 const REMOTE_CURSOR: &str = "remote";
+
+/// What one reconciliation pass of a kind found.
+struct PassState {
+    /// KeyCRM ids of the records decoded.
+    seen: BTreeSet<i64>,
+    /// Records that could not be decoded.
+    broken: Vec<Quarantined>,
+    /// Whether every record was decoded and applied.
+    complete: bool,
+    /// Stock levels read, applied after the pass (see `apply_stock_levels`).
+    levels: Vec<super::inbox::StockLevel>,
+}
+
+impl Default for PassState {
+    fn default() -> Self {
+        Self {
+            seen: BTreeSet::new(),
+            broken: Vec::new(),
+            complete: true,
+            levels: Vec::new(),
+        }
+    }
+}
+
+/// The span of one reconciliation pass; [`close_span`] records its figures.
+fn pass_span(kind: EntityKind, pass: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        target: "keycrm_sync",
+        "keycrm_sync.pass",
+        kind = kind.as_str(),
+        pass,
+        records = tracing::field::Empty,
+        requests = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// Records a pass's figures on its span: records read, KeyCRM requests, and the outcome
+/// (`complete`, `incomplete`: a record failed or was quarantined, `failed`).
+fn close_span(
+    span: &tracing::Span,
+    records: u64,
+    requests: u64,
+    result: &Result<(), SyncError>,
+    complete: bool,
+) {
+    let outcome = match (result, complete) {
+        (Err(_), _) => "failed",
+        (Ok(()), true) => "complete",
+        (Ok(()), false) => "incomplete",
+    };
+    span.record("records", records);
+    span.record("requests", requests);
+    span.record("outcome", outcome);
+    span.in_scope(|| {
+        tracing::info!(target: "keycrm_sync", records, requests, outcome, "pass finished");
+    });
+}
 
 /// How a remote record finds its mapping.
 pub(crate) enum Key<'a> {
@@ -109,159 +169,193 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     async fn pull_orders(&self, report: &mut RunReport, everything: bool) -> Result<(), SyncError> {
         let kind = EntityKind::Order;
         let (window, start) = self.window(kind, everything).await?;
-        let mut seen = BTreeSet::new();
-        let mut complete = true;
+        let mut state = PassState::default();
         // New orders are reported missing from `updated_between` scans: a second pass by
         // `created_between` (which KeyCRM matches against `ordered_at`).
-        let passes: Vec<Option<(bool, String)>> = match &window {
-            None => vec![None],
-            Some(w) => vec![Some((true, w.clone())), Some((false, w.clone()))],
+        let passes: Vec<(&'static str, Option<&'static str>)> = match &window {
+            None => vec![("all", None)],
+            Some(_) => vec![
+                ("updated", Some("filter[updated_between]")),
+                ("created", Some("filter[created_between]")),
+            ],
         };
-        for pass in passes {
-            let mut request = self
-                .inner
-                .client
-                .order_list()
-                .include(ORDER_INCLUDE)
-                .sort("id");
-            match &pass {
-                Some((true, w)) => request = request.filter_updated_between(w.as_str()),
-                Some((false, w)) => request = request.filter_created_between(w.as_str()),
-                None => {}
+        for (pass, filter) in passes {
+            let mut list = quarantine::order_list(ORDER_INCLUDE);
+            if let (Some(filter), Some(w)) = (filter, &window) {
+                list = list.param(filter, w.clone());
             }
-            complete &= self
-                .apply_all(
-                    kind,
-                    request.items(),
-                    &mut seen,
-                    report,
-                    |o: &types::Order| {
-                        Some((
-                            o.id?,
-                            canonical::snapshot(
-                                canonical::order_fields_from_remote(o),
-                                o.updated_at,
-                            ),
-                        ))
-                    },
-                )
-                .await?;
+            self.apply_all(kind, pass, list, &mut state, report, |o: &types::Order| {
+                Some((
+                    o.id?,
+                    canonical::try_order_fields_from_remote(o)
+                        .map(|fields| canonical::snapshot(fields, o.updated_at)),
+                ))
+            })
+            .await?;
         }
-        self.finish_pass(kind, &seen, complete, everything, Some(start), report)
+        self.finish_pass(kind, state, everything, Some(start), report)
             .await
     }
 
     async fn pull_buyers(&self, report: &mut RunReport, everything: bool) -> Result<(), SyncError> {
         let kind = EntityKind::Buyer;
         let (window, start) = self.window(kind, everything).await?;
-        let mut request = self.inner.client.buyer_list();
+        let mut list = quarantine::buyer_list();
+        let mut pass = "all";
         if let Some(w) = &window {
-            request = request.filter_updated_between(w.as_str());
+            list = list.param("filter[updated_between]", w.clone());
+            pass = "updated";
         }
-        let mut seen = BTreeSet::new();
-        let complete = self
-            .apply_all(
-                kind,
-                request.items(),
-                &mut seen,
-                report,
-                |b: &types::Buyer| {
-                    Some((
-                        b.id?,
-                        canonical::snapshot(canonical::buyer_fields_from_remote(b), b.updated_at),
-                    ))
-                },
-            )
-            .await?;
-        self.finish_pass(kind, &seen, complete, everything, Some(start), report)
+        let mut state = PassState::default();
+        self.apply_all(kind, pass, list, &mut state, report, |b: &types::Buyer| {
+            Some((
+                b.id?,
+                Ok(canonical::snapshot(
+                    canonical::buyer_fields_from_remote(b),
+                    b.updated_at,
+                )),
+            ))
+        })
+        .await?;
+        self.finish_pass(kind, state, everything, Some(start), report)
             .await
     }
 
     async fn pull_products(&self, report: &mut RunReport) -> Result<(), SyncError> {
         let kind = EntityKind::Product;
-        let mut seen = BTreeSet::new();
-        let complete = self
-            .apply_all(
-                kind,
-                self.inner.client.product_list().items(),
-                &mut seen,
-                report,
-                |p: &types::Product| {
-                    Some((
-                        p.id?,
-                        canonical::snapshot(canonical::product_fields_from_remote(p), p.updated_at),
-                    ))
-                },
-            )
-            .await?;
-        self.finish_pass(kind, &seen, complete, true, None, report)
-            .await
+        let mut state = PassState::default();
+        self.apply_all(
+            kind,
+            "full",
+            quarantine::product_list(),
+            &mut state,
+            report,
+            |p: &types::Product| {
+                Some((
+                    p.id?,
+                    Ok(canonical::snapshot(
+                        canonical::product_fields_from_remote(p),
+                        p.updated_at,
+                    )),
+                ))
+            },
+        )
+        .await?;
+        self.finish_pass(kind, state, true, None, report).await
     }
 
     async fn pull_offers(&self, report: &mut RunReport) -> Result<(), SyncError> {
         let kind = EntityKind::Offer;
-        let mut seen = BTreeSet::new();
-        let complete = self
-            .apply_all(
-                kind,
-                self.inner.client.offer_list().items(),
-                &mut seen,
-                report,
-                |o: &types::Offer| {
-                    Some((
-                        o.id?,
-                        canonical::snapshot(canonical::offer_fields_from_remote(o), None),
-                    ))
-                },
-            )
-            .await?;
-        self.finish_pass(kind, &seen, complete, true, None, report)
-            .await
+        let mut state = PassState::default();
+        self.apply_all(
+            kind,
+            "full",
+            quarantine::offer_list(),
+            &mut state,
+            report,
+            |o: &types::Offer| {
+                Some((
+                    o.id?,
+                    Ok(canonical::snapshot(
+                        canonical::offer_fields_from_remote(o),
+                        None,
+                    )),
+                ))
+            },
+        )
+        .await?;
+        self.finish_pass(kind, state, true, None, report).await
     }
 
-    /// Applies every record of a list stream (each one isolated, see [`Self::isolated`]),
-    /// noting the ids seen; returns whether every record was applied.
-    async fn apply_all<T>(
+    /// Applies every record of a list (each one isolated, see [`Self::isolated`]), page by
+    /// page; a record that cannot be decoded is quarantined and the rest of its page applied.
+    /// Notes the ids seen and whether every record was applied in `state`. Runs in one span
+    /// per pass (kind, records, requests, outcome).
+    async fn apply_all<T: DeserializeOwned>(
         &self,
         kind: EntityKind,
-        items: impl futures_util::Stream<Item = keycrm_api::Result<T>>,
-        seen: &mut BTreeSet<i64>,
+        pass: &'static str,
+        list: RawList,
+        state: &mut PassState,
         report: &mut RunReport,
-        remote_of: impl Fn(&T) -> Option<(i64, Snapshot)>,
-    ) -> Result<bool, SyncError> {
-        let mut complete = true;
-        let mut items = std::pin::pin!(items);
-        while let Some(item) = items.try_next().await? {
-            let Some((id, remote)) = remote_of(&item) else {
-                continue;
-            };
-            if !seen.insert(id) {
-                continue;
-            }
-            let result = self
-                .apply_remote(kind, Key::Remote(id), id, true, remote, report)
+        remote_of: impl Fn(&T) -> Option<(i64, Result<Snapshot, MappingError>)>,
+    ) -> Result<(), SyncError> {
+        let span = pass_span(kind, pass);
+        let requests_before = self.inner.client.stats().requests;
+        let mut records = 0u64;
+        let result = async {
+            let already = self.quarantined_of(kind).await?;
+            let mut pages = RawPages::new(list);
+            while let Some(page) = self.next_raw_page(&mut pages).await? {
+                // A page's store writes are one transaction.
+                let gathering = self.gathering();
+                let applied = async {
+                    for record in page {
+                        records += 1;
+                        let item = match quarantine::decode::<T>(kind, pages.operation(), &record) {
+                            Decoded::Record(item) => item,
+                            Decoded::Broken(q) => {
+                                state.complete = false;
+                                report.quarantined += 1;
+                                self.quarantine(&q, &already, &state.broken).await?;
+                                state.broken.push(q);
+                                continue;
+                            }
+                        };
+                        let Some((id, remote)) = remote_of(&item) else {
+                            tracing::debug!(target: "keycrm_sync", kind = kind.as_str(), decision = "no-id", "record without an id skipped");
+                            continue;
+                        };
+                        if !state.seen.insert(id) {
+                            continue;
+                        }
+                        let result = match remote {
+                            Ok(remote) => {
+                                self.apply_remote(kind, Key::Remote(id), id, true, remote, report)
+                                    .await
+                            }
+                            Err(e) => Err(SyncError::Mapping(e)),
+                        };
+                        self.isolated(kind, id, result, &mut state.complete).await?;
+                    }
+                    Ok::<_, SyncError>(())
+                }
                 .await;
-            self.isolated(kind, id, result, &mut complete).await?;
+                // What was applied to the host is recorded even when the page stopped early.
+                self.commit_gathered(gathering).await?;
+                applied?;
+            }
+            Ok::<_, SyncError>(())
         }
-        Ok(complete)
+        .instrument(span.clone())
+        .await;
+        close_span(
+            &span,
+            records,
+            self.inner.client.stats().requests - requests_before,
+            &result,
+            state.complete,
+        );
+        result
     }
 
-    /// After a pass: a complete full pass turns absence into tombstones, and a complete pass
-    /// advances the kind's cursor to the pass start.
+    /// After a pass: the quarantine is settled; a complete full pass turns absence into
+    /// tombstones, and a complete pass advances the kind's cursor to the pass start.
     async fn finish_pass(
         &self,
         kind: EntityKind,
-        seen: &BTreeSet<i64>,
-        complete: bool,
+        state: PassState,
         full: bool,
         cursor: Option<DateTime<Utc>>,
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
-        if !complete {
+        self.settle_quarantine(kind, &state.seen, state.broken, full)
+            .await?;
+        if !state.complete {
             return Ok(());
         }
         if full {
-            self.tombstones(kind, seen, report).await?;
+            self.tombstones(kind, &state.seen, report).await?;
         }
         if let Some(start) = cursor {
             self.inner
@@ -274,54 +368,120 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
 
     async fn pull_stock(&self, report: &mut RunReport) -> Result<(), SyncError> {
         let kind = EntityKind::Stock;
-        let mut complete = true;
-        let mut levels = Vec::new();
-        let mut stocks = std::pin::pin!(
-            self.inner
-                .client
-                .offer_stock_list()
-                .filter_details(true)
-                .items()
+        let span = pass_span(kind, "full");
+        let requests_before = self.inner.client.stats().requests;
+        let mut records = 0u64;
+        let mut state = PassState::default();
+        let result = async {
+            let already = self.quarantined_of(kind).await?;
+            let mut pages = RawPages::new(quarantine::offer_stock_list());
+            while let Some(page) = self.next_raw_page(&mut pages).await? {
+                // A page's store writes are one transaction.
+                let gathering = self.gathering();
+                let applied = async {
+                    for record in page {
+                        records += 1;
+                        let stock: types::OfferStock =
+                            match quarantine::decode(kind, pages.operation(), &record) {
+                                Decoded::Record(stock) => stock,
+                                Decoded::Broken(q) => {
+                                    state.complete = false;
+                                    report.quarantined += 1;
+                                    self.quarantine(&q, &already, &state.broken).await?;
+                                    state.broken.push(q);
+                                    continue;
+                                }
+                            };
+                        self.apply_stock(&stock, &mut state).await?;
+                    }
+                    Ok::<_, SyncError>(())
+                }
+                .await;
+                // What was applied to the host is recorded even when the page stopped early.
+                self.commit_gathered(gathering).await?;
+                applied?;
+            }
+            self.apply_stock_levels(&mut state, report).await?;
+            Ok::<_, SyncError>(())
+        }
+        .instrument(span.clone())
+        .await;
+        close_span(
+            &span,
+            records,
+            self.inner.client.stats().requests - requests_before,
+            &result,
+            state.complete,
         );
-        while let Some(stock) = stocks.try_next().await? {
-            let (Some(offer_id), Some(sku)) = (stock.id, stock.sku.clone()) else {
+        result?;
+        self.settle_quarantine(kind, &state.seen, state.broken, true)
+            .await
+    }
+
+    /// Notes one offer's stock levels, one per mapped warehouse (applied after the pass).
+    async fn apply_stock(
+        &self,
+        stock: &types::OfferStock,
+        state: &mut PassState,
+    ) -> Result<(), SyncError> {
+        let (Some(offer_id), Some(sku)) = (stock.id, stock.sku.as_deref()) else {
+            return Ok(());
+        };
+        state.seen.insert(offer_id);
+        for row in stock.warehouse.iter().flatten() {
+            let Some(warehouse_id) = row.id else { continue };
+            let Some(code) = self.inner.mappings.warehouse_code(warehouse_id) else {
                 continue;
             };
-            for row in stock.warehouse.iter().flatten() {
-                let Some(warehouse_id) = row.id else { continue };
-                let Some(code) = self.inner.mappings.warehouse_code(warehouse_id) else {
-                    continue;
-                };
-                let Some(fields) = canonical::stock_fields_from_remote(&stock, warehouse_id) else {
-                    continue;
-                };
-                levels.push(super::inbox::StockLevel {
-                    key: format!("{code}/{sku}"),
-                    warehouse: code.to_string(),
-                    offer_id,
-                    fields,
-                });
-            }
-        }
-        // Inbound changes pass the mass-zeroing guard too: nothing of the pass is applied.
-        if let Some(reason) = self.zeroing_guard(&levels).await? {
-            return self.hold("stock pass", &reason).await;
-        }
-        for level in levels {
-            let result = self
-                .apply_remote(
-                    kind,
-                    Key::Local(&level.key),
-                    level.offer_id,
-                    false,
-                    Snapshot::new(level.fields, None),
-                    report,
-                )
-                .await;
-            self.isolated(kind, level.offer_id, result, &mut complete)
-                .await?;
+            let Some(fields) = canonical::stock_fields_from_remote(stock, warehouse_id) else {
+                continue;
+            };
+            // Applied once the pass is read whole and has passed the mass-zeroing guard.
+            state.levels.push(super::inbox::StockLevel {
+                key: format!("{code}/{sku}"),
+                warehouse: code.to_string(),
+                offer_id,
+                fields,
+            });
         }
         Ok(())
+    }
+
+    /// Applies a stock pass's levels in one store transaction, unless they would zero more
+    /// than the configured share of a warehouse: then nothing is applied and the pass is held
+    /// for review (inbound changes pass the mass-zeroing guard too).
+    async fn apply_stock_levels(
+        &self,
+        state: &mut PassState,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let kind = EntityKind::Stock;
+        let levels = std::mem::take(&mut state.levels);
+        if let Some(reason) = self.zeroing_guard(&levels).await? {
+            state.complete = false;
+            return self.hold("stock pass", &reason).await;
+        }
+        let gathering = self.gathering();
+        let applied = async {
+            for level in levels {
+                let result = self
+                    .apply_remote(
+                        kind,
+                        Key::Local(&level.key),
+                        level.offer_id,
+                        false,
+                        Snapshot::new(level.fields, None),
+                        report,
+                    )
+                    .await;
+                self.isolated(kind, level.offer_id, result, &mut state.complete)
+                    .await?;
+            }
+            Ok::<_, SyncError>(())
+        }
+        .await;
+        self.commit_gathered(gathering).await?;
+        applied
     }
 
     /// Keeps one record's failure (an unmapped status, a host refusal) from stopping a pass:
@@ -339,6 +499,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             Err(SyncError::Store(e)) => Err(SyncError::Store(e)),
             Err(e) => {
                 *complete = false;
+                tracing::debug!(target: "keycrm_sync", kind = kind.as_str(), remote_id, decision = "failed", "remote record not applied; the pass stays incomplete");
                 let local_id = format!("remote:{remote_id}");
                 self.audit(kind, &local_id, "pull-failed", e.to_string())
                     .await?;
@@ -360,7 +521,23 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         seen: &BTreeSet<i64>,
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
-        for mapping in self.inner.store.list_mappings(kind, None).await? {
+        let mappings = self.inner.store.list_mappings(kind, None).await?;
+        let gathering = self.gathering();
+        let applied = self.apply_tombstones(kind, mappings, seen, report).await;
+        self.commit_gathered(gathering).await?;
+        applied
+    }
+
+    /// Tombstones the mapped records a complete pass did not see; their personal values in
+    /// the conflict log go with them.
+    async fn apply_tombstones(
+        &self,
+        kind: EntityKind,
+        mappings: Vec<Mapping>,
+        seen: &BTreeSet<i64>,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        for mapping in mappings {
             let Some(remote_id) = mapping.remote_id else {
                 continue;
             };
@@ -374,10 +551,16 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 tombstone: true,
             };
             self.inner.host.apply(kind, change).await?;
-            self.inner
-                .store
-                .delete_mapping(kind, &mapping.local_id)
-                .await?;
+            self.write(WriteOp::DeleteMapping {
+                kind,
+                local_id: mapping.local_id.clone(),
+            })
+            .await?;
+            self.write(WriteOp::ForgetPersonalConflicts {
+                kind,
+                local_id: mapping.local_id.clone(),
+            })
+            .await?;
             self.audit(
                 kind,
                 &mapping.local_id,
@@ -414,7 +597,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                             .send(),
                     )
                     .await?;
-                canonical::snapshot(canonical::order_fields_from_remote(&o), o.updated_at)
+                canonical::snapshot(canonical::try_order_fields_from_remote(&o)?, o.updated_at)
             }
             EntityKind::Buyer => {
                 let b = self
@@ -464,8 +647,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let store = &self.inner.store;
         report.pulled += 1;
         let mut mapping = match key {
-            Key::Remote(id) => store.get_mapping_by_remote(kind, id).await?,
-            Key::Local(id) => store.get_mapping(kind, id).await?,
+            Key::Remote(id) => self.mapping_by_remote(kind, id).await?,
+            Key::Local(id) => self.mapping(kind, id).await?,
         };
         if mapping.is_none() && kind == EntityKind::Order {
             // An order the host created: the engine noted its number (the source_uuid)
@@ -474,9 +657,12 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             if let Some(uuid) = remote.fields.get("source_uuid").and_then(|v| v.as_str()) {
                 let noted = store.get_cursor(kind, &source_uuid_key(uuid)).await?;
                 let local_id = noted.unwrap_or_else(|| uuid.to_string());
-                mapping = store.get_mapping(kind, &local_id).await?;
+                mapping = self.mapping(kind, &local_id).await?;
             }
         }
+        // A first contact: the host already has the record, the engine has never linked it
+        // (no mapping row, so neither a create of ours nor an earlier link).
+        let mut first_contact = false;
         if mapping.is_none() && matches!(key, Key::Remote(_)) {
             // Not mapped yet: maybe the host has it already (first sync, or a create whose
             // mapping was never written).
@@ -486,30 +672,42 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 .find_local(kind, remote.fields.clone())
                 .await?
             {
-                mapping = Some(
-                    store
-                        .get_mapping(kind, &local_id)
-                        .await?
-                        .unwrap_or_else(|| Mapping::new(kind, &local_id)),
-                );
+                mapping = Some(match self.mapping(kind, &local_id).await? {
+                    Some(m) => m,
+                    None => {
+                        first_contact = true;
+                        Mapping::new(kind, &local_id)
+                    }
+                });
             }
         }
         if let Key::Local(id) = key
             && mapping.is_none()
         {
+            first_contact = true;
             mapping = Some(Mapping::new(kind, id));
         }
         if let Some(base) = mapping.as_ref().and_then(|m| m.base.as_ref())
             && base.fields == remote.fields
         {
-            return Ok(()); // our own write coming back, or nothing new
+            // Our own write coming back, or nothing new.
+            tracing::debug!(target: "keycrm_sync", kind = kind.as_str(), remote_id, decision = "unchanged", "remote record equals its base");
+            return Ok(());
         }
         let local = match &mapping {
             Some(m) => self.inner.host.load(kind, m.local_id.clone()).await?,
             None => None,
         };
-        let policy = self.policy(kind);
         let base = mapping.as_ref().and_then(|m| m.base.clone());
+        let first_contact = first_contact && base.is_none() && local.is_some();
+        let mut policy = self.policy(kind);
+        if !first_contact {
+            policy.first_contact = None;
+        } else if policy.first_contact.is_none() {
+            // A policy set on the builder may name its own source of truth; else the
+            // configuration's.
+            policy.first_contact = Some(self.inner.config.source_of_truth(kind));
+        }
         let planned = plan(&PlanInput {
             kind,
             base: base.as_ref(),
@@ -527,6 +725,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             };
             match self.inner.host.apply(kind, change).await? {
                 Applied::Stored { local_id } => {
+                    tracing::debug!(target: "keycrm_sync", kind = kind.as_str(), remote_id, decision = "applied", fields = planned.to_local.len(), "remote change applied to the host");
                     report.applied += 1;
                     self.publish(SyncEvent::Applied {
                         kind,
@@ -536,6 +735,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     local_id
                 }
                 Applied::Skipped { reason } => {
+                    tracing::debug!(target: "keycrm_sync", kind = kind.as_str(), remote_id, decision = "skipped", "the host skipped a remote change");
                     self.audit(
                         kind,
                         mapped_local_id.as_deref().unwrap_or("-"),
@@ -547,10 +747,20 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 }
             }
         } else {
-            mapped_local_id
-                .clone()
-                .expect("a local record implies a mapping")
+            // The host's record was loaded through its mapping.
+            match mapped_local_id.clone() {
+                Some(id) => id,
+                None => {
+                    return Err(SyncError::Config(format!(
+                        "{kind} {remote_id}: a host record without a mapping"
+                    )));
+                }
+            }
         };
+        if first_contact {
+            self.audit_first_link(kind, &local_id, remote_id, &planned.first_link)
+                .await?;
+        }
         self.log_conflicts(kind, &local_id, Some(remote_id), &planned.conflicts, report)
             .await?;
         let mut m = mapping.unwrap_or_else(|| Mapping::new(kind, &local_id));
@@ -565,18 +775,79 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         m.last_sync_at = Some(now());
         m.content_hash = Some(canonical::snapshot(planned.merged.clone(), None).hash());
         m.error = None;
+        tracing::debug!(
+            target: "keycrm_sync",
+            kind = kind.as_str(),
+            remote_id,
+            decision = if first_contact { "first-link" } else { "planned" },
+            to_local = planned.to_local.len(),
+            to_remote = planned.to_remote.len(),
+            conflicts = planned.conflicts.len(),
+            "remote record reconciled"
+        );
         if planned.to_remote.is_empty() {
             m.state = SyncState::Synced;
         } else {
             m.state = SyncState::Pending;
-            store
-                .enqueue(kind, &local_id, serde_json::json!({}), now())
-                .await?;
+            self.write(WriteOp::Enqueue {
+                kind,
+                local_id: local_id.clone(),
+                payload: serde_json::json!({}),
+                now: now(),
+            })
+            .await?;
         }
-        store.put_mapping(&m).await?;
+        self.write(WriteOp::PutMapping(m)).await?;
         Ok(())
     }
 }
+
+impl<S: Store, H: Host> SyncEngine<S, H> {
+    /// Audits a first contact once: the record existed on both sides and is linked now; the
+    /// fields that differed took the source of truth's value (they are no conflicts). Field
+    /// names and sides are listed; values only for the catalogue and stock (prices, levels),
+    /// never for orders and buyers (customer data).
+    async fn audit_first_link(
+        &self,
+        kind: EntityKind,
+        local_id: &str,
+        remote_id: i64,
+        fields: &[FirstLink],
+    ) -> Result<(), SyncError> {
+        let with_values = matches!(
+            kind,
+            EntityKind::Product | EntityKind::Offer | EntityKind::Stock
+        );
+        let mut detail = format!("linked to KeyCRM {kind} {remote_id} on first contact");
+        if fields.is_empty() {
+            detail.push_str("; no field differed");
+        } else {
+            detail.push_str("; differing fields took the source of truth's value: ");
+            let parts: Vec<String> = fields
+                .iter()
+                .map(|f| {
+                    let side = match f.winner {
+                        Side::Local => "host",
+                        Side::Remote => "KeyCRM",
+                    };
+                    if with_values {
+                        format!(
+                            "{} from {side} (host {}, KeyCRM {})",
+                            f.field, f.local, f.remote
+                        )
+                    } else {
+                        format!("{} from {side}", f.field)
+                    }
+                })
+                .collect();
+            detail.push_str(&parts.join(", "));
+        }
+        self.audit(kind, local_id, FIRST_LINK_ACTION, detail).await
+    }
+}
+
+/// The audit action of a first contact (see [`crate::plan::Policy::first_contact`]).
+pub const FIRST_LINK_ACTION: &str = "first-link";
 
 /// The cursor-table key under which the engine notes which local order carries a number
 /// (`source_uuid`), written before the create is sent.

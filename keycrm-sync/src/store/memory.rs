@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{
     AuditEntry, ConflictRecord, InboxDedupe, InboxId, InboxItem, InboxStatus, Mapping,
     NewInboxItem, OutboxId, OutboxItem, PurgeReport, Store, StoreCounts, StoreError, SyncState,
-    retired_inbox_key, truncate_micros,
+    WriteBatch, WriteOp, is_personal_field, retired_inbox_key, truncate_micros,
 };
 use crate::model::EntityKind;
 
@@ -52,6 +52,160 @@ impl MemoryStore {
     }
 }
 
+impl State {
+    /// The mapping holding `remote_id` for another local record than `local_id`, if any.
+    fn remote_taken(&self, kind: EntityKind, remote_id: i64, local_id: &str) -> bool {
+        self.mappings
+            .values()
+            .any(|m| m.kind == kind && m.remote_id == Some(remote_id) && m.local_id != local_id)
+    }
+
+    fn put_mapping(&mut self, mapping: Mapping) -> Result<(), StoreError> {
+        if let Some(remote_id) = mapping.remote_id
+            && self.remote_taken(mapping.kind, remote_id, &mapping.local_id)
+        {
+            return Err(StoreError::DuplicateRemoteId {
+                kind: mapping.kind,
+                remote_id,
+            });
+        }
+        let mut stored = mapping;
+        stored.last_sync_at = micros_opt(stored.last_sync_at);
+        stored.remote_updated_at = micros_opt(stored.remote_updated_at);
+        self.mappings
+            .insert((stored.kind, stored.local_id.clone()), stored);
+        Ok(())
+    }
+
+    /// Fails as the first failing mapping write of `batch` would, without changing anything:
+    /// replays the batch's mapping writes on the remote ids they touch.
+    fn check_mappings(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        // (kind, local_id) -> remote id as the batch leaves it so far (None: no remote id or
+        // deleted).
+        let mut changed: BTreeMap<(EntityKind, &str), Option<i64>> = BTreeMap::new();
+        for op in batch.ops() {
+            match op {
+                WriteOp::PutMapping(m) => {
+                    if let Some(remote_id) = m.remote_id {
+                        let in_batch = changed.iter().any(|((k, l), r)| {
+                            *k == m.kind && *l != m.local_id && *r == Some(remote_id)
+                        });
+                        let stored = self.mappings.values().any(|s| {
+                            s.kind == m.kind
+                                && s.remote_id == Some(remote_id)
+                                && s.local_id != m.local_id
+                                && !changed.contains_key(&(s.kind, s.local_id.as_str()))
+                        });
+                        if in_batch || stored {
+                            return Err(StoreError::DuplicateRemoteId {
+                                kind: m.kind,
+                                remote_id,
+                            });
+                        }
+                    }
+                    changed.insert((m.kind, m.local_id.as_str()), m.remote_id);
+                }
+                WriteOp::DeleteMapping { kind, local_id } => {
+                    changed.insert((*kind, local_id.as_str()), None);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn enqueue(
+        &mut self,
+        kind: EntityKind,
+        local_id: &str,
+        payload: Value,
+        now: DateTime<Utc>,
+    ) -> OutboxId {
+        let now = truncate_micros(now);
+        if let Some(item) = self
+            .outbox
+            .values_mut()
+            .find(|i| !i.dead && i.kind == kind && i.local_id == local_id)
+        {
+            item.payload = payload;
+            item.revision += 1;
+            item.attempts = 0;
+            item.next_attempt_at = now;
+            return item.id;
+        }
+        self.last_outbox_id += 1;
+        let id = OutboxId(self.last_outbox_id);
+        self.outbox.insert(
+            id.0,
+            OutboxItem {
+                id,
+                kind,
+                local_id: local_id.to_owned(),
+                payload,
+                revision: 1,
+                attempts: 0,
+                next_attempt_at: now,
+                created_at: now,
+                last_error: None,
+                dead: false,
+            },
+        );
+        id
+    }
+
+    fn complete_outbox(&mut self, id: OutboxId, revision: i64) -> bool {
+        match self.outbox.get(&id.0) {
+            Some(item) if !item.dead && item.revision == revision => {
+                self.outbox.remove(&id.0);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn set_cursor(&mut self, kind: EntityKind, name: &str, value: &str, now: DateTime<Utc>) {
+        self.cursors.insert(
+            (kind, name.to_owned()),
+            (value.to_owned(), truncate_micros(now)),
+        );
+    }
+
+    fn log_conflict(&mut self, record: ConflictRecord) {
+        let mut stored = record;
+        stored.at = truncate_micros(stored.at);
+        stored.local_updated_at = micros_opt(stored.local_updated_at);
+        stored.remote_updated_at = micros_opt(stored.remote_updated_at);
+        self.last_conflict_id += 1;
+        let id = self.last_conflict_id;
+        self.conflicts.push((id, stored));
+    }
+
+    fn log_audit(&mut self, entry: AuditEntry) {
+        let mut stored = entry;
+        stored.at = truncate_micros(stored.at);
+        self.last_audit_id += 1;
+        let id = self.last_audit_id;
+        self.audit.push((id, stored));
+    }
+
+    fn forget_personal_conflicts(&mut self, kind: EntityKind, local_id: &str) -> u64 {
+        let mut changed = 0;
+        for (_, c) in &mut self.conflicts {
+            if c.kind == kind
+                && c.local_id == local_id
+                && is_personal_field(kind, &c.field)
+                && (c.base.is_some() || c.local.is_some() || c.remote.is_some())
+            {
+                c.base = None;
+                c.local = None;
+                c.remote = None;
+                changed += 1;
+            }
+        }
+        changed
+    }
+}
+
 fn micros_opt(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
     t.map(truncate_micros)
 }
@@ -88,27 +242,7 @@ impl Store for MemoryStore {
     }
 
     async fn put_mapping(&self, mapping: &Mapping) -> Result<(), StoreError> {
-        let mut state = self.lock()?;
-        if let Some(remote_id) = mapping.remote_id {
-            let taken = state.mappings.values().any(|m| {
-                m.kind == mapping.kind
-                    && m.remote_id == Some(remote_id)
-                    && m.local_id != mapping.local_id
-            });
-            if taken {
-                return Err(StoreError::DuplicateRemoteId {
-                    kind: mapping.kind,
-                    remote_id,
-                });
-            }
-        }
-        let mut stored = mapping.clone();
-        stored.last_sync_at = micros_opt(stored.last_sync_at);
-        stored.remote_updated_at = micros_opt(stored.remote_updated_at);
-        state
-            .mappings
-            .insert((mapping.kind, mapping.local_id.clone()), stored);
-        Ok(())
+        self.lock()?.put_mapping(mapping.clone())
     }
 
     async fn delete_mapping(&self, kind: EntityKind, local_id: &str) -> Result<bool, StoreError> {
@@ -140,37 +274,7 @@ impl Store for MemoryStore {
         payload: Value,
         now: DateTime<Utc>,
     ) -> Result<OutboxId, StoreError> {
-        let now = truncate_micros(now);
-        let mut state = self.lock()?;
-        if let Some(item) = state
-            .outbox
-            .values_mut()
-            .find(|i| !i.dead && i.kind == kind && i.local_id == local_id)
-        {
-            item.payload = payload;
-            item.revision += 1;
-            item.attempts = 0;
-            item.next_attempt_at = now;
-            return Ok(item.id);
-        }
-        state.last_outbox_id += 1;
-        let id = OutboxId(state.last_outbox_id);
-        state.outbox.insert(
-            id.0,
-            OutboxItem {
-                id,
-                kind,
-                local_id: local_id.to_owned(),
-                payload,
-                revision: 1,
-                attempts: 0,
-                next_attempt_at: now,
-                created_at: now,
-                last_error: None,
-                dead: false,
-            },
-        );
-        Ok(id)
+        Ok(self.lock()?.enqueue(kind, local_id, payload, now))
     }
 
     async fn due_outbox(
@@ -191,14 +295,7 @@ impl Store for MemoryStore {
     }
 
     async fn complete_outbox(&self, id: OutboxId, revision: i64) -> Result<bool, StoreError> {
-        let mut state = self.lock()?;
-        match state.outbox.get(&id.0) {
-            Some(item) if !item.dead && item.revision == revision => {
-                state.outbox.remove(&id.0);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(self.lock()?.complete_outbox(id, revision))
     }
 
     async fn fail_outbox(
@@ -347,22 +444,12 @@ impl Store for MemoryStore {
         value: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.lock()?.cursors.insert(
-            (kind, name.to_owned()),
-            (value.to_owned(), truncate_micros(now)),
-        );
+        self.lock()?.set_cursor(kind, name, value, now);
         Ok(())
     }
 
     async fn log_conflict(&self, record: &ConflictRecord) -> Result<(), StoreError> {
-        let mut stored = record.clone();
-        stored.at = truncate_micros(stored.at);
-        stored.local_updated_at = micros_opt(stored.local_updated_at);
-        stored.remote_updated_at = micros_opt(stored.remote_updated_at);
-        let mut state = self.lock()?;
-        state.last_conflict_id += 1;
-        let id = state.last_conflict_id;
-        state.conflicts.push((id, stored));
+        self.lock()?.log_conflict(record.clone());
         Ok(())
     }
 
@@ -386,12 +473,7 @@ impl Store for MemoryStore {
     }
 
     async fn log_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let mut stored = entry.clone();
-        stored.at = truncate_micros(stored.at);
-        let mut state = self.lock()?;
-        state.last_audit_id += 1;
-        let id = state.last_audit_id;
-        state.audit.push((id, stored));
+        self.lock()?.log_audit(entry.clone());
         Ok(())
     }
 
@@ -404,6 +486,52 @@ impl Store for MemoryStore {
             .take(limit)
             .map(|(_, a)| a.clone())
             .collect())
+    }
+
+    async fn forget_personal_conflicts(
+        &self,
+        kind: EntityKind,
+        local_id: &str,
+    ) -> Result<u64, StoreError> {
+        Ok(self.lock()?.forget_personal_conflicts(kind, local_id))
+    }
+
+    async fn write_batch(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        // Only a mapping write can fail: check them all first, so that a failing batch
+        // changes nothing.
+        state.check_mappings(&batch)?;
+        for op in batch.ops {
+            match op {
+                WriteOp::PutMapping(m) => state.put_mapping(m)?,
+                WriteOp::DeleteMapping { kind, local_id } => {
+                    state.mappings.remove(&(kind, local_id));
+                }
+                WriteOp::Enqueue {
+                    kind,
+                    local_id,
+                    payload,
+                    now,
+                } => {
+                    state.enqueue(kind, &local_id, payload, now);
+                }
+                WriteOp::CompleteOutbox { id, revision } => {
+                    state.complete_outbox(id, revision);
+                }
+                WriteOp::SetCursor {
+                    kind,
+                    name,
+                    value,
+                    now,
+                } => state.set_cursor(kind, &name, &value, now),
+                WriteOp::LogConflict(record) => state.log_conflict(record),
+                WriteOp::LogAudit(entry) => state.log_audit(entry),
+                WriteOp::ForgetPersonalConflicts { kind, local_id } => {
+                    state.forget_personal_conflicts(kind, &local_id);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn purge(&self, older_than: DateTime<Utc>) -> Result<PurgeReport, StoreError> {
@@ -419,8 +547,7 @@ impl Store for MemoryStore {
         let expired: Vec<i64> = inbox
             .values()
             .filter(|i| {
-                matches!(i.status, InboxStatus::Processed | InboxStatus::Ignored)
-                    && i.processed_at.is_some_and(|t| t < older_than)
+                i.status != InboxStatus::Pending && i.processed_at.is_some_and(|t| t < older_than)
             })
             .map(|i| i.id.0)
             .collect();

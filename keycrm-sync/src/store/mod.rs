@@ -5,7 +5,8 @@
 //!
 //! - [`SqliteStore`]: the embedded default (bundled SQLite, WAL, `synchronous=FULL`), one file per
 //!   engine. A committed write survives a crash, so the engine may acknowledge a webhook or report a
-//!   local change as accepted as soon as the store call returns.
+//!   local change as accepted as soon as the store call returns. The connection lives on its own
+//!   thread: no call blocks the async runtime.
 //! - [`MemoryStore`]: everything in memory, for tests and dry runs.
 //!
 //! The [`Store`] trait is asynchronous so that a pooled backend (PostgreSQL for hosts running
@@ -13,6 +14,19 @@
 //! every method where time matters takes `now` from the caller, which keeps tests deterministic.
 //!
 //! Timestamps are kept with microsecond precision by every backend (finer parts are truncated).
+//!
+//! # Grouped writes
+//!
+//! [`Store::write_batch`] applies a [`WriteBatch`] (mappings, outbox, cursors, conflict and audit
+//! entries) in one transaction. The engine gathers the writes of a page of a reconciliation pass
+//! into one batch: one commit, and on SQLite one `fsync`, per page instead of per record.
+//!
+//! # Retention
+//!
+//! [`Store::purge`] removes processed, ignored and failed webhooks, conflicts and audit entries
+//! older than the retention period; [`Store::forget_personal_conflicts`] drops a tombstoned
+//! record's personal values (see [`is_personal_field`]) from the conflict log at once. SQLite
+//! runs with `secure_delete`, so removed rows do not linger in free pages of the file.
 //!
 //! # Outbox protocol
 //!
@@ -41,7 +55,8 @@ mod tests;
 pub use memory::MemoryStore;
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
-/// How long logs (processed inbox rows, conflicts, audit entries) are kept by default: 90 days.
+/// How long logs (processed, ignored and failed inbox rows, conflicts, audit entries) are kept
+/// by default: 90 days.
 pub const DEFAULT_RETENTION: chrono::Duration = chrono::Duration::days(90);
 
 /// Errors of a [`Store`]. Messages never contain payloads or other customer data.
@@ -209,7 +224,8 @@ pub enum InboxStatus {
     Pending,
     /// Applied.
     Processed,
-    /// Processing failed; kept (never purged) for inspection.
+    /// Processing failed; kept for inspection for the retention period, then purged like
+    /// processed rows (its body is customer data).
     Failed,
     /// Nothing to do (an echo of our own write, an uninteresting event).
     Ignored,
@@ -314,7 +330,7 @@ pub struct AuditEntry {
 /// How many rows [`Store::purge`] removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurgeReport {
-    /// Processed or ignored inbox rows.
+    /// Processed, ignored or failed inbox rows.
     pub inbox: u64,
     /// Conflict log entries.
     pub conflicts: u64,
@@ -365,11 +381,230 @@ impl StoreCounts {
     }
 }
 
+/// Whether a canonical field of `kind` holds personal data that must not outlive its record:
+/// every field of a buyer, and the buyer and shipping fields of an order (`buyer.*`,
+/// `shipping.*`: names, phones, e-mails, addresses, tracking codes).
+pub fn is_personal_field(kind: EntityKind, field: &str) -> bool {
+    match kind {
+        EntityKind::Buyer => true,
+        EntityKind::Order => field.starts_with("buyer.") || field.starts_with("shipping."),
+        EntityKind::Product | EntityKind::Offer | EntityKind::Stock => false,
+    }
+}
+
+/// One write of a [`WriteBatch`]; each has the meaning of the [`Store`] method of the same
+/// name.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum WriteOp {
+    /// [`Store::put_mapping`].
+    PutMapping(Mapping),
+    /// [`Store::delete_mapping`].
+    DeleteMapping {
+        /// The entity kind.
+        kind: EntityKind,
+        /// The host's id of the record.
+        local_id: String,
+    },
+    /// [`Store::enqueue`].
+    Enqueue {
+        /// The entity kind.
+        kind: EntityKind,
+        /// The host's id of the changed record.
+        local_id: String,
+        /// What to send.
+        payload: Value,
+        /// The time of the change.
+        now: DateTime<Utc>,
+    },
+    /// [`Store::complete_outbox`] (which changes nothing when the revision no longer
+    /// matches).
+    CompleteOutbox {
+        /// The item's id.
+        id: OutboxId,
+        /// The revision that was sent.
+        revision: i64,
+    },
+    /// [`Store::set_cursor`].
+    SetCursor {
+        /// The entity kind.
+        kind: EntityKind,
+        /// The cursor's name.
+        name: String,
+        /// The cursor's value.
+        value: String,
+        /// The time of the change.
+        now: DateTime<Utc>,
+    },
+    /// [`Store::log_conflict`].
+    LogConflict(ConflictRecord),
+    /// [`Store::log_audit`].
+    LogAudit(AuditEntry),
+    /// [`Store::forget_personal_conflicts`].
+    ForgetPersonalConflicts {
+        /// The entity kind.
+        kind: EntityKind,
+        /// The host's id of the record.
+        local_id: String,
+    },
+}
+
+/// Writes applied together by [`Store::write_batch`]: in order, in one transaction, all or
+/// none. A reconciliation pass gathers a page's mapping, outbox, cursor, conflict and audit
+/// writes in one batch, so that a page costs one commit (one `fsync` on SQLite) instead of one per write.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriteBatch {
+    ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a write.
+    pub fn push(&mut self, op: WriteOp) -> &mut Self {
+        self.ops.push(op);
+        self
+    }
+
+    /// Appends [`WriteOp::PutMapping`].
+    pub fn put_mapping(&mut self, mapping: Mapping) -> &mut Self {
+        self.push(WriteOp::PutMapping(mapping))
+    }
+
+    /// Appends [`WriteOp::DeleteMapping`].
+    pub fn delete_mapping(&mut self, kind: EntityKind, local_id: impl Into<String>) -> &mut Self {
+        self.push(WriteOp::DeleteMapping {
+            kind,
+            local_id: local_id.into(),
+        })
+    }
+
+    /// Appends [`WriteOp::Enqueue`].
+    pub fn enqueue(
+        &mut self,
+        kind: EntityKind,
+        local_id: impl Into<String>,
+        payload: Value,
+        now: DateTime<Utc>,
+    ) -> &mut Self {
+        self.push(WriteOp::Enqueue {
+            kind,
+            local_id: local_id.into(),
+            payload,
+            now,
+        })
+    }
+
+    /// Appends [`WriteOp::CompleteOutbox`].
+    pub fn complete_outbox(&mut self, id: OutboxId, revision: i64) -> &mut Self {
+        self.push(WriteOp::CompleteOutbox { id, revision })
+    }
+
+    /// Appends [`WriteOp::SetCursor`].
+    pub fn set_cursor(
+        &mut self,
+        kind: EntityKind,
+        name: impl Into<String>,
+        value: impl Into<String>,
+        now: DateTime<Utc>,
+    ) -> &mut Self {
+        self.push(WriteOp::SetCursor {
+            kind,
+            name: name.into(),
+            value: value.into(),
+            now,
+        })
+    }
+
+    /// Appends [`WriteOp::LogConflict`].
+    pub fn log_conflict(&mut self, record: ConflictRecord) -> &mut Self {
+        self.push(WriteOp::LogConflict(record))
+    }
+
+    /// Appends [`WriteOp::LogAudit`].
+    pub fn log_audit(&mut self, entry: AuditEntry) -> &mut Self {
+        self.push(WriteOp::LogAudit(entry))
+    }
+
+    /// Appends [`WriteOp::ForgetPersonalConflicts`].
+    pub fn forget_personal_conflicts(
+        &mut self,
+        kind: EntityKind,
+        local_id: impl Into<String>,
+    ) -> &mut Self {
+        self.push(WriteOp::ForgetPersonalConflicts {
+            kind,
+            local_id: local_id.into(),
+        })
+    }
+
+    /// The writes, in order.
+    pub fn ops(&self) -> &[WriteOp] {
+        &self.ops
+    }
+
+    /// Takes the writes out, leaving the batch empty.
+    pub fn take(&mut self) -> WriteBatch {
+        std::mem::take(self)
+    }
+
+    /// How many writes the batch holds.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch holds no write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// What the batch does to the mapping of `(kind, local_id)`: `None` when it does not touch
+    /// it, `Some(None)` when it deletes it, `Some(Some(m))` when it writes `m` (the last write
+    /// counts). Lets a caller that gathers writes read its own.
+    pub fn mapping(&self, kind: EntityKind, local_id: &str) -> Option<Option<&Mapping>> {
+        self.ops.iter().rev().find_map(|op| match op {
+            WriteOp::PutMapping(m) if m.kind == kind && m.local_id == local_id => Some(Some(m)),
+            WriteOp::DeleteMapping {
+                kind: k,
+                local_id: l,
+            } if *k == kind && l == local_id => Some(None),
+            _ => None,
+        })
+    }
+
+    /// The mapping the batch writes last for the KeyCRM record `(kind, remote_id)`, if any
+    /// (and if no later write of the batch moves or deletes it).
+    pub fn mapping_by_remote(&self, kind: EntityKind, remote_id: i64) -> Option<&Mapping> {
+        self.ops.iter().rev().find_map(|op| match op {
+            WriteOp::PutMapping(m) if m.kind == kind && m.remote_id == Some(remote_id) => self
+                .mapping(kind, &m.local_id)
+                .flatten()
+                .filter(|last| last.remote_id == Some(remote_id)),
+            _ => None,
+        })
+    }
+}
+
+impl From<WriteOp> for WriteBatch {
+    fn from(op: WriteOp) -> Self {
+        Self { ops: vec![op] }
+    }
+}
+
+impl From<Vec<WriteOp>> for WriteBatch {
+    fn from(ops: Vec<WriteOp>) -> Self {
+        Self { ops }
+    }
+}
+
 /// The engine's durable state. Every method is one atomic operation: it either happens
 /// completely (and, for durable backends, survives a crash once it returns) or not at all.
 ///
-/// Methods return `impl Future + Send` so the trait suits both inline backends (SQLite) and
-/// pooled ones (PostgreSQL). The store never reads the clock; callers pass `now`.
+/// Methods return `impl Future + Send` so the trait suits both a backend on its own thread
+/// (SQLite) and pooled ones (PostgreSQL). The store never reads the clock; callers pass `now`.
 pub trait Store: Send + Sync + 'static {
     // ---- id mapping ----
 
@@ -541,11 +776,31 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<AuditEntry>, StoreError>> + Send;
 
+    /// Drops the values (base, local, remote) of the conflict-log entries of a record for its
+    /// personal fields (see [`is_personal_field`]), keeping the rest of each entry (field
+    /// name, winner, reason, times). Called when the record is tombstoned, so that its
+    /// customer data does not outlive it. Returns how many entries were changed.
+    fn forget_personal_conflicts(
+        &self,
+        kind: EntityKind,
+        local_id: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    // ---- grouped writes ----
+
+    /// Applies every write of `batch`, in order, in one transaction: either all of them
+    /// happen (and, for durable backends, survive a crash once this returns) or none does.
+    /// Fails like the single-write method would (e.g. [`StoreError::DuplicateRemoteId`]),
+    /// and then nothing of the batch is applied. An empty batch does nothing.
+    fn write_batch(&self, batch: WriteBatch)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
     // ---- retention and status ----
 
-    /// Deletes processed and ignored inbox rows processed before `older_than`, and conflict and
-    /// audit entries from before it. Pending and failed inbox rows, outbox items, mappings and
-    /// cursors are never purged. A purged inbox row no longer deduplicates its key.
+    /// Deletes processed, ignored and failed inbox rows processed before `older_than` (whole
+    /// webhook bodies are customer data), and conflict and audit entries from before it.
+    /// Pending inbox rows, outbox items, mappings and cursors are never purged. A purged inbox
+    /// row no longer deduplicates its key.
     fn purge(
         &self,
         older_than: DateTime<Utc>,

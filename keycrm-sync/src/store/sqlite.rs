@@ -1,7 +1,9 @@
 //! The SQLite backend (bundled SQLite, no system library).
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -9,11 +11,12 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use super::{
     AuditEntry, ConflictRecord, InboxDedupe, InboxId, InboxItem, InboxStatus, Mapping,
     NewInboxItem, OutboxId, OutboxItem, PurgeReport, Store, StoreCounts, StoreError, SyncState,
-    retired_inbox_key,
+    WriteBatch, WriteOp, is_personal_field, retired_inbox_key,
 };
 use crate::model::EntityKind;
 
@@ -41,16 +44,50 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// The database runs with `journal_mode=WAL`, `synchronous=FULL` (a committed call survives a
 /// crash or power loss, so the engine may acknowledge a webhook right after
-/// [`Store::inbox_insert`] returns), `foreign_keys=ON` and a 5 s busy timeout. Each call is one
-/// transaction.
+/// [`Store::inbox_insert`] returns), `foreign_keys=ON`, `secure_delete=ON` (deleted and purged
+/// rows are overwritten with zeros, not left readable in free pages) and a 5 s busy timeout.
+/// Each call is one transaction; [`Store::write_batch`] groups many writes in one.
 ///
-/// Calls run inline on the calling task, under a mutex around a single connection: they are
-/// indexed single-row operations that take microseconds plus one `fsync` per write (0.2-4 ms),
-/// far less than the cost of handing them to a blocking thread pool at the engine's request
-/// rate (about one KeyCRM request per second). Clones share the connection.
+/// The connection lives on a dedicated thread, fed by a channel: calls never block the async
+/// runtime's threads, neither for an `fsync` (0.2-4 ms per commit) nor while waiting for
+/// another process that holds the database lock (up to the busy timeout), and they work on
+/// any executor. Calls run one at a time, in the order they were made. Clones share the
+/// connection; when the last clone is dropped, the thread finishes the calls already made,
+/// closes the database and is joined.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    worker: Arc<Worker>,
+}
+
+/// A call to run on the connection thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The connection thread and the channel that feeds it.
+struct Worker {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("running", &self.jobs.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop once the calls already made are done.
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Backend("the SQLite connection thread has stopped".into())
 }
 
 /// An internal failure: SQL or a store-level error.
@@ -120,32 +157,88 @@ impl SqliteStore {
             .map_err(sql_error)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sql_error)?;
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(sql_error)?;
         migrate(&mut conn, MIGRATIONS)?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("keycrm-sqlite".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok(job) = queue.recv() {
+                    // A panic in a call drops its reply (the caller gets an error) and rolls
+                    // back its open transaction; the thread goes on serving the others.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the SQLite thread: {e}")))?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            worker: Arc::new(Worker {
+                jobs: Some(jobs),
+                thread: Some(thread),
+            }),
         })
     }
 
     /// The schema version of the open database (equal to [`SCHEMA_VERSION`]).
+    ///
+    /// Waits for the connection thread: do not call it from a task of a single-threaded
+    /// runtime that other work depends on (it is meant for start-up and diagnostics).
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        self.with(|c| Ok(user_version(c)?))
+        self.call_blocking(|c| Ok(user_version(c)?))
     }
 
-    /// Runs `f` on the connection. A panic in an earlier call cannot leave a half-applied
-    /// change behind (its transaction rolled back when dropped), so a poisoned lock is reused.
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, Fail>) -> Result<T, StoreError> {
-        let mut conn = self
-            .conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut conn).map_err(StoreError::from)
+    fn submit(&self, job: Job) -> Result<(), StoreError> {
+        self.worker
+            .jobs
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())
+    }
+
+    /// Runs `f` on the connection thread and awaits its result without blocking the runtime.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Fail> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Box::new(move |c| {
+            let _ = reply.send(f(c).map_err(StoreError::from));
+        }))?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `f` on the connection thread and blocks the calling thread until it is done.
+    fn call_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Fail> + Send + 'static,
+    {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.submit(Box::new(move |c| {
+            let _ = reply.send(f(c).map_err(StoreError::from));
+        }))?;
+        answer.recv().map_err(|_| stopped())?
+    }
+
+    /// The thread the connection lives on (for tests).
+    #[cfg(test)]
+    pub(super) fn connection_thread(&self) -> std::thread::ThreadId {
+        self.worker
+            .thread
+            .as_ref()
+            .map(|t| t.thread().id())
+            .expect("the thread runs while the store exists")
     }
 
     /// The value of a pragma on the store's connection (for tests).
     #[cfg(test)]
     pub(super) fn pragma_text(&self, name: &str) -> Result<String, StoreError> {
-        self.with(|c| {
-            Ok(c.pragma_query_value(None, name, |r| r.get::<_, rusqlite::types::Value>(0))?)
+        let name = name.to_owned();
+        self.call_blocking(move |c| {
+            Ok(c.pragma_query_value(None, &name, |r| r.get::<_, rusqlite::types::Value>(0))?)
         })
         .map(|v| match v {
             rusqlite::types::Value::Integer(i) => i.to_string(),
@@ -361,19 +454,179 @@ fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<T>>) -> Result<Vec<T>,
     Ok(rows.collect::<rusqlite::Result<Vec<T>>>()?)
 }
 
+// ---- single writes, on a connection or inside a caller's transaction ----
+
+/// Inserts or replaces a mapping; the caller provides the transaction.
+fn put_mapping_in(c: &Connection, m: &Mapping) -> Result<(), Fail> {
+    if let Some(remote_id) = m.remote_id {
+        let taken = c
+            .prepare_cached(
+                "SELECT 1 FROM mappings WHERE kind = ?1 AND remote_id = ?2 AND local_id <> ?3 LIMIT 1",
+            )?
+            .exists(params![m.kind.as_str(), remote_id, m.local_id])?;
+        if taken {
+            return Err(StoreError::DuplicateRemoteId {
+                kind: m.kind,
+                remote_id,
+            }
+            .into());
+        }
+    }
+    let base = m
+        .base
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|_| StoreError::Backend("base snapshot could not be encoded".into()))?;
+    c.prepare_cached(
+        "INSERT INTO mappings (kind, local_id, remote_id, state, last_sync_at, error, content_hash, \
+         base, remote_updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         ON CONFLICT (kind, local_id) DO UPDATE SET remote_id = excluded.remote_id, \
+         state = excluded.state, last_sync_at = excluded.last_sync_at, error = excluded.error, \
+         content_hash = excluded.content_hash, base = excluded.base, \
+         remote_updated_at = excluded.remote_updated_at",
+    )?
+    .execute(params![
+        m.kind.as_str(),
+        m.local_id,
+        m.remote_id,
+        m.state.as_str(),
+        ts_opt(m.last_sync_at),
+        m.error,
+        m.content_hash,
+        base,
+        ts_opt(m.remote_updated_at),
+    ])?;
+    Ok(())
+}
+
+fn delete_mapping_in(c: &Connection, kind: EntityKind, local_id: &str) -> Result<bool, Fail> {
+    let n = c
+        .prepare_cached("DELETE FROM mappings WHERE kind = ?1 AND local_id = ?2")?
+        .execute(params![kind.as_str(), local_id])?;
+    Ok(n > 0)
+}
+
+fn enqueue_in(
+    c: &Connection,
+    kind: EntityKind,
+    local_id: &str,
+    payload: &Value,
+    now: DateTime<Utc>,
+) -> Result<OutboxId, Fail> {
+    let id = c
+        .prepare_cached(
+            "INSERT INTO outbox (kind, local_id, payload, revision, attempts, next_attempt_at, \
+             created_at, dead) VALUES (?1, ?2, ?3, 1, 0, ?4, ?4, 0) \
+             ON CONFLICT (kind, local_id) WHERE dead = 0 DO UPDATE SET payload = excluded.payload, \
+             revision = revision + 1, attempts = 0, next_attempt_at = excluded.next_attempt_at \
+             RETURNING id",
+        )?
+        .query_row(
+            params![kind.as_str(), local_id, json(payload), ts(now)],
+            |r| r.get(0),
+        )?;
+    Ok(OutboxId(id))
+}
+
+fn complete_outbox_in(c: &Connection, id: OutboxId, revision: i64) -> Result<bool, Fail> {
+    let n = c
+        .prepare_cached("DELETE FROM outbox WHERE id = ?1 AND revision = ?2 AND dead = 0")?
+        .execute(params![id.0, revision])?;
+    Ok(n > 0)
+}
+
+fn set_cursor_in(
+    c: &Connection,
+    kind: EntityKind,
+    name: &str,
+    value: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Fail> {
+    c.prepare_cached(
+        "INSERT INTO cursors (kind, name, value, updated_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (kind, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    )?
+    .execute(params![kind.as_str(), name, value, ts(now)])?;
+    Ok(())
+}
+
+fn log_conflict_in(c: &Connection, r: &ConflictRecord) -> Result<(), Fail> {
+    c.prepare_cached(
+        "INSERT INTO conflicts (at, kind, local_id, remote_id, field, base, local, remote, winner, \
+         reason, local_updated_at, remote_updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        ts(r.at),
+        r.kind.as_str(),
+        r.local_id,
+        r.remote_id,
+        r.field,
+        json_opt(r.base.as_ref()),
+        json_opt(r.local.as_ref()),
+        json_opt(r.remote.as_ref()),
+        r.winner,
+        r.reason,
+        ts_opt(r.local_updated_at),
+        ts_opt(r.remote_updated_at),
+    ])?;
+    Ok(())
+}
+
+fn log_audit_in(c: &Connection, e: &AuditEntry) -> Result<(), Fail> {
+    c.prepare_cached(
+        "INSERT INTO audit (at, kind, local_id, action, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        ts(e.at),
+        e.kind.as_str(),
+        e.local_id,
+        e.action,
+        e.detail
+    ])?;
+    Ok(())
+}
+
+/// Clears the values of a record's conflict entries for its personal fields; the caller
+/// provides the transaction.
+fn forget_personal_in(c: &Connection, kind: EntityKind, local_id: &str) -> Result<u64, Fail> {
+    let rows: Vec<(i64, String)> = {
+        let mut stmt = c.prepare_cached(
+            "SELECT id, field FROM conflicts WHERE kind = ?1 AND local_id = ?2 \
+             AND (base IS NOT NULL OR local IS NOT NULL OR remote IS NOT NULL)",
+        )?;
+        collect(stmt.query_map(params![kind.as_str(), local_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?)?
+    };
+    let mut changed = 0;
+    let mut clear = c.prepare_cached(
+        "UPDATE conflicts SET base = NULL, local = NULL, remote = NULL WHERE id = ?1",
+    )?;
+    for (id, field) in rows {
+        if is_personal_field(kind, &field) {
+            changed += clear.execute(params![id])? as u64;
+        }
+    }
+    Ok(changed)
+}
+
 impl Store for SqliteStore {
     async fn get_mapping(
         &self,
         kind: EntityKind,
         local_id: &str,
     ) -> Result<Option<Mapping>, StoreError> {
-        self.with(|c| {
+        let local_id = local_id.to_owned();
+        self.call(move |c| {
             let sql =
                 format!("SELECT {MAPPING_COLS} FROM mappings WHERE kind = ?1 AND local_id = ?2");
             Ok(c.prepare_cached(&sql)?
                 .query_row(params![kind.as_str(), local_id], row_mapping)
                 .optional()?)
         })
+        .await
     }
 
     async fn get_mapping_by_remote(
@@ -381,65 +634,31 @@ impl Store for SqliteStore {
         kind: EntityKind,
         remote_id: i64,
     ) -> Result<Option<Mapping>, StoreError> {
-        self.with(|c| {
+        self.call(move |c| {
             let sql =
                 format!("SELECT {MAPPING_COLS} FROM mappings WHERE kind = ?1 AND remote_id = ?2");
             Ok(c.prepare_cached(&sql)?
                 .query_row(params![kind.as_str(), remote_id], row_mapping)
                 .optional()?)
         })
+        .await
     }
 
     async fn put_mapping(&self, m: &Mapping) -> Result<(), StoreError> {
-        self.with(|c| {
+        let m = m.clone();
+        self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some(remote_id) = m.remote_id {
-                let taken = tx
-                    .prepare_cached(
-                        "SELECT 1 FROM mappings WHERE kind = ?1 AND remote_id = ?2 AND local_id <> ?3 LIMIT 1",
-                    )?
-                    .exists(params![m.kind.as_str(), remote_id, m.local_id])?;
-                if taken {
-                    return Err(StoreError::DuplicateRemoteId { kind: m.kind, remote_id }.into());
-                }
-            }
-            let base = m
-                .base
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|_| StoreError::Backend("base snapshot could not be encoded".into()))?;
-            tx.prepare_cached(
-                "INSERT INTO mappings (kind, local_id, remote_id, state, last_sync_at, error, content_hash, \
-                 base, remote_updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-                 ON CONFLICT (kind, local_id) DO UPDATE SET remote_id = excluded.remote_id, \
-                 state = excluded.state, last_sync_at = excluded.last_sync_at, error = excluded.error, \
-                 content_hash = excluded.content_hash, base = excluded.base, \
-                 remote_updated_at = excluded.remote_updated_at",
-            )?
-            .execute(params![
-                m.kind.as_str(),
-                m.local_id,
-                m.remote_id,
-                m.state.as_str(),
-                ts_opt(m.last_sync_at),
-                m.error,
-                m.content_hash,
-                base,
-                ts_opt(m.remote_updated_at),
-            ])?;
+            put_mapping_in(&tx, &m)?;
             tx.commit()?;
             Ok(())
         })
+        .await
     }
 
     async fn delete_mapping(&self, kind: EntityKind, local_id: &str) -> Result<bool, StoreError> {
-        self.with(|c| {
-            let n = c
-                .prepare_cached("DELETE FROM mappings WHERE kind = ?1 AND local_id = ?2")?
-                .execute(params![kind.as_str(), local_id])?;
-            Ok(n > 0)
-        })
+        let local_id = local_id.to_owned();
+        self.call(move |c| delete_mapping_in(c, kind, &local_id))
+            .await
     }
 
     async fn list_mappings(
@@ -447,19 +666,22 @@ impl Store for SqliteStore {
         kind: EntityKind,
         state: Option<SyncState>,
     ) -> Result<Vec<Mapping>, StoreError> {
-        self.with(|c| match state {
+        self.call(move |c| match state {
             Some(state) => {
-                let sql =
-                    format!("SELECT {MAPPING_COLS} FROM mappings WHERE kind = ?1 AND state = ?2 ORDER BY local_id");
+                let sql = format!(
+                    "SELECT {MAPPING_COLS} FROM mappings WHERE kind = ?1 AND state = ?2 ORDER BY local_id"
+                );
                 let mut stmt = c.prepare_cached(&sql)?;
                 collect(stmt.query_map(params![kind.as_str(), state.as_str()], row_mapping)?)
             }
             None => {
-                let sql = format!("SELECT {MAPPING_COLS} FROM mappings WHERE kind = ?1 ORDER BY local_id");
+                let sql =
+                    format!("SELECT {MAPPING_COLS} FROM mappings WHERE kind = ?1 ORDER BY local_id");
                 let mut stmt = c.prepare_cached(&sql)?;
                 collect(stmt.query_map(params![kind.as_str()], row_mapping)?)
             }
         })
+        .await
     }
 
     async fn enqueue(
@@ -469,18 +691,9 @@ impl Store for SqliteStore {
         payload: Value,
         now: DateTime<Utc>,
     ) -> Result<OutboxId, StoreError> {
-        self.with(|c| {
-            let id = c
-                .prepare_cached(
-                    "INSERT INTO outbox (kind, local_id, payload, revision, attempts, next_attempt_at, \
-                     created_at, dead) VALUES (?1, ?2, ?3, 1, 0, ?4, ?4, 0) \
-                     ON CONFLICT (kind, local_id) WHERE dead = 0 DO UPDATE SET payload = excluded.payload, \
-                     revision = revision + 1, attempts = 0, next_attempt_at = excluded.next_attempt_at \
-                     RETURNING id",
-                )?
-                .query_row(params![kind.as_str(), local_id, json(&payload), ts(now)], |r| r.get(0))?;
-            Ok(OutboxId(id))
-        })
+        let local_id = local_id.to_owned();
+        self.call(move |c| enqueue_in(c, kind, &local_id, &payload, now))
+            .await
     }
 
     async fn due_outbox(
@@ -488,7 +701,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         n: usize,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        self.with(|c| {
+        self.call(move |c| {
             let sql = format!(
                 "SELECT {OUTBOX_COLS} FROM outbox WHERE dead = 0 AND next_attempt_at <= ?1 \
                  ORDER BY created_at, id LIMIT ?2"
@@ -496,15 +709,12 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(&sql)?;
             collect(stmt.query_map(params![ts(now), limit(n)], row_outbox)?)
         })
+        .await
     }
 
     async fn complete_outbox(&self, id: OutboxId, revision: i64) -> Result<bool, StoreError> {
-        self.with(|c| {
-            let n = c
-                .prepare_cached("DELETE FROM outbox WHERE id = ?1 AND revision = ?2 AND dead = 0")?
-                .execute(params![id.0, revision])?;
-            Ok(n > 0)
-        })
+        self.call(move |c| complete_outbox_in(c, id, revision))
+            .await
     }
 
     async fn fail_outbox(
@@ -515,31 +725,37 @@ impl Store for SqliteStore {
         next_attempt_at: DateTime<Utc>,
         dead: bool,
     ) -> Result<bool, StoreError> {
-        self.with(|c| {
+        let error = error.to_owned();
+        self.call(move |c| {
             let n = c
                 .prepare_cached(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4, dead = ?5 \
-                     WHERE id = ?1 AND revision = ?2 AND dead = 0",
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4, \
+                     dead = ?5 WHERE id = ?1 AND revision = ?2 AND dead = 0",
                 )?
                 .execute(params![id.0, revision, error, ts(next_attempt_at), dead])?;
             Ok(n > 0)
         })
+        .await
     }
 
     async fn dead_letters(&self, kind: Option<EntityKind>) -> Result<Vec<OutboxItem>, StoreError> {
-        self.with(|c| match kind {
+        self.call(move |c| match kind {
             Some(kind) => {
-                let sql =
-                    format!("SELECT {OUTBOX_COLS} FROM outbox WHERE dead = 1 AND kind = ?1 ORDER BY created_at, id");
+                let sql = format!(
+                    "SELECT {OUTBOX_COLS} FROM outbox WHERE dead = 1 AND kind = ?1 ORDER BY created_at, id"
+                );
                 let mut stmt = c.prepare_cached(&sql)?;
                 collect(stmt.query_map(params![kind.as_str()], row_outbox)?)
             }
             None => {
-                let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE dead = 1 ORDER BY created_at, id");
+                let sql = format!(
+                    "SELECT {OUTBOX_COLS} FROM outbox WHERE dead = 1 ORDER BY created_at, id"
+                );
                 let mut stmt = c.prepare_cached(&sql)?;
                 collect(stmt.query_map([], row_outbox)?)
             }
         })
+        .await
     }
 
     async fn retry_dead_letter(
@@ -547,42 +763,51 @@ impl Store for SqliteStore {
         id: OutboxId,
         now: DateTime<Utc>,
     ) -> Result<Option<OutboxId>, StoreError> {
-        self.with(|c| {
+        self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some((kind, local_id)) = tx
                 .prepare_cached("SELECT kind, local_id FROM outbox WHERE id = ?1 AND dead = 1")?
-                .query_row(params![id.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .query_row(params![id.0], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
                 .optional()?
             else {
                 return Ok(None);
             };
             let live: Option<i64> = tx
-                .prepare_cached("SELECT id FROM outbox WHERE kind = ?1 AND local_id = ?2 AND dead = 0")?
+                .prepare_cached(
+                    "SELECT id FROM outbox WHERE kind = ?1 AND local_id = ?2 AND dead = 0",
+                )?
                 .query_row(params![kind, local_id], |r| r.get(0))
                 .optional()?;
             let result = match live {
                 Some(live) => {
-                    tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute(params![id.0])?;
+                    tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+                        .execute(params![id.0])?;
                     OutboxId(live)
                 }
                 None => {
-                    tx.prepare_cached("UPDATE outbox SET dead = 0, attempts = 0, next_attempt_at = ?2 WHERE id = ?1")?
-                        .execute(params![id.0, ts(now)])?;
+                    tx.prepare_cached(
+                        "UPDATE outbox SET dead = 0, attempts = 0, next_attempt_at = ?2 WHERE id = ?1",
+                    )?
+                    .execute(params![id.0, ts(now)])?;
                     id
                 }
             };
             tx.commit()?;
             Ok(Some(result))
         })
+        .await
     }
 
     async fn discard_dead_letter(&self, id: OutboxId) -> Result<bool, StoreError> {
-        self.with(|c| {
+        self.call(move |c| {
             let n = c
                 .prepare_cached("DELETE FROM outbox WHERE id = ?1 AND dead = 1")?
                 .execute(params![id.0])?;
             Ok(n > 0)
         })
+        .await
     }
 
     async fn inbox_insert(
@@ -592,7 +817,9 @@ impl Store for SqliteStore {
         payload: Value,
         now: DateTime<Utc>,
     ) -> Result<Option<InboxId>, StoreError> {
-        self.with(|c| {
+        let dedupe_key = dedupe_key.to_owned();
+        let event = event.to_owned();
+        self.call(move |c| {
             let n = c
                 .prepare_cached(
                     "INSERT INTO inbox (dedupe_key, event, payload, received_at, status) \
@@ -601,16 +828,18 @@ impl Store for SqliteStore {
                 .execute(params![dedupe_key, event, json(&payload), ts(now)])?;
             Ok((n > 0).then(|| InboxId(c.last_insert_rowid())))
         })
+        .await
     }
 
     async fn inbox_pending(&self, n: usize) -> Result<Vec<InboxItem>, StoreError> {
-        self.with(|c| {
+        self.call(move |c| {
             let sql = format!(
                 "SELECT {INBOX_COLS} FROM inbox WHERE status = 'pending' ORDER BY received_at, id LIMIT ?1"
             );
             let mut stmt = c.prepare_cached(&sql)?;
             collect(stmt.query_map(params![limit(n)], row_inbox)?)
         })
+        .await
     }
 
     async fn inbox_mark(
@@ -621,7 +850,8 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let processed_at = (status != InboxStatus::Pending).then(|| ts(now));
-        self.with(|c| {
+        let error = error.map(str::to_owned);
+        self.call(move |c| {
             let n = c
                 .prepare_cached(
                     "UPDATE inbox SET status = ?2, error = ?3, processed_at = ?4 WHERE id = ?1",
@@ -629,16 +859,19 @@ impl Store for SqliteStore {
                 .execute(params![id.0, status.as_str(), error, processed_at])?;
             Ok(n > 0)
         })
+        .await
     }
 
     async fn get_cursor(&self, kind: EntityKind, name: &str) -> Result<Option<String>, StoreError> {
-        self.with(|c| {
+        let name = name.to_owned();
+        self.call(move |c| {
             Ok(
                 c.prepare_cached("SELECT value FROM cursors WHERE kind = ?1 AND name = ?2")?
                     .query_row(params![kind.as_str(), name], |r| r.get(0))
                     .optional()?,
             )
         })
+        .await
     }
 
     async fn set_cursor(
@@ -648,39 +881,15 @@ impl Store for SqliteStore {
         value: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO cursors (kind, name, value, updated_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (kind, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            )?
-            .execute(params![kind.as_str(), name, value, ts(now)])?;
-            Ok(())
-        })
+        let name = name.to_owned();
+        let value = value.to_owned();
+        self.call(move |c| set_cursor_in(c, kind, &name, &value, now))
+            .await
     }
 
     async fn log_conflict(&self, r: &ConflictRecord) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO conflicts (at, kind, local_id, remote_id, field, base, local, remote, winner, \
-                 reason, local_updated_at, remote_updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?
-            .execute(params![
-                ts(r.at),
-                r.kind.as_str(),
-                r.local_id,
-                r.remote_id,
-                r.field,
-                json_opt(r.base.as_ref()),
-                json_opt(r.local.as_ref()),
-                json_opt(r.remote.as_ref()),
-                r.winner,
-                r.reason,
-                ts_opt(r.local_updated_at),
-                ts_opt(r.remote_updated_at),
-            ])?;
-            Ok(())
-        })
+        let r = r.clone();
+        self.call(move |c| log_conflict_in(c, &r)).await
     }
 
     async fn list_conflicts(
@@ -688,7 +897,7 @@ impl Store for SqliteStore {
         kind: Option<EntityKind>,
         n: usize,
     ) -> Result<Vec<ConflictRecord>, StoreError> {
-        self.with(|c| match kind {
+        self.call(move |c| match kind {
             Some(kind) => {
                 let sql = format!(
                     "SELECT {CONFLICT_COLS} FROM conflicts WHERE kind = ?1 ORDER BY at DESC, id DESC LIMIT ?2"
@@ -697,48 +906,118 @@ impl Store for SqliteStore {
                 collect(stmt.query_map(params![kind.as_str(), limit(n)], row_conflict)?)
             }
             None => {
-                let sql = format!("SELECT {CONFLICT_COLS} FROM conflicts ORDER BY at DESC, id DESC LIMIT ?1");
+                let sql = format!(
+                    "SELECT {CONFLICT_COLS} FROM conflicts ORDER BY at DESC, id DESC LIMIT ?1"
+                );
                 let mut stmt = c.prepare_cached(&sql)?;
                 collect(stmt.query_map(params![limit(n)], row_conflict)?)
             }
         })
+        .await
     }
 
     async fn log_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.prepare_cached("INSERT INTO audit (at, kind, local_id, action, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
-                .execute(params![ts(e.at), e.kind.as_str(), e.local_id, e.action, e.detail])?;
-            Ok(())
-        })
+        let e = e.clone();
+        self.call(move |c| log_audit_in(c, &e)).await
     }
 
     async fn list_audit(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        self.with(|c| {
+        self.call(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT at, kind, local_id, action, detail FROM audit ORDER BY at DESC, id DESC LIMIT ?1",
             )?;
             collect(stmt.query_map(params![limit(n)], row_audit)?)
         })
+        .await
+    }
+
+    async fn forget_personal_conflicts(
+        &self,
+        kind: EntityKind,
+        local_id: &str,
+    ) -> Result<u64, StoreError> {
+        let local_id = local_id.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = forget_personal_in(&tx, kind, &local_id)?;
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn write_batch(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.call(move |c| {
+            // One immediate transaction: one commit (one fsync) for the whole batch; any
+            // failure drops the transaction, which rolls every write of the batch back.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for op in batch.ops() {
+                match op {
+                    WriteOp::PutMapping(m) => put_mapping_in(&tx, m)?,
+                    WriteOp::DeleteMapping { kind, local_id } => {
+                        delete_mapping_in(&tx, *kind, local_id)?;
+                    }
+                    WriteOp::Enqueue {
+                        kind,
+                        local_id,
+                        payload,
+                        now,
+                    } => {
+                        enqueue_in(&tx, *kind, local_id, payload, *now)?;
+                    }
+                    WriteOp::CompleteOutbox { id, revision } => {
+                        complete_outbox_in(&tx, *id, *revision)?;
+                    }
+                    WriteOp::SetCursor {
+                        kind,
+                        name,
+                        value,
+                        now,
+                    } => set_cursor_in(&tx, *kind, name, value, *now)?,
+                    WriteOp::LogConflict(r) => log_conflict_in(&tx, r)?,
+                    WriteOp::LogAudit(e) => log_audit_in(&tx, e)?,
+                    WriteOp::ForgetPersonalConflicts { kind, local_id } => {
+                        forget_personal_in(&tx, *kind, local_id)?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn purge(&self, older_than: DateTime<Utc>) -> Result<PurgeReport, StoreError> {
         let mark = ts(older_than);
-        self.with(|c| {
+        self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let inbox = tx
                 .prepare_cached(
-                    "DELETE FROM inbox WHERE status IN ('processed', 'ignored') AND processed_at < ?1",
+                    "DELETE FROM inbox WHERE status IN ('processed', 'ignored', 'failed') \
+                     AND processed_at < ?1",
                 )?
                 .execute(params![mark])?;
-            let conflicts = tx.prepare_cached("DELETE FROM conflicts WHERE at < ?1")?.execute(params![mark])?;
-            let audit = tx.prepare_cached("DELETE FROM audit WHERE at < ?1")?.execute(params![mark])?;
+            let conflicts = tx
+                .prepare_cached("DELETE FROM conflicts WHERE at < ?1")?
+                .execute(params![mark])?;
+            let audit = tx
+                .prepare_cached("DELETE FROM audit WHERE at < ?1")?
+                .execute(params![mark])?;
             tx.commit()?;
-            Ok(PurgeReport { inbox: inbox as u64, conflicts: conflicts as u64, audit: audit as u64 })
+            Ok(PurgeReport {
+                inbox: inbox as u64,
+                conflicts: conflicts as u64,
+                audit: audit as u64,
+            })
         })
+        .await
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
-        self.with(|c| {
+        self.call(|c| {
             // One read transaction, so the numbers are a consistent snapshot.
             let tx = c.transaction()?;
             let mut counts = StoreCounts::empty();
@@ -789,6 +1068,7 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(counts)
         })
+        .await
     }
 
     // ---- inbox: grouped intake ----
@@ -798,10 +1078,11 @@ impl Store for SqliteStore {
         items: &[NewInboxItem],
         now: DateTime<Utc>,
     ) -> Result<Vec<Option<InboxId>>, StoreError> {
-        self.with(|c| {
+        let items = items.to_vec();
+        self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut out = Vec::with_capacity(items.len());
-            for item in items {
+            for item in &items {
                 let existing: Option<i64> = tx
                     .prepare_cached("SELECT id FROM inbox WHERE dedupe_key = ?1")?
                     .query_row(params![item.dedupe_key], |r| r.get(0))
@@ -845,6 +1126,7 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(out)
         })
+        .await
     }
 }
 

@@ -768,6 +768,11 @@ async fn purge_keeps_pending_and_live_rows(s: &impl Store) {
         .await
         .unwrap()
         .unwrap();
+    let failed_recent = s
+        .inbox_insert("k6", "e", json!(6), old)
+        .await
+        .unwrap()
+        .unwrap();
     s.inbox_mark(processed_old, InboxStatus::Processed, None, old)
         .await
         .unwrap();
@@ -778,6 +783,9 @@ async fn purge_keeps_pending_and_live_rows(s: &impl Store) {
         .await
         .unwrap();
     s.inbox_mark(processed_recent, InboxStatus::Processed, None, recent)
+        .await
+        .unwrap();
+    s.inbox_mark(failed_recent, InboxStatus::Failed, Some("boom"), recent)
         .await
         .unwrap();
 
@@ -811,7 +819,7 @@ async fn purge_keeps_pending_and_live_rows(s: &impl Store) {
     assert_eq!(
         report,
         PurgeReport {
-            inbox: 2,
+            inbox: 3,
             conflicts: 1,
             audit: 2
         }
@@ -828,7 +836,7 @@ async fn purge_keeps_pending_and_live_rows(s: &impl Store) {
     );
     // The kept rows still deduplicate; a purged key is accepted again.
     assert_eq!(
-        s.inbox_insert("k3", "e", json!(0), now).await.unwrap(),
+        s.inbox_insert("k6", "e", json!(0), now).await.unwrap(),
         None
     );
     assert_eq!(
@@ -841,6 +849,13 @@ async fn purge_keeps_pending_and_live_rows(s: &impl Store) {
     );
     assert!(
         s.inbox_insert("k1", "e", json!(0), now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // A failed row is customer data too (a whole webhook body): gone after the period.
+    assert!(
+        s.inbox_insert("k3", "e", json!(0), now)
             .await
             .unwrap()
             .is_some()
@@ -895,7 +910,290 @@ async fn purge_keeps_pending_and_live_rows(s: &impl Store) {
     // Purging again removes nothing more.
     assert_eq!(s.purge(mark).await.unwrap(), PurgeReport::default());
     let counts = s.counts().await.unwrap();
-    assert_eq!((counts.inbox_backlog, counts.inbox_failed), (2, 1));
+    assert_eq!((counts.inbox_backlog, counts.inbox_failed), (3, 1));
+}
+
+async fn purge_drops_failed_inbox_rows_after_retention(s: &impl Store) {
+    let now = t(200 * 86_400);
+    let mark = now - DEFAULT_RETENTION;
+    let body = json!({"context": {"buyer": {"phone": "+380501112233"}}});
+    let old = s
+        .inbox_insert(
+            "failed-old",
+            "order.change_order_status",
+            body.clone(),
+            t(0),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    s.inbox_mark(old, InboxStatus::Failed, Some("HTTP 500"), t(1))
+        .await
+        .unwrap();
+    let fresh = s
+        .inbox_insert("failed-fresh", "order.change_order_status", body, now)
+        .await
+        .unwrap()
+        .unwrap();
+    s.inbox_mark(fresh, InboxStatus::Failed, Some("HTTP 500"), now)
+        .await
+        .unwrap();
+    assert_eq!(s.counts().await.unwrap().inbox_failed, 2);
+    let report = s.purge(mark).await.unwrap();
+    assert_eq!(report.inbox, 1);
+    assert_eq!(s.counts().await.unwrap().inbox_failed, 1);
+    // The purged row's key is free again; the recent one still deduplicates.
+    assert!(
+        s.inbox_insert("failed-old", "e", json!(0), now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        s.inbox_insert("failed-fresh", "e", json!(0), now)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+fn personal_conflict(kind: EntityKind, local_id: &str, field: &str, value: &str) -> ConflictRecord {
+    ConflictRecord {
+        at: t(5),
+        kind,
+        local_id: local_id.into(),
+        remote_id: Some(9),
+        field: field.into(),
+        base: Some(json!(format!("{value}-base"))),
+        local: Some(json!(value)),
+        remote: Some(json!(format!("{value}-remote"))),
+        winner: "remote".into(),
+        reason: "both changed; NewestWins".into(),
+        local_updated_at: Some(t(3)),
+        remote_updated_at: Some(t(4)),
+    }
+}
+
+async fn conflict_of(
+    s: &impl Store,
+    kind: EntityKind,
+    local_id: &str,
+    field: &str,
+) -> ConflictRecord {
+    s.list_conflicts(Some(kind), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.local_id == local_id && c.field == field)
+        .unwrap()
+}
+
+fn blank(c: &ConflictRecord) -> ConflictRecord {
+    ConflictRecord {
+        base: None,
+        local: None,
+        remote: None,
+        ..c.clone()
+    }
+}
+
+async fn tombstoned_records_lose_personal_conflict_values(s: &impl Store) {
+    let phone = personal_conflict(EntityKind::Order, "o-1", "buyer.phone", "+380501112233");
+    let city = personal_conflict(EntityKind::Order, "o-1", "shipping.city", "Київ");
+    let status = personal_conflict(EntityKind::Order, "o-1", "status_id", "3");
+    let other = personal_conflict(EntityKind::Order, "o-2", "buyer.phone", "+380509998877");
+    let buyer = personal_conflict(EntityKind::Buyer, "b-1", "full_name", "Олена Коваль");
+    let offer = personal_conflict(EntityKind::Offer, "b-1", "price", "10");
+    for c in [&phone, &city, &status, &other, &buyer, &offer] {
+        s.log_conflict(c).await.unwrap();
+    }
+
+    assert_eq!(
+        s.forget_personal_conflicts(EntityKind::Order, "o-1")
+            .await
+            .unwrap(),
+        2
+    );
+    // Values gone, the rest of the entry (field, winner, reason, times) kept.
+    assert_eq!(
+        conflict_of(s, EntityKind::Order, "o-1", "buyer.phone").await,
+        blank(&phone)
+    );
+    assert_eq!(
+        conflict_of(s, EntityKind::Order, "o-1", "shipping.city").await,
+        blank(&city)
+    );
+    // Not personal, or another record: untouched.
+    assert_eq!(
+        conflict_of(s, EntityKind::Order, "o-1", "status_id").await,
+        status
+    );
+    assert_eq!(
+        conflict_of(s, EntityKind::Order, "o-2", "buyer.phone").await,
+        other
+    );
+    // Once is enough.
+    assert_eq!(
+        s.forget_personal_conflicts(EntityKind::Order, "o-1")
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Every field of a buyer is personal; through a batch like the engine's tombstones.
+    let mut batch = WriteBatch::new();
+    batch
+        .delete_mapping(EntityKind::Buyer, "b-1")
+        .forget_personal_conflicts(EntityKind::Buyer, "b-1");
+    s.write_batch(batch).await.unwrap();
+    assert_eq!(
+        conflict_of(s, EntityKind::Buyer, "b-1", "full_name").await,
+        blank(&buyer)
+    );
+    assert_eq!(
+        conflict_of(s, EntityKind::Offer, "b-1", "price").await,
+        offer
+    );
+    assert_eq!(s.list_conflicts(None, 100).await.unwrap().len(), 6);
+}
+
+async fn write_batch_applies_everything_in_order(s: &impl Store) {
+    // An empty batch does nothing.
+    s.write_batch(WriteBatch::new()).await.unwrap();
+    assert_eq!(s.counts().await.unwrap(), StoreCounts::empty());
+
+    let m1 = full_mapping(EntityKind::Order, "o-1", Some(501));
+    let m2 = full_mapping(EntityKind::Order, "o-2", Some(502));
+    let mut moved = m1.clone();
+    moved.state = SyncState::Pending;
+    let mut batch = WriteBatch::new();
+    batch
+        .put_mapping(m1.clone())
+        .put_mapping(m2.clone())
+        .put_mapping(moved.clone())
+        .enqueue(EntityKind::Order, "o-1", json!(1), t(1))
+        .enqueue(EntityKind::Order, "o-1", json!(2), t(2))
+        .set_cursor(EntityKind::Order, "remote", "c1", t(3))
+        .set_cursor(EntityKind::Order, "remote", "c2", t(4))
+        .log_conflict(conflict(t(5), EntityKind::Order, "o-1", "status_id"))
+        .log_audit(audit(t(6), "o-1", "applied"))
+        .delete_mapping(EntityKind::Order, "o-2");
+    assert_eq!(batch.len(), 10);
+    s.write_batch(batch).await.unwrap();
+
+    assert_eq!(
+        s.get_mapping(EntityKind::Order, "o-1").await.unwrap(),
+        Some(moved)
+    );
+    assert_eq!(s.get_mapping(EntityKind::Order, "o-2").await.unwrap(), None);
+    let due = s.due_outbox(t(10), 10).await.unwrap();
+    assert_eq!(due.len(), 1, "enqueue coalesces inside a batch too");
+    assert_eq!((due[0].payload.clone(), due[0].revision), (json!(2), 2));
+    assert_eq!(
+        s.get_cursor(EntityKind::Order, "remote")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c2")
+    );
+    assert_eq!(
+        s.list_conflicts(None, 10).await.unwrap(),
+        vec![conflict(t(5), EntityKind::Order, "o-1", "status_id")]
+    );
+    assert_eq!(
+        s.list_audit(10).await.unwrap(),
+        vec![audit(t(6), "o-1", "applied")]
+    );
+
+    // Completing: only the revision that was sent; a newer payload stays due.
+    let o9 = s
+        .enqueue(EntityKind::Offer, "x", json!(1), t(1))
+        .await
+        .unwrap();
+    let mut batch = WriteBatch::new();
+    batch
+        .complete_outbox(due[0].id, 1)
+        .complete_outbox(o9, 1)
+        .log_audit(audit(t(7), "x", "pushed"));
+    s.write_batch(batch).await.unwrap();
+    let due = s.due_outbox(t(10), 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|i| i.local_id.as_str()).collect::<Vec<_>>(),
+        ["o-1"],
+        "revision 2 of o-1 stays; x is done"
+    );
+
+    // A remote id may move to another record within one batch (freed first, then taken).
+    let mut freed = full_mapping(EntityKind::Order, "o-1", None);
+    freed.state = SyncState::Error;
+    let taker = full_mapping(EntityKind::Order, "o-3", Some(501));
+    let mut batch = WriteBatch::new();
+    batch.put_mapping(freed).put_mapping(taker.clone());
+    s.write_batch(batch).await.unwrap();
+    assert_eq!(
+        s.get_mapping_by_remote(EntityKind::Order, 501)
+            .await
+            .unwrap(),
+        Some(taker)
+    );
+}
+
+async fn write_batch_is_all_or_nothing(s: &impl Store) {
+    s.put_mapping(&full_mapping(EntityKind::Order, "o-1", Some(501)))
+        .await
+        .unwrap();
+    let before = s.counts().await.unwrap();
+
+    // The failing write comes last: the writes before it are rolled back.
+    let mut batch = WriteBatch::new();
+    batch
+        .log_audit(audit(t(1), "o-2", "applied"))
+        .enqueue(EntityKind::Order, "o-2", json!(1), t(1))
+        .set_cursor(EntityKind::Order, "remote", "c1", t(1))
+        .log_conflict(conflict(t(1), EntityKind::Order, "o-2", "f"))
+        .put_mapping(full_mapping(EntityKind::Order, "o-3", Some(503)))
+        .delete_mapping(EntityKind::Buyer, "b-0")
+        .put_mapping(full_mapping(EntityKind::Order, "o-2", Some(501)));
+    let err = s.write_batch(batch).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::DuplicateRemoteId {
+                kind: EntityKind::Order,
+                remote_id: 501
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(s.counts().await.unwrap(), before);
+    assert_eq!(s.list_audit(10).await.unwrap(), vec![]);
+    assert_eq!(s.list_conflicts(None, 10).await.unwrap(), vec![]);
+    assert_eq!(
+        s.get_cursor(EntityKind::Order, "remote").await.unwrap(),
+        None
+    );
+    assert_eq!(s.get_mapping(EntityKind::Order, "o-3").await.unwrap(), None);
+    assert_eq!(
+        s.get_mapping_by_remote(EntityKind::Order, 501)
+            .await
+            .unwrap()
+            .map(|m| m.local_id),
+        Some("o-1".to_string())
+    );
+
+    // Two records of one batch claiming one remote id fail the same way.
+    let mut batch = WriteBatch::new();
+    batch
+        .put_mapping(full_mapping(EntityKind::Buyer, "b-1", Some(7)))
+        .put_mapping(full_mapping(EntityKind::Buyer, "b-2", Some(7)));
+    assert!(matches!(
+        s.write_batch(batch).await.unwrap_err(),
+        StoreError::DuplicateRemoteId { remote_id: 7, .. }
+    ));
+    assert_eq!(
+        s.list_mappings(EntityKind::Buyer, None).await.unwrap(),
+        vec![]
+    );
 }
 
 async fn counts_summarise_the_store(s: &impl Store) {
@@ -1092,7 +1390,150 @@ conformance!(
     counts_summarise_the_store,
     clones_share_state,
     concurrent_tasks_coalesce,
+    purge_drops_failed_inbox_rows_after_retention,
+    tombstoned_records_lose_personal_conflict_values,
+    write_batch_applies_everything_in_order,
+    write_batch_is_all_or_nothing,
 );
+
+#[test]
+fn write_batch_reads_its_own_mappings() {
+    let a = full_mapping(EntityKind::Order, "o-1", Some(1));
+    let mut batch = WriteBatch::new();
+    assert!(batch.is_empty());
+    assert_eq!(batch.mapping(EntityKind::Order, "o-1"), None);
+    batch.put_mapping(a.clone());
+    assert_eq!(batch.mapping(EntityKind::Order, "o-1"), Some(Some(&a)));
+    assert_eq!(batch.mapping(EntityKind::Buyer, "o-1"), None);
+    assert_eq!(batch.mapping_by_remote(EntityKind::Order, 1), Some(&a));
+    assert_eq!(batch.mapping_by_remote(EntityKind::Order, 2), None);
+    // A later write that moves the remote id away, or deletes the record, wins.
+    let moved = full_mapping(EntityKind::Order, "o-1", Some(2));
+    batch.put_mapping(moved.clone());
+    assert_eq!(batch.mapping_by_remote(EntityKind::Order, 1), None);
+    assert_eq!(batch.mapping_by_remote(EntityKind::Order, 2), Some(&moved));
+    batch.delete_mapping(EntityKind::Order, "o-1");
+    assert_eq!(batch.mapping(EntityKind::Order, "o-1"), Some(None));
+    assert_eq!(batch.mapping_by_remote(EntityKind::Order, 2), None);
+    let taken = batch.take();
+    assert_eq!(taken.len(), 3);
+    assert!(batch.is_empty());
+    assert!(is_personal_field(EntityKind::Order, "buyer.email"));
+    assert!(is_personal_field(EntityKind::Order, "shipping.address"));
+    assert!(!is_personal_field(EntityKind::Order, "status_id"));
+    assert!(is_personal_field(EntityKind::Buyer, "note"));
+    assert!(!is_personal_field(EntityKind::Stock, "quantity"));
+}
+
+/// A call waiting for the database lock (held by another process) waits on the store's
+/// connection thread: the runtime's only thread stays free for other tasks meanwhile.
+#[test]
+fn sqlite_calls_never_block_the_runtime_thread() {
+    let db = TempDb::new("nonblocking");
+    let store = SqliteStore::open(&db.path).unwrap();
+    assert_ne!(store.connection_thread(), std::thread::current().id());
+
+    // Another "process" takes the write lock and keeps it until told to let go.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let path = db.path.clone();
+    let holder = std::thread::spawn(move || {
+        let mut raw = rusqlite::Connection::open(&path).unwrap();
+        let tx = raw
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        tx.execute(
+            "INSERT INTO cursors (kind, name, value, updated_at) VALUES ('order', 'other', 'x', 0)",
+            [],
+        )
+        .unwrap();
+        locked_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+        tx.commit().unwrap();
+    });
+    locked_rx.recv().unwrap();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // A batch that must wait for the lock.
+        let mut batch = WriteBatch::new();
+        for i in 0..2_000 {
+            batch.log_audit(audit(t(i), &format!("o-{i}"), "applied"));
+        }
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move { store.write_batch(batch).await })
+        };
+        // Let the writer start. Were the call inline, it would hold this (only) thread in
+        // SQLite's busy wait until the timeout and fail with "database is locked".
+        tokio::task::yield_now().await;
+        let other_task = tokio::spawn(async { 42 });
+        assert_eq!(other_task.await.unwrap(), 42);
+        assert!(!writer.is_finished(), "the lock is still held");
+        release_tx.send(()).unwrap();
+        writer
+            .await
+            .unwrap()
+            .expect("written once the lock is free");
+        assert_eq!(store.list_audit(5_000).await.unwrap().len(), 2_000);
+        assert_eq!(
+            store
+                .get_cursor(EntityKind::Order, "other")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("x")
+        );
+    });
+    holder.join().unwrap();
+}
+
+/// Retention leaves nothing personal in the database file: a purged failed webhook body is
+/// neither a row nor a readable remnant in a free page (`secure_delete`).
+#[tokio::test]
+async fn sqlite_purged_bodies_leave_no_trace_in_the_file() {
+    let db = TempDb::new("secure-delete");
+    let store = SqliteStore::open(&db.path).unwrap();
+    let phone = "+380671234987";
+    for i in 0..20 {
+        let id = store
+            .inbox_insert(
+                &format!("k{i}"),
+                "order.change_order_status",
+                json!({"context": {"buyer": {"phone": phone, "n": i}}}),
+                t(0),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .inbox_mark(id, InboxStatus::Failed, Some("HTTP 500"), t(1))
+            .await
+            .unwrap();
+    }
+    let report = store.purge(t(2)).await.unwrap();
+    assert_eq!(report.inbox, 20);
+    // Move everything from the WAL into the main file and empty the WAL.
+    let raw = rusqlite::Connection::open(&db.path).unwrap();
+    raw.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap();
+    drop(raw);
+    drop(store);
+    let needle = phone.as_bytes();
+    for suffix in ["", "-wal"] {
+        let mut p = db.path.clone().into_os_string();
+        p.push(suffix);
+        let bytes = std::fs::read(PathBuf::from(p)).unwrap_or_default();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the phone number is still in the database file{suffix}"
+        );
+    }
+}
 
 // ---- SQLite only ----
 
@@ -1317,6 +1758,11 @@ async fn sqlite_runs_wal_with_full_sync() {
     assert_eq!(s.pragma_text("synchronous").unwrap(), "2", "FULL");
     assert_eq!(s.pragma_text("foreign_keys").unwrap(), "1");
     assert_eq!(s.pragma_text("busy_timeout").unwrap(), "5000");
+    assert_eq!(
+        s.pragma_text("secure_delete").unwrap(),
+        "1",
+        "secure_delete=ON"
+    );
     // WAL is a property of the file: another connection sees it too.
     let raw = rusqlite::Connection::open(&db.path).unwrap();
     let mode: String = raw
