@@ -6,7 +6,8 @@
 //! - [`plan`]: the pure three-way conflict planner;
 //! - [`store`]: the durable state (SQLite or memory);
 //! - [`config`]: what an operator configures;
-//! - [`model`]: the shared vocabulary.
+//! - [`model`]: the shared vocabulary;
+//! - [`webhook`]: typed KeyCRM webhook events and the framework-agnostic receiver.
 
 pub mod canonical;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod host;
 pub mod model;
 pub mod plan;
 pub mod store;
+pub mod webhook;
 
 pub use tokio_util::sync::CancellationToken;
 

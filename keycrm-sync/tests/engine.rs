@@ -1689,6 +1689,8 @@ async fn webhooks_are_deduplicated_and_applied_in_real_time() {
         rig.engine.ingest_webhook(&body).await.unwrap(),
         "stored and applied"
     );
+    // The inbox worker applies it apart from the intake; here the test applies it now.
+    rig.engine.apply_inbox().await.unwrap();
     assert_eq!(
         rig.host.order("WMS-1").unwrap().status.as_deref(),
         Some("shipped")
