@@ -124,7 +124,7 @@ async fn a_missing_or_wrong_key_is_refused_with_laravels_body() {
         .max_retries(0)
         .build()
         .unwrap();
-    let err = Error::from(client.order_list().send().await.unwrap_err());
+    let err = client.order_list().send().await.unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
     assert_eq!(mock.count("order_list"), 3);
     assert_eq!(mock.rate_limited(), 0);
@@ -284,7 +284,7 @@ async fn missing_required_fields_get_laravels_422_body() {
     // The typed client surfaces the field map.
     let client = direct_client(&mock);
     let body: types::CompanyCreate = serde_json::from_value(json!({ "name": " " })).unwrap();
-    let err = Error::from(client.company_create().body(body).send().await.unwrap_err());
+    let err = client.company_create().body(body).send().await.unwrap_err();
     match err {
         Error::Validation { errors, .. } => {
             assert_eq!(
@@ -424,16 +424,14 @@ async fn unknown_includes_and_sorts_are_refused_naming_the_allowed_ones() {
     );
 
     let client = direct_client(&mock);
-    let err = Error::from(
-        client
-            .order_list()
-            .include("nope")
-            .send()
-            .await
-            .unwrap_err(),
-    );
+    let err = client
+        .order_list()
+        .include("nope")
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(400));
-    let err = Error::from(client.order_list().limit(51u64).send().await.unwrap_err());
+    let err = client.order_list().limit(51u64).send().await.unwrap_err();
     assert!(
         matches!(err, Error::Validation { .. }),
         "limit is 1..=50: {err:?}"
@@ -925,7 +923,7 @@ async fn pipelines_answer_400_when_leads_are_switched_off() {
     .await;
     assert_eq!(r.status, 400);
     let client = direct_client(&mock);
-    let err = Error::from(client.pipeline_list().send().await.unwrap_err());
+    let err = client.pipeline_list().send().await.unwrap_err();
     match err {
         Error::Api {
             status: 400,
@@ -967,7 +965,7 @@ async fn the_quota_answers_429_with_retry_after() {
     assert_eq!(mock.rate_limited(), 1);
 
     let client = direct_client(&mock);
-    let err = Error::from(client.order_list().send().await.unwrap_err());
+    let err = client.order_list().send().await.unwrap_err();
     match err {
         Error::RateLimited { retry_after, .. } => {
             assert!(retry_after.is_some_and(|d| d.as_secs() >= 59))
@@ -1295,14 +1293,12 @@ async fn failing_the_next_requests_applies_nothing() {
     mock.faults().fail_next(1, 429);
     let body: types::BuyerCreate =
         serde_json::from_value(json!({ "full_name": "Марія Гончаренко" })).unwrap();
-    let first = Error::from(
-        client
-            .buyer_create()
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap_err(),
-    );
+    let first = client
+        .buyer_create()
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap_err();
     assert_eq!(first.status(), Some(503));
     let second = raw(&mock, "GET", "/buyer", None).await;
     assert_eq!(
@@ -1368,7 +1364,7 @@ async fn a_dropped_connection_gives_no_response_and_applies_nothing() {
         json!({ "source_id": 1, "source_uuid": "DROP-1", "buyer": { "full_name": "Олег Бойко" } }),
     )
     .unwrap();
-    let err = Error::from(client.order_create().body(body).send().await.unwrap_err());
+    let err = client.order_create().body(body).send().await.unwrap_err();
     assert_eq!(err.status(), None, "no HTTP status at all: {err:?}");
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert!(mock.crm().order_ids().is_empty(), "not applied");
@@ -1398,7 +1394,7 @@ async fn a_lost_create_response_times_out_but_the_order_exists() {
     let body: types::OrderCreate =
         serde_json::from_value(json!({ "source_id": 2, "source_uuid": "LOST-1", "buyer": { "full_name": "Христина Поліщук" } })).unwrap();
     let started = Instant::now();
-    let err = Error::from(client.order_create().body(body).send().await.unwrap_err());
+    let err = client.order_create().body(body).send().await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     // The safe recovery: look the order up by its source uuid before creating it again.
@@ -1433,7 +1429,7 @@ async fn a_seeded_share_of_create_answers_is_lost() {
         let body: types::BuyerCreate =
             serde_json::from_value(json!({ "full_name": format!("Покупець {n}") })).unwrap();
         if let Err(e) = client.buyer_create().body(body).send().await {
-            assert!(matches!(Error::from(e), Error::Timeout { .. }));
+            assert!(matches!(e, Error::Timeout { .. }));
             lost += 1;
         }
     }

@@ -32,6 +32,7 @@ record returned by the `/buyer` endpoints and the buyer embedded in an order
         pub email: ::std::option::Option<BuyerContactValues>,
         ///Full name of the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Buyer id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -46,6 +47,7 @@ record returned by the `/buyer` endpoints and the buyer embedded in an order
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub phone: ::std::option::Option<BuyerContactValues>,
@@ -54,6 +56,8 @@ record returned by the `/buyer` endpoints and the buyer embedded in an order
         pub shipping: ::std::option::Option<::std::vec::Vec<BuyerShipping>>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Buyer {
         pub fn builder() -> builder::Buyer {
@@ -99,6 +103,7 @@ array of strings (a buyer may have several); the buyer embedded in an order
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         ///Phone numbers of the buyer; international format with a leading `+` is recommended.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -144,12 +149,14 @@ should carry a name.
         pub email: ::std::vec::Vec<::std::string::String>,
         ///Full name of the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Id of the responsible user.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         ///Phone numbers of the buyer; international format with a leading `+` is recommended.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -178,10 +185,14 @@ should carry a name.
         pub loyalty_program_level_id: ::std::option::Option<i64>,
         ///Name of the level the buyer has reached in the program.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub loyalty_program_level_name: ::std::option::Option<::std::string::String>,
         ///Loyalty program name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub loyalty_program_name: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl BuyerLoyalty {
         pub fn builder() -> builder::BuyerLoyalty {
@@ -193,31 +204,42 @@ should carry a name.
     pub struct BuyerShipping {
         ///Second address line (apartment, floor and the like).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub additional_address: ::std::option::Option<::std::string::String>,
         ///Street address.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub address: ::std::option::Option<::std::string::String>,
         ///City.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub city: ::std::option::Option<::std::string::String>,
         ///Country.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub country: ::std::option::Option<::std::string::String>,
         ///Name of the person who receives the parcel when it is not the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_full_name: ::std::option::Option<::std::string::String>,
         ///Phone of the recipient when it is not the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_phone: ::std::option::Option<::std::string::String>,
         ///Region, state or province.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub region: ::std::option::Option<::std::string::String>,
         ///UUID of the Nova Poshta branch (warehouse) the parcel goes to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub warehouse_ref: ::std::option::Option<::std::string::String>,
         ///Postal code, as text.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub zip_code: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl BuyerShipping {
         pub fn builder() -> builder::BuyerShipping {
@@ -229,33 +251,43 @@ should carry a name.
     pub struct BuyerShippingInput {
         ///Second address line (apartment, floor and the like).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub additional_address: ::std::option::Option<::std::string::String>,
         ///Street address.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub address: ::std::option::Option<::std::string::String>,
         ///City.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub city: ::std::option::Option<::std::string::String>,
         ///Country.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub country: ::std::option::Option<::std::string::String>,
         ///Name of the person who receives the parcel, when it is not the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_full_name: ::std::option::Option<::std::string::String>,
         ///Phone of the recipient, when it is not the buyer; international format with a leading `+` is recommended.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_phone: ::std::option::Option<::std::string::String>,
         ///Region, state or province.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub region: ::std::option::Option<::std::string::String>,
         ///Name of the delivery service, as free text.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_service: ::std::option::Option<::std::string::String>,
         ///UUID of a Nova Poshta branch (warehouse).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub warehouse_ref: ::std::option::Option<::std::string::String>,
         ///Postal code, as text.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub zip_code: ::std::option::Option<::std::string::String>,
     }
     impl BuyerShippingInput {
@@ -286,6 +318,7 @@ should carry a name.
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         ///Phone numbers of the buyer; international format with a leading `+` is recommended.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -309,6 +342,7 @@ should carry a name.
         pub call_route_service_id: ::std::option::Option<i64>,
         ///Link to the call recording.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub call_url: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub client: ::std::option::Option<CallClient>,
@@ -317,6 +351,7 @@ should carry a name.
         pub client_id: ::std::option::Option<i64>,
         ///Comment left on the call.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub comment: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -325,12 +360,14 @@ should carry a name.
         pub duration: ::std::option::Option<i64>,
         ///Number of the other party.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub external_number: ::std::option::Option<::std::string::String>,
         ///Call id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub id: ::std::option::Option<i64>,
         ///Internal (extension) number of the user who took or made the call.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub internal_number: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub lead: ::std::option::Option<PipelineCard>,
@@ -341,17 +378,21 @@ should carry a name.
         pub manager: ::std::option::Option<User>,
         ///Id of the call in the telephony service.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub reference_id: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub service: ::std::option::Option<CallService>,
         ///Telephony number (line) the call went through.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_number: ::std::option::Option<::std::string::String>,
         ///State of the call; known values are `started`, `pending`, `answered`, `canceled`, `busy`, `completed` and `transferred`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub state: ::std::option::Option<::std::string::String>,
         ///Direction of the call; known values are `incoming` and `outgoing`.
         #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub type_: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
@@ -360,19 +401,26 @@ should carry a name.
         pub user_id: ::std::option::Option<i64>,
         ///UTM campaign name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_campaign: ::std::option::Option<::std::string::String>,
         ///UTM content (ad identifier).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_content: ::std::option::Option<::std::string::String>,
         ///UTM medium of the call (traffic type).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_medium: ::std::option::Option<::std::string::String>,
         ///UTM source of the call (campaign traffic source).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_source: ::std::option::Option<::std::string::String>,
         ///UTM term (keyword).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_term: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Call {
         pub fn builder() -> builder::Call {
@@ -386,6 +434,7 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
     pub struct CallClient {
         ///Second phone number.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub additional_phone: ::std::option::Option<::std::string::String>,
         ///Id of the buyer's company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -394,15 +443,19 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Currency of the buyer's order totals, for example `UAH`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency: ::std::option::Option<::std::string::String>,
         ///Main e-mail address.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub email: ::std::option::Option<::std::string::String>,
         ///Main phone number normalised by KeyCRM.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub formatted_phone: ::std::option::Option<::std::string::String>,
         ///Full name of the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///1 when KeyCRM suspects duplicate buyer records, else 0.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -412,12 +465,14 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub id: ::std::option::Option<i64>,
         ///Image of the buyer (URL or path).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub image: ::std::option::Option<::std::string::String>,
         ///Id of the responsible user.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub orders_count: ::std::option::Option<crate::Decimal>,
@@ -425,12 +480,16 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub orders_sum: ::std::option::Option<crate::Decimal>,
         ///Main phone number as entered.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub phone: ::std::option::Option<::std::string::String>,
         ///Avatar picture of the buyer (URL or path).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub picture: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl CallClient {
         pub fn builder() -> builder::CallClient {
@@ -442,6 +501,7 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
     pub struct CallService {
         ///System name of the integration, for example `ringostat`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Settings of the integration, free-form (the key is spelt this way in the vendor document).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -455,18 +515,24 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub id: ::std::option::Option<i64>,
         ///Whether the integration is switched on.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Display name of the integration, for example `Ringostat`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Telephony provider the integration talks to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub service: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         ///Unique identifier of the integration.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub uuid: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl CallService {
         pub fn builder() -> builder::CallService {
@@ -481,10 +547,13 @@ so phone and e-mail are single strings here, unlike the `/buyer` endpoints.
         pub id: ::std::option::Option<i64>,
         ///The category name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///The id of the parent category; null for a top-level category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub parent_id: ::std::option::Option<i64>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Category {
         pub fn builder() -> builder::Category {
@@ -515,12 +584,15 @@ which the vendor document shows other field names (`full_name`, `address`,
     pub struct Company {
         ///Address of the company, as shown on the company embedded in a buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub address: ::std::option::Option<::std::string::String>,
         ///Bank details, typically an IBAN.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub bank_account: ::std::option::Option<::std::string::String>,
         ///Bank details, under the (misspelt) name the vendor document shows on the company embedded in a buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub banking_detailse: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub buyer: ::std::option::Option<CompanyBuyers>,
@@ -533,6 +605,7 @@ which the vendor document shows other field names (`full_name`, `address`,
         pub custom_fields: ::std::option::Option<::std::vec::Vec<CustomFieldValue>>,
         ///Full name of the company, as the vendor document names it on the company embedded in a buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Company id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -544,18 +617,24 @@ which the vendor document shows other field names (`full_name`, `address`,
         pub manager_id: ::std::option::Option<i64>,
         ///Short name of the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Note about the company, as the vendor document names it on the company embedded in a buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         ///Free-text note about the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub notes: ::std::option::Option<::std::string::String>,
         ///Full (legal) name of the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Company {
         pub fn builder() -> builder::Company {
@@ -587,6 +666,7 @@ object are accepted.
     pub struct CompanyCreate {
         ///Bank details, typically an IBAN.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub bank_account: ::std::option::Option<::std::string::String>,
         ///Ids of existing buyers to link to the company.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -601,9 +681,11 @@ object are accepted.
         pub name: ::std::string::String,
         ///Free-text note about the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub notes: ::std::option::Option<::std::string::String>,
         ///Full (legal) name of the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
     }
     impl CompanyCreate {
@@ -616,6 +698,7 @@ object are accepted.
     pub struct CompanyUpdate {
         ///Bank details, typically an IBAN.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub bank_account: ::std::option::Option<::std::string::String>,
         ///Ids of existing buyers to link to the company.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -630,9 +713,11 @@ object are accepted.
         pub name: ::std::string::String,
         ///Free-text note about the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub notes: ::std::option::Option<::std::string::String>,
         ///Full (legal) name of the company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
     }
     impl CompanyUpdate {
@@ -648,12 +733,15 @@ object are accepted.
         pub id: ::std::option::Option<i64>,
         ///For `select` fields, whether several options can be chosen.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_multiple: ::std::option::Option<bool>,
         ///Entity the field belongs to; known values are `order`, `lead` (pipeline card), `client` (buyer) and `crm_product` (product).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub model: ::std::option::Option<::std::string::String>,
         ///Display name of the field.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Choices of a `select` field; empty for other types. Only with `include=options`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -663,15 +751,20 @@ object are accepted.
         pub position: ::std::option::Option<i64>,
         ///Whether a value must be filled in.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub required: ::std::option::Option<bool>,
         ///Kind of value; known values are `link`, `select`, `switcher` (yes/no), `float`, `number` (integer), `textarea`, `text`, `date` and `datetime`.
         #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub type_: ::std::option::Option<::std::string::String>,
         /**External identifier used to read and write the field's value on records, for
 example `OR_1037` (order), `LD_1021` (pipeline card), `CT_1001` (buyer or product).
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub uuid: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl CustomField {
         pub fn builder() -> builder::CustomField {
@@ -689,7 +782,10 @@ example `OR_1037` (order), `LD_1021` (pipeline card), `CT_1001` (buyer or produc
         pub id: ::std::option::Option<i64>,
         ///Text of the option.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub value: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl CustomFieldOption {
         pub fn builder() -> builder::CustomFieldOption {
@@ -704,18 +800,23 @@ example `OR_1037` (order), `LD_1021` (pipeline card), `CT_1001` (buyer or produc
         pub id: ::std::option::Option<i64>,
         ///Display name of the field.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Field type. Known values: `text`, `textarea`, `number`, `float`, `date`, `datetime`, `link`, `select`, `switcher`.
         #[serde(rename = "type", skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub type_: ::std::option::Option<::std::string::String>,
         ///External id of the field, e.g. `OR_1037`; the prefix names the model (OR order, LD card, CT buyer or product, CY company).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub uuid: ::std::option::Option<::std::string::String>,
         /**The value, as raw JSON: a string or number for scalar fields, an array of strings
 for (multi-)select fields, possibly null.
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub value: ::std::option::Option<::serde_json::Value>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl CustomFieldValue {
         pub fn builder() -> builder::CustomFieldValue {
@@ -743,16 +844,21 @@ and multi-select fields.
     pub struct DeliveryService {
         ///System name (`np_vlad`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Delivery service id; used as `shipping.delivery_service_id` on orders.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub id: ::std::option::Option<i64>,
         ///Display name (`UPS`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Carrier integration the method is tied to (`novaposhta`), if any.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_name: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl DeliveryService {
         pub fn builder() -> builder::DeliveryService {
@@ -775,6 +881,7 @@ and multi-select fields.
         >,
         ///What went wrong, in the service's words.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub message: ::std::option::Option<::std::string::String>,
     }
     impl Error {
@@ -789,6 +896,7 @@ expense endpoints and, as a list, by `include=expenses` on orders. Times are UTC
     pub struct Expense {
         ///ISO currency code of the expense (`UAH`), when known.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub actual_currency: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub amount: ::std::option::Option<crate::Decimal>,
@@ -796,6 +904,7 @@ expense endpoints and, as a list, by `include=expenses` on orders. Times are UTC
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Free-text comment on the expense.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///Id of the order the expense belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -812,12 +921,16 @@ expense endpoints and, as a list, by `include=expenses` on orders. Times are UTC
         pub payment_date: ::std::option::Option<crate::Timestamp>,
         ///Expense status; known values are `paid` and `canceled` (the vendor also lists `not_paid` in the order include).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub status: ::std::option::Option<::std::string::String>,
         ///Id of the external (bank or gateway) transaction linked to the expense, if any.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub transaction_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Expense {
         pub fn builder() -> builder::Expense {
@@ -832,9 +945,11 @@ expense endpoints and, as a list, by `include=expenses` on orders. Times are UTC
         pub amount: crate::Decimal,
         ///Free-text comment on the expense.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///Name of the expense type. Needed when `expense_type_id` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub expense_type: ::std::option::Option<::std::string::String>,
         ///Id of the expense type (see `GET /order/expense-type`). Needed when `expense_type` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -852,22 +967,29 @@ expense endpoints and, as a list, by `include=expenses` on orders. Times are UTC
     pub struct ExpenseType {
         ///System name (`delivery`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Whether the type can be used for order expenses.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub by_order: ::std::option::Option<bool>,
         ///Expense type id; used as `expense_type_id`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub id: ::std::option::Option<i64>,
         ///Whether the type is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Whether this is a built-in type that cannot be deleted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_reserved: ::std::option::Option<bool>,
         ///Display name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ExpenseType {
         pub fn builder() -> builder::ExpenseType {
@@ -881,6 +1003,7 @@ to paid. Send only the fields to change.
     pub struct ExpenseUpdate {
         ///New free-text comment; replaces the old one.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///The only accepted value is `canceled`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -953,9 +1076,11 @@ payment with `POST /payments/{paymentId}/external-transactions`. Times are UTC.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///ISO currency code (`UAH`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency: ::std::option::Option<::std::string::String>,
         ///Purpose or comment of the transaction.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///Id of the payment gateway (bank or acquirer connection) that reported it.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -968,6 +1093,7 @@ payment with `POST /payments/{paymentId}/external-transactions`. Times are UTC.
         pub payments_data: ::std::option::Option<::serde_json::Value>,
         ///Id of the transaction in the imported source, if any.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub transaction_date: ::std::option::Option<crate::Timestamp>,
@@ -979,6 +1105,8 @@ so it is kept free-form (a string or a number).
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub uuid: ::std::option::Option<::serde_json::Value>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ExternalTransaction {
         pub fn builder() -> builder::ExternalTransaction {
@@ -995,6 +1123,7 @@ id the gateway gave the transaction.
         pub transaction_id: ::std::option::Option<i64>,
         ///Id of the transaction at the bank or gateway (`NlpssJSQedtUoB9i`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub transaction_uuid: ::std::option::Option<::std::string::String>,
     }
     impl ExternalTransactionAttach {
@@ -1011,39 +1140,50 @@ and by the attachment list of an order or card.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///The storage directory of the file; reported by one client, not in the vendor document.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub directory: ::std::option::Option<::std::string::String>,
         ///The storage disk that holds the file; reported by one client, not in the vendor document.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub disk: ::std::option::Option<::std::string::String>,
         ///The file extension without the dot, such as `png`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub extension: ::std::option::Option<::std::string::String>,
         ///The generated (random) name under which the file is stored.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub file_name: ::std::option::Option<::std::string::String>,
         ///A hash of the file content; reported by one client, not in the vendor document.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub hash: ::std::option::Option<::std::string::String>,
         ///The KeyCRM id of the file; use it to attach the file.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub id: ::std::option::Option<i64>,
         ///The MIME type, such as `image/png`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub mime_type: ::std::option::Option<::std::string::String>,
         ///The file name as it was uploaded.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub original_file_name: ::std::option::Option<::std::string::String>,
         ///The file size in bytes.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub size: ::std::option::Option<i64>,
         ///URL of a preview image; reported in upload answers by one client, not in the vendor document.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub thumbnail: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         ///The public URL of the file.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub url: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl File {
         pub fn builder() -> builder::File {
@@ -1059,19 +1199,26 @@ and by the attachment list of an order or card.
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         ///UTM campaign name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_campaign: ::std::option::Option<::std::string::String>,
         ///UTM content (ad variant).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_content: ::std::option::Option<::std::string::String>,
         ///UTM medium, e.g. `banner`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_medium: ::std::option::Option<::std::string::String>,
         ///UTM source, e.g. `facebook`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_source: ::std::option::Option<::std::string::String>,
         ///UTM term (keyword).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_term: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Marketing {
         pub fn builder() -> builder::Marketing {
@@ -1083,18 +1230,23 @@ and by the attachment list of an order or card.
     pub struct MarketingInput {
         ///UTM campaign.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_campaign: ::std::option::Option<::std::string::String>,
         ///UTM content.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_content: ::std::option::Option<::std::string::String>,
         ///UTM medium.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_medium: ::std::option::Option<::std::string::String>,
         ///UTM source.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_source: ::std::option::Option<::std::string::String>,
         ///UTM term.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_term: ::std::option::Option<::std::string::String>,
     }
     impl MarketingInput {
@@ -1109,7 +1261,10 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
     pub struct Offer {
         ///The barcode of the offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub barcode: ::std::option::Option<::std::string::String>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub created_at: ::std::option::Option<crate::Timestamp>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub height: ::std::option::Option<crate::Decimal>,
         ///The KeyCRM id of the offer.
@@ -1117,6 +1272,14 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
         pub id: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub in_reserve: ::std::option::Option<crate::Decimal>,
+        ///Whether the offer is archived (seen in live data).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
+        pub is_archived: ::std::option::Option<bool>,
+        ///Whether this is the product's default offer (seen in live data).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
+        pub is_default: ::std::option::Option<bool>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub length: ::std::option::Option<crate::Decimal>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1135,14 +1298,20 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///The article number (SKU) of the offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///URL of the offer image.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub thumbnail_url: ::std::option::Option<::std::string::String>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub updated_at: ::std::option::Option<crate::Timestamp>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub weight: ::std::option::Option<crate::Decimal>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub width: ::std::option::Option<crate::Decimal>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Offer {
         pub fn builder() -> builder::Offer {
@@ -1154,10 +1323,14 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
     pub struct OfferProperty {
         ///The property name, such as `Color`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///The property value, such as `Gold`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub value: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl OfferProperty {
         pub fn builder() -> builder::OfferProperty {
@@ -1180,10 +1353,13 @@ dimensions and stock. Returned by `GET /offers` and embedded in order lines.
         pub reserve: ::std::option::Option<crate::Decimal>,
         ///The SKU of the offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///The stock in every warehouse; present only with `filter[details]=true`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub warehouse: ::std::option::Option<::std::vec::Vec<OfferStockWarehouse>>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl OfferStock {
         pub fn builder() -> builder::OfferStock {
@@ -1201,6 +1377,7 @@ the offer (one of them is needed).
         pub quantity: crate::Decimal,
         ///The SKU of the offer (used when `id` is not given).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
     }
     impl OfferStockRow {
@@ -1229,11 +1406,14 @@ the offer (one of them is needed).
         pub id: ::std::option::Option<i64>,
         ///The warehouse name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub quantity: ::std::option::Option<crate::Decimal>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub reserve: ::std::option::Option<crate::Decimal>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl OfferStockWarehouse {
         pub fn builder() -> builder::OfferStockWarehouse {
@@ -1264,6 +1444,7 @@ weight are in the units configured in the account.
         pub id: ::std::option::Option<i64>,
         ///URL of the new offer image.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub image_url: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub length: ::std::option::Option<crate::Decimal>,
@@ -1273,6 +1454,7 @@ weight are in the units configured in the account.
         pub purchased_price: ::std::option::Option<crate::Decimal>,
         ///The SKU of the offer to change (used when `id` is not given).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub weight: ::std::option::Option<crate::Decimal>,
@@ -1306,9 +1488,11 @@ documented, kept as raw JSON).
         pub buyer: ::std::option::Option<Buyer>,
         ///Comment left by the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub buyer_comment: ::std::option::Option<::std::string::String>,
         ///The buyer's comment under its storage name (live data; same text as `buyer_comment`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub client_comment: ::std::option::Option<::std::string::String>,
         ///Id of the buyer (live data; the same id as `buyer.id`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1342,26 +1526,32 @@ documented, kept as raw JSON).
         pub fiscal_status: ::std::option::Option<::serde_json::Value>,
         ///Greeting text to go with a gift.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub gift_message: ::std::option::Option<::std::string::String>,
         ///Whether gift wrapping was requested (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub gift_wrap: ::std::option::Option<bool>,
         ///The external order id as recorded across sources (seen in live data; usually equals `source_uuid`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub global_source_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub grand_total: ::std::option::Option<crate::Decimal>,
         ///Whether stock is currently reserved for this order (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub has_reserves: ::std::option::Option<bool>,
         ///The KeyCRM id of the order.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub id: ::std::option::Option<i64>,
         ///Whether the order has stayed in its status longer than the status allows (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_expired: ::std::option::Option<bool>,
         ///Whether the order is a gift.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_gift: ::std::option::Option<bool>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub last_synced_at: ::std::option::Option<crate::Timestamp>,
@@ -1369,6 +1559,7 @@ documented, kept as raw JSON).
         pub manager: ::std::option::Option<User>,
         ///Internal comment of the manager.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Id of the responsible manager (a user), if any (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1386,6 +1577,7 @@ documented, kept as raw JSON).
 `not_paid`, `part_paid`, `paid`, `overpaid`.
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub payment_status: ::std::option::Option<::std::string::String>,
         ///Payments of the order (with `include=payments`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1399,6 +1591,7 @@ documented, kept as raw JSON).
         pub products_total: ::std::option::Option<crate::Decimal>,
         ///Promo code applied to the order.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub promocode: ::std::option::Option<::std::string::String>,
         ///Id of the cash register used for fiscal receipts, if any (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1417,6 +1610,7 @@ documented, kept as raw JSON).
         pub source_updated_at: ::std::option::Option<crate::Timestamp>,
         ///The order's number or id in its sales channel.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub status: ::std::option::Option<Status>,
@@ -1434,6 +1628,7 @@ documented, kept as raw JSON).
         pub status_id: ::std::option::Option<i64>,
         ///The order's status name in the sales channel, as last synchronised (live data).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub status_on_source: ::std::option::Option<::std::string::String>,
         ///Tags attached to the order (with `include=tags`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1446,6 +1641,8 @@ documented, kept as raw JSON).
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub wrap_price: ::std::option::Option<crate::Decimal>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Order {
         pub fn builder() -> builder::Order {
@@ -1459,12 +1656,15 @@ when there is no match.
     pub struct OrderBuyerInput {
         ///Buyer's e-mail address.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub email: ::std::option::Option<::std::string::String>,
         ///Buyer's full name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Buyer's phone, best in international format with a leading `+`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub phone: ::std::option::Option<::std::string::String>,
     }
     impl OrderBuyerInput {
@@ -1478,6 +1678,7 @@ when there is no match.
         pub buyer: OrderBuyerInput,
         ///Comment from the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub buyer_comment: ::std::option::Option<::std::string::String>,
         ///Custom field values to set, addressed by field `uuid`.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -1488,15 +1689,19 @@ when there is no match.
         pub discount_percent: ::std::option::Option<crate::Decimal>,
         ///Greeting text for a gift.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub gift_message: ::std::option::Option<::std::string::String>,
         ///Asks for gift wrapping.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub gift_wrap: ::std::option::Option<bool>,
         ///Marks the order as a gift.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_gift: ::std::option::Option<bool>,
         ///Internal comment of the manager.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Id of the responsible manager (see `user_list`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1513,6 +1718,7 @@ when there is no match.
         pub products: ::std::vec::Vec<OrderProductInput>,
         ///Promo code.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub promocode: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub shipping: ::std::option::Option<ShippingInput>,
@@ -1522,6 +1728,7 @@ when there is no match.
         pub source_id: i64,
         ///The order's number or id in the sales channel.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub taxes: ::std::option::Option<crate::Decimal>,
@@ -1544,26 +1751,22 @@ when there is no match.
             Default::default()
         }
     }
-    /**Body of a successful `order_import`. The vendor does not document it, so it is kept as
-raw JSON.
+    /**Body of a successful `order_import`. The vendor documents none; the service answers
+201 with an empty body or with `{"status": true}`. Both read as success (an empty body
+as an empty result); any other field is kept in `extra`.
 */
-    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
-    #[serde(transparent)]
-    pub struct OrderImportResult(pub ::serde_json::Value);
-    impl ::std::ops::Deref for OrderImportResult {
-        type Target = ::serde_json::Value;
-        fn deref(&self) -> &::serde_json::Value {
-            &self.0
-        }
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
+    pub struct OrderImportResult {
+        ///Whether the service accepted the batch, when it says so.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
+        pub status: ::std::option::Option<bool>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
-    impl ::std::convert::From<OrderImportResult> for ::serde_json::Value {
-        fn from(value: OrderImportResult) -> Self {
-            value.0
-        }
-    }
-    impl ::std::convert::From<::serde_json::Value> for OrderImportResult {
-        fn from(value: ::serde_json::Value) -> Self {
-            Self(value)
+    impl OrderImportResult {
+        pub fn builder() -> builder::OrderImportResult {
+            Default::default()
         }
     }
     /**A payment recorded together with a new order. Give either `payment_method_id` or
@@ -1574,11 +1777,13 @@ raw JSON.
         pub amount: crate::Decimal,
         ///Comment on the payment.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payment_date: ::std::option::Option<crate::Timestamp>,
         ///Name of the payment method, e.g. `Apple Pay`; required when `payment_method_id` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub payment_method: ::std::option::Option<::std::string::String>,
         ///Id of the payment method (see `order_payment_method_list`); required when `payment_method` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1658,6 +1863,7 @@ with `include=products.offer`) or a one-off item that exists only in this order.
     pub struct OrderProduct {
         ///Comment on the line.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub comment: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub discount_amount: ::std::option::Option<crate::Decimal>,
@@ -1668,6 +1874,7 @@ with `include=products.offer`) or a one-off item that exists only in this order.
         pub id: ::std::option::Option<i64>,
         ///Item name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub offer: ::std::option::Option<Offer>,
@@ -1692,20 +1899,26 @@ object such as `{"thumbnail": "<url>"}` or an empty array, so it is kept as raw 
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///How the line is fulfilled. Known values: `warehouse`, `manufacturing`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipment_type: ::std::option::Option<::std::string::String>,
         ///SKU of the item.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub total_discount: ::std::option::Option<crate::Decimal>,
         ///Unit of measure; null means the account default (pieces).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
         ///Whether the line was added as an upsell.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub upsale: ::std::option::Option<bool>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub warehouse: ::std::option::Option<OrderProductWarehouse>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl OrderProduct {
         pub fn builder() -> builder::OrderProduct {
@@ -1717,6 +1930,7 @@ object such as `{"thumbnail": "<url>"}` or an empty array, so it is kept as raw 
     pub struct OrderProductInput {
         ///Comment on the line.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub comment: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub discount_amount: ::std::option::Option<crate::Decimal>,
@@ -1724,9 +1938,11 @@ object such as `{"thumbnail": "<url>"}` or an empty array, so it is kept as raw 
         pub discount_percent: ::std::option::Option<crate::Decimal>,
         ///Item name (used for one-off items that are not in the catalogue).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///URL of an image of the item.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub picture: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub price: ::std::option::Option<crate::Decimal>,
@@ -1739,9 +1955,11 @@ object such as `{"thumbnail": "<url>"}` or an empty array, so it is kept as raw 
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///SKU; when it matches a catalogue offer the line is linked to that offer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///Unit of measure; leave it out for the account default (pieces).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
     }
     impl OrderProductInput {
@@ -1756,12 +1974,15 @@ object such as `{"thumbnail": "<url>"}` or an empty array, so it is kept as raw 
     pub struct OrderProductProperty {
         ///Attribute name, e.g. `Color`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         /**Attribute value, normally a string such as `Gold`; an array of strings was seen for
 select-type attributes, so it is kept as raw JSON.
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub value: ::std::option::Option<::serde_json::Value>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl OrderProductProperty {
         pub fn builder() -> builder::OrderProductProperty {
@@ -1775,6 +1996,7 @@ of them is changed.
     pub struct OrderProductUpdateInput {
         ///New comment; replaces the previous one.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub comment: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub discount_amount: ::std::option::Option<crate::Decimal>,
@@ -1785,6 +2007,7 @@ of them is changed.
         pub id: ::std::option::Option<i64>,
         ///New name; only applied to one-off items that are not in the catalogue.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub price: ::std::option::Option<crate::Decimal>,
@@ -1797,6 +2020,7 @@ of them is changed.
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///SKU of the line (identifies the line only).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
     }
     impl OrderProductUpdateInput {
@@ -1809,16 +2033,21 @@ of them is changed.
     pub struct OrderProductWarehouse {
         ///Free-text description of the warehouse.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///Warehouse id (the only public source of warehouse ids).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub id: ::std::option::Option<i64>,
         ///Whether the warehouse is active.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Warehouse name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl OrderProductWarehouse {
         pub fn builder() -> builder::OrderProductWarehouse {
@@ -1830,6 +2059,7 @@ of them is changed.
     pub struct OrderUpdate {
         ///Comment from the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub buyer_comment: ::std::option::Option<::std::string::String>,
         ///Custom field values to set, addressed by field `uuid`.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -1840,6 +2070,7 @@ of them is changed.
         pub discount_percent: ::std::option::Option<crate::Decimal>,
         ///Internal comment of the manager.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Changes to existing lines, each matched by line `id` or `sku`; lines cannot be added this way.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -1865,6 +2096,7 @@ payment's currency; times are UTC.
         pub actual_amount: ::std::option::Option<crate::Decimal>,
         ///ISO currency code of the payment (`UAH`), when known.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub actual_currency: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub amount: ::std::option::Option<crate::Decimal>,
@@ -1875,6 +2107,7 @@ payment's currency; times are UTC.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Free-text comment on the payment.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///Id of the order (or card) the payment belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -1897,21 +2130,26 @@ confirmed, so it is kept free-form.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payment_date: ::std::option::Option<crate::Timestamp>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub payment_method: ::std::option::Option<PaymentMethod>,
+        pub payment_method: ::std::option::Option<crate::PaymentMethodRef>,
         ///Id of the payment method (see `GET /order/payment-method`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payment_method_id: ::std::option::Option<i64>,
         ///Currency code of the payment at its source (seen in live data, not in the vendor document; meaning not documented).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_currency: ::std::option::Option<::std::string::String>,
         ///Payment status; known values are `paid`, `not_paid` and `canceled`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub status: ::std::option::Option<::std::string::String>,
         ///Id of the external (bank or gateway) transaction linked to the payment, if any.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub transaction_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Payment {
         pub fn builder() -> builder::Payment {
@@ -1926,11 +2164,13 @@ confirmed, so it is kept free-form.
         pub amount: crate::Decimal,
         ///Free-text comment on the payment.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payment_date: ::std::option::Option<crate::Timestamp>,
         ///Name of the payment method (`Apple Pay`). Needed when `payment_method_id` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub payment_method: ::std::option::Option<::std::string::String>,
         ///Id of the payment method (see `GET /order/payment-method`). Needed when `payment_method` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2008,16 +2248,21 @@ confirmed, so it is kept free-form.
     pub struct PaymentMethod {
         ///System name (`apple_pay`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Payment method id; used as `payment_method_id`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub id: ::std::option::Option<i64>,
         ///Whether the method is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Display name (`Apple Pay`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PaymentMethod {
         pub fn builder() -> builder::PaymentMethod {
@@ -2029,6 +2274,7 @@ confirmed, so it is kept free-form.
     pub struct PaymentUpdate {
         ///New free-text comment; replaces the old one.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///New payment status.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2106,9 +2352,11 @@ confirmed, so it is kept free-form.
         pub id: ::std::option::Option<i64>,
         ///Type of the leads the pipeline holds (for example `request`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub lead_type: ::std::option::Option<::std::string::String>,
         ///Name of the pipeline as shown in the CRM.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         /**Id of the entity the pipeline is tied to. The vendor document types it as a
 string but shows a number, so either is accepted.
@@ -2117,10 +2365,14 @@ string but shows a number, so either is accepted.
         pub target_id: ::std::option::Option<::serde_json::Value>,
         ///Kind of the pipeline (for example `lead_pipeline`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub target_type: ::std::option::Option<::std::string::String>,
         ///Whether cards of this pipeline can carry payments.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub use_payments: ::std::option::Option<bool>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Pipeline {
         pub fn builder() -> builder::Pipeline {
@@ -2159,6 +2411,7 @@ or null).
         pub manager: ::std::option::Option<User>,
         ///Internal comment of the manager.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Id of the responsible user; see `GET /users`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2187,27 +2440,36 @@ or null).
         pub target_id: ::std::option::Option<i64>,
         ///Kind of the entity created from the card, `order` or `lead`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub target_type: ::std::option::Option<::std::string::String>,
         ///Title of the card; the card id when none was given at creation.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         ///UTM campaign name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_campaign: ::std::option::Option<::std::string::String>,
         ///UTM content, the ad identifier.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_content: ::std::option::Option<::std::string::String>,
         ///UTM medium, the traffic type (for example `banner`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_medium: ::std::option::Option<::std::string::String>,
         ///UTM source of the campaign that brought the lead (for example `facebook`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_source: ::std::option::Option<::std::string::String>,
         ///UTM term, the keyword.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_term: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PipelineCard {
         pub fn builder() -> builder::PipelineCard {
@@ -2234,27 +2496,35 @@ correspondent identified by a social network id.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///E-mail address of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub email: ::std::option::Option<::std::string::String>,
         ///Name of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Id of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub id: ::std::option::Option<i64>,
         ///Phone number of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub phone: ::std::option::Option<::std::string::String>,
         ///URL of the contact's picture.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub picture: ::std::option::Option<::std::string::String>,
         ///The contact's id or handle in that network (for example `@john_doe`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub social_id: ::std::option::Option<::std::string::String>,
         ///Social network or messenger the contact came from (for example `telegram`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub social_name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PipelineCardContact {
         pub fn builder() -> builder::PipelineCardContact {
@@ -2268,6 +2538,7 @@ Unlike `Buyer`, its `phone` and `email` are single strings.
     pub struct PipelineCardContactClient {
         ///A second phone number.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub additional_phone: ::std::option::Option<::std::string::String>,
         ///Id of the buyer's company.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2276,15 +2547,19 @@ Unlike `Buyer`, its `phone` and `email` are single strings.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Currency code of the buyer's totals (for example `UAH`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency: ::std::option::Option<::std::string::String>,
         ///E-mail address of the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub email: ::std::option::Option<::std::string::String>,
         ///Main phone number in normalised form.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub formatted_phone: ::std::option::Option<::std::string::String>,
         ///Name of the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Non-zero when the CRM found possible duplicates of this buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2294,12 +2569,14 @@ Unlike `Buyer`, its `phone` and `email` are single strings.
         pub id: ::std::option::Option<i64>,
         ///URL of the buyer's image.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub image: ::std::option::Option<::std::string::String>,
         ///Id of the user responsible for the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub manager_id: ::std::option::Option<i64>,
         ///Free-text note about the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub orders_count: ::std::option::Option<crate::Decimal>,
@@ -2307,12 +2584,16 @@ Unlike `Buyer`, its `phone` and `email` are single strings.
         pub orders_sum: ::std::option::Option<crate::Decimal>,
         ///Main phone number as entered.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub phone: ::std::option::Option<::std::string::String>,
         ///URL of the buyer's picture.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub picture: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PipelineCardContactClient {
         pub fn builder() -> builder::PipelineCardContactClient {
@@ -2330,12 +2611,15 @@ phone for a new contact.
         pub client_id: ::std::option::Option<i64>,
         ///E-mail address of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub email: ::std::option::Option<::std::string::String>,
         ///Name of the contact.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///Phone number, best in international format with a leading `+`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub phone: ::std::option::Option<::std::string::String>,
     }
     impl PipelineCardContactInput {
@@ -2354,6 +2638,7 @@ phone for a new contact.
         pub custom_fields: ::std::vec::Vec<CustomFieldValueInput>,
         ///Internal comment of the manager.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub manager_comment: ::std::option::Option<::std::string::String>,
         ///Responsible user; see `GET /users`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2372,21 +2657,27 @@ phone for a new contact.
         pub source_id: ::std::option::Option<i64>,
         ///Title of the card; the new card's id is used when omitted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
         ///UTM campaign name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_campaign: ::std::option::Option<::std::string::String>,
         ///UTM content, the ad identifier.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_content: ::std::option::Option<::std::string::String>,
         ///UTM medium, the traffic type (for example `banner`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_medium: ::std::option::Option<::std::string::String>,
         ///UTM source of the campaign (for example `facebook`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_source: ::std::option::Option<::std::string::String>,
         ///UTM term, the keyword.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub utm_term: ::std::option::Option<::std::string::String>,
     }
     impl PipelineCardCreate {
@@ -2398,7 +2689,7 @@ phone for a new contact.
 required so that this shape can be told apart from a plain `PipelineCard` in
 `PipelineCardGetResponse`.
 */
-    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, PartialEq)]
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default, PartialEq)]
     pub struct PipelineCardEnvelope {
         ///This page's number (1-based).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2408,6 +2699,7 @@ required so that this shape can be told apart from a plain `PipelineCard` in
         pub data: ::std::option::Option<::std::vec::Vec<PipelineCard>>,
         ///URL of the first page.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub first_page_url: ::std::option::Option<::std::string::String>,
         ///Position of the first item of this page in the whole list (null when empty).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2417,18 +2709,22 @@ required so that this shape can be told apart from a plain `PipelineCard` in
         pub last_page: ::std::option::Option<i64>,
         ///URL of the last page.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub last_page_url: ::std::option::Option<::std::string::String>,
         ///URL of the next page; null on the last page.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub next_page_url: ::std::option::Option<::std::string::String>,
         ///URL of the list without the query string.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub path: ::std::option::Option<::std::string::String>,
         ///Items per page (the `limit` used).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub per_page: ::std::option::Option<i64>,
         ///URL of the previous page; null on the first page.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub prev_page_url: ::std::option::Option<::std::string::String>,
         ///Position of the last item of this page in the whole list (null when empty).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2436,6 +2732,8 @@ required so that this shape can be told apart from a plain `PipelineCard` in
         ///Number of items in the whole list.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub total: ::std::option::Option<i64>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PipelineCardEnvelope {
         pub fn builder() -> builder::PipelineCardEnvelope {
@@ -2473,11 +2771,13 @@ and an item of `payments` when creating a card. Give `payment_method_id` or
         pub amount: crate::Decimal,
         ///Comment on the payment.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub payment_date: ::std::option::Option<crate::Timestamp>,
         ///Payment method name (for example `Apple Pay`); required when `payment_method_id` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub payment_method: ::std::option::Option<::std::string::String>,
         ///Payment method id (see `GET /order/payment-method`); required when `payment_method` is absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2556,6 +2856,7 @@ and an item of `payments` when creating a card. Give `payment_method_id` or
     pub struct PipelineCardPaymentUpdate {
         ///New comment on the payment.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///New status of the payment.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2634,11 +2935,13 @@ and an item of `payments` when creating a card. Give `payment_method_id` or
         pub id: ::std::option::Option<i64>,
         ///Name of the item.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub offer: ::std::option::Option<Offer>,
         ///URL of the item's picture.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub picture: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub price: ::std::option::Option<crate::Decimal>,
@@ -2649,10 +2952,14 @@ and an item of `payments` when creating a card. Give `payment_method_id` or
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///SKU of the item.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///Unit of measure; absent or null when the system default (pieces) applies.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PipelineCardProduct {
         pub fn builder() -> builder::PipelineCardProduct {
@@ -2666,9 +2973,11 @@ linked to it; otherwise the line is built from `name` and `price`.
     pub struct PipelineCardProductInput {
         ///Name of the item.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///URL of the item's picture.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub picture: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub price: ::std::option::Option<crate::Decimal>,
@@ -2676,9 +2985,11 @@ linked to it; otherwise the line is built from `name` and `price`.
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///SKU of the item.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///Unit of measure; the system default (pieces) when omitted. Documented for card creation only.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
     }
     impl PipelineCardProductInput {
@@ -2705,6 +3016,7 @@ ones.
         pub manager_id: ::std::option::Option<i64>,
         ///Note on the card.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub note: ::std::option::Option<::std::string::String>,
         ///Line items to add to the card.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -2717,6 +3029,7 @@ ones.
         pub status_id: ::std::option::Option<i64>,
         ///New title of the card.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
     }
     impl PipelineCardUpdate {
@@ -2733,9 +3046,11 @@ shapes share `id`, `alias` and `pipeline_id`.
     pub struct PipelineStatus {
         ///System name of the status (for example `new`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Colour of the status in the CRM, a HEX code such as `#69DB7C`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub color: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -2744,24 +3059,30 @@ shapes share `id`, `alias` and `pipeline_id`.
         pub id: ::std::option::Option<i64>,
         ///Whether the status is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Whether this is a final stage of the pipeline.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_final: ::std::option::Option<bool>,
         ///Number of cards currently in this status.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub leads_count: ::std::option::Option<i64>,
         ///Name of the status (card `status` relation).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Id of the pipeline the status belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub pipeline_id: ::std::option::Option<i64>,
         ///Name of the status (status list).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub title: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl PipelineStatus {
         pub fn builder() -> builder::PipelineStatus {
@@ -2782,6 +3103,7 @@ variants the price fields here are aggregates.
         >,
         ///The barcode; only filled for a product without variants.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub barcode: ::std::option::Option<::std::string::String>,
         ///The id of the product category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -2790,17 +3112,20 @@ variants the price fields here are aggregates.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///The currency of the product prices (ISO code such as `UAH`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency_code: ::std::option::Option<::std::string::String>,
         ///The product custom fields that have a value; present only with `include=custom_fields`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub custom_fields: ::std::option::Option<::std::vec::Vec<CustomFieldValue>>,
         ///The product description.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         /**Whether the product has variants. When true, read the per-variant data with
 `GET /offers` and `filter[product_id]`.
 */
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub has_offers: ::std::option::Option<bool>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub height: ::std::option::Option<crate::Decimal>,
@@ -2809,6 +3134,7 @@ variants the price fields here are aggregates.
         pub id: ::std::option::Option<i64>,
         ///Whether the product is archived.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_archived: ::std::option::Option<bool>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub length: ::std::option::Option<crate::Decimal>,
@@ -2818,6 +3144,7 @@ variants the price fields here are aggregates.
         pub min_price: ::std::option::Option<crate::Decimal>,
         ///The product name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub price: ::std::option::Option<crate::Decimal>,
@@ -2834,12 +3161,15 @@ Kept as raw JSON: an empty map arrives as `[]` (PHP) or as `null`.
         pub quantity: ::std::option::Option<crate::Decimal>,
         ///The article number (SKU); only filled for a product without variants.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///URL of the main product image.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub thumbnail_url: ::std::option::Option<::std::string::String>,
         ///The unit of measure; null when the default unit (pieces) is used.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
@@ -2847,6 +3177,8 @@ Kept as raw JSON: an empty map arrives as `[]` (PHP) or as `null`.
         pub weight: ::std::option::Option<crate::Decimal>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub width: ::std::option::Option<crate::Decimal>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Product {
         pub fn builder() -> builder::Product {
@@ -2861,18 +3193,21 @@ configured in the account.
     pub struct ProductCreate {
         ///The barcode.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub barcode: ::std::option::Option<::std::string::String>,
         ///The id of an existing product category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub category_id: ::std::option::Option<i64>,
         ///The currency of the prices (ISO code such as `UAH`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency_code: ::std::option::Option<::std::string::String>,
         ///Values for existing product custom fields, addressed by uuid (`CT_...`).
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
         pub custom_fields: ::std::vec::Vec<CustomFieldValueInput>,
         ///The product description.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub height: ::std::option::Option<crate::Decimal>,
@@ -2889,9 +3224,11 @@ configured in the account.
         pub purchased_price: ::std::option::Option<crate::Decimal>,
         ///The article number (SKU).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///The unit of measure (such as `kg`); leave it out for the default unit (pieces).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub weight: ::std::option::Option<crate::Decimal>,
@@ -2921,11 +3258,13 @@ configured in the account.
     pub struct ProductOfferInput {
         ///The barcode of the variant.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub barcode: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub height: ::std::option::Option<crate::Decimal>,
         ///URL of the variant image.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub image_url: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub length: ::std::option::Option<crate::Decimal>,
@@ -2938,6 +3277,7 @@ configured in the account.
         pub purchased_price: ::std::option::Option<crate::Decimal>,
         ///The article number (SKU) of the variant.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub weight: ::std::option::Option<crate::Decimal>,
@@ -2978,6 +3318,7 @@ configured in the account.
     pub struct ProductStatus {
         ///System name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -2986,18 +3327,23 @@ configured in the account.
         pub id: ::std::option::Option<i64>,
         ///Whether the status is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Whether this is a built-in status that cannot be deleted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_reserved: ::std::option::Option<bool>,
         ///Display name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Sort position in the UI.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub position: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ProductStatus {
         pub fn builder() -> builder::ProductStatus {
@@ -3011,18 +3357,21 @@ sent are changed. Dimensions and weight are in the units configured in the accou
     pub struct ProductUpdate {
         ///The barcode.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub barcode: ::std::option::Option<::std::string::String>,
         ///The id of an existing product category.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub category_id: ::std::option::Option<i64>,
         ///The currency of the prices (ISO code such as `UAH`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency_code: ::std::option::Option<::std::string::String>,
         ///Values for existing product custom fields, addressed by uuid (`CT_...`).
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
         pub custom_fields: ::std::vec::Vec<CustomFieldValueInput>,
         ///The new product description.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub height: ::std::option::Option<crate::Decimal>,
@@ -3030,6 +3379,7 @@ sent are changed. Dimensions and weight are in the units configured in the accou
         pub length: ::std::option::Option<crate::Decimal>,
         ///The new product name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Image URLs, at most 6; the first becomes the main image.
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
@@ -3040,9 +3390,11 @@ sent are changed. Dimensions and weight are in the units configured in the accou
         pub purchased_price: ::std::option::Option<crate::Decimal>,
         ///The article number (SKU).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub sku: ::std::option::Option<::std::string::String>,
         ///The unit of measure (such as `kg`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub unit_type: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub weight: ::std::option::Option<crate::Decimal>,
@@ -3073,24 +3425,31 @@ sent are changed. Dimensions and weight are in the units configured in the accou
         pub last_history: ::std::option::Option<ShippingHistory>,
         ///Recipient's name when it differs from the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_full_name: ::std::option::Option<::std::string::String>,
         ///Recipient's phone when it differs from the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_phone: ::std::option::Option<::std::string::String>,
         ///City.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_city: ::std::option::Option<::std::string::String>,
         ///Country name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_country: ::std::option::Option<::std::string::String>,
         ///Country code, e.g. `UA`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_country_code: ::std::option::Option<::std::string::String>,
         ///Region, state or oblast.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_region: ::std::option::Option<::std::string::String>,
         ///Postal code.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_zip: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub shipping_date: ::std::option::Option<crate::Date>,
@@ -3098,16 +3457,22 @@ sent are changed. Dimensions and weight are in the units configured in the accou
         pub shipping_date_actual: ::std::option::Option<crate::Timestamp>,
         ///Pick-up point or carrier branch.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_receive_point: ::std::option::Option<::std::string::String>,
         ///Additional address line.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_secondary_line: ::std::option::Option<::std::string::String>,
         ///Parcel status reported by the carrier, e.g. `invoice`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_status: ::std::option::Option<::std::string::String>,
         ///Carrier tracking number (waybill).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub tracking_code: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Shipping {
         pub fn builder() -> builder::Shipping {
@@ -3123,6 +3488,7 @@ vendor does not describe it; fields follow what clients observed.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Carrier's text for the event.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub description: ::std::option::Option<::std::string::String>,
         ///Id of the tracking record.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3131,15 +3497,19 @@ vendor does not describe it; fields follow what clients observed.
         pub shipping_date: ::std::option::Option<crate::Timestamp>,
         ///Parcel status derived from the event.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_status: ::std::option::Option<::std::string::String>,
         ///Carrier status code (raw JSON; string or number).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub status_code: ::std::option::Option<::serde_json::Value>,
         ///Tracking number the event belongs to.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub tracking_code: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl ShippingHistory {
         pub fn builder() -> builder::ShippingHistory {
@@ -3154,38 +3524,49 @@ vendor does not describe it; fields follow what clients observed.
         pub delivery_service_id: ::std::option::Option<i64>,
         ///Recipient's name when it differs from the buyer.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_full_name: ::std::option::Option<::std::string::String>,
         ///Recipient's phone when it differs from the buyer, best with a leading `+`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub recipient_phone: ::std::option::Option<::std::string::String>,
         ///City.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_city: ::std::option::Option<::std::string::String>,
         ///Country.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_country: ::std::option::Option<::std::string::String>,
         ///Region, state or oblast.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_region: ::std::option::Option<::std::string::String>,
         ///Postal code.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_address_zip: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub shipping_date: ::std::option::Option<crate::Date>,
         ///Pick-up point or carrier branch, e.g. `Warehouse
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_receive_point: ::std::option::Option<::std::string::String>,
         ///Additional address line.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_secondary_line: ::std::option::Option<::std::string::String>,
         ///Free-text name of the delivery service (documented for creation only).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub shipping_service: ::std::option::Option<::std::string::String>,
         ///Carrier tracking number; an update fails if the shipment already has one.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub tracking_code: ::std::option::Option<::std::string::String>,
         ///Nova Poshta branch UUID; only valid together with the `delivery_service_id` of the Nova Poshta service.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub warehouse_ref: ::std::option::Option<::std::string::String>,
     }
     impl ShippingInput {
@@ -3198,29 +3579,37 @@ vendor does not describe it; fields follow what clients observed.
     pub struct Source {
         ///System name (`my_shop_source`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///Default currency of orders from this source (`USD`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub currency_code: ::std::option::Option<::std::string::String>,
         ///Integration that feeds the source (`etsy`, `opencart`, `promua`, `other`...).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub driver: ::std::option::Option<::std::string::String>,
         ///Source id; used as `source_id` when creating orders.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub id: ::std::option::Option<i64>,
         ///Display name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         ///Name of the shop in the connected platform, if any.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_name: ::std::option::Option<::std::string::String>,
         ///Id of the shop in the connected platform, if any.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub source_uuid: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Source {
         pub fn builder() -> builder::Source {
@@ -3235,6 +3624,7 @@ vendor does not describe it; fields follow what clients observed.
     pub struct Status {
         ///System name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -3251,18 +3641,24 @@ vendor does not describe it; fields follow what clients observed.
         pub id: ::std::option::Option<i64>,
         ///Whether the status is in use.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_active: ::std::option::Option<bool>,
         ///Whether moving an order into this status can close the order.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_closing_order: ::std::option::Option<bool>,
         ///Whether this is a built-in status that cannot be deleted.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub is_reserved: ::std::option::Option<bool>,
         ///Display name. Built-in statuses may show a transliterated system name here until they are re-saved in the UI.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Status {
         pub fn builder() -> builder::Status {
@@ -3274,7 +3670,10 @@ vendor does not describe it; fields follow what clients observed.
     pub struct StatusResult {
         ///Whether the service accepted the operation.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::boolean")]
         pub status: ::std::option::Option<bool>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl StatusResult {
         pub fn builder() -> builder::StatusResult {
@@ -3286,9 +3685,11 @@ vendor does not describe it; fields follow what clients observed.
     pub struct Tag {
         ///System name (`hot`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Colour as a HEX string (`#FF0000`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub color: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub created_at: ::std::option::Option<crate::Timestamp>,
@@ -3297,9 +3698,12 @@ vendor does not describe it; fields follow what clients observed.
         pub id: ::std::option::Option<i64>,
         ///Display name (`Hot`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl Tag {
         pub fn builder() -> builder::Tag {
@@ -3313,12 +3717,15 @@ vendor does not describe it; fields follow what clients observed.
         pub created_at: ::std::option::Option<crate::Timestamp>,
         ///E-mail address.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub email: ::std::option::Option<::std::string::String>,
         ///First name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub first_name: ::std::option::Option<::std::string::String>,
         ///First and last name together.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub full_name: ::std::option::Option<::std::string::String>,
         ///User id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -3327,9 +3734,11 @@ vendor does not describe it; fields follow what clients observed.
         pub last_logged_at: ::std::option::Option<crate::Timestamp>,
         ///Last name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub last_name: ::std::option::Option<::std::string::String>,
         ///Phone number.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub phone: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub role: ::std::option::Option<UserRole>,
@@ -3338,12 +3747,16 @@ vendor does not describe it; fields follow what clients observed.
         pub role_id: ::std::option::Option<i64>,
         ///Account state; known values are `active`, `pending` (invited, not yet joined) and `blocked`.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub status: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub updated_at: ::std::option::Option<crate::Timestamp>,
         ///Login name.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub username: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl User {
         pub fn builder() -> builder::User {
@@ -3355,13 +3768,17 @@ vendor does not describe it; fields follow what clients observed.
     pub struct UserRole {
         ///Stable role key (for example `admin` or `manager`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub alias: ::std::option::Option<::std::string::String>,
         ///Role id.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub id: ::std::option::Option<i64>,
         ///Role name as shown in the CRM.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        #[serde(default, deserialize_with = "crate::scalars::lenient::string")]
         pub name: ::std::option::Option<::std::string::String>,
+        #[serde(flatten)]
+        pub extra: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
     }
     impl UserRole {
         pub fn builder() -> builder::UserRole {
@@ -3429,6 +3846,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Buyer {
             fn default() -> Self {
@@ -3448,6 +3869,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: Ok(Default::default()),
                     shipping: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -3640,6 +4062,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Buyer> for super::Buyer {
             type Error = super::error::ConversionError;
@@ -3662,6 +4098,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: value.phone?,
                     shipping: value.shipping?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -3683,6 +4120,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: Ok(value.phone),
                     shipping: Ok(value.shipping),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -4189,6 +4627,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for BuyerLoyalty {
             fn default() -> Self {
@@ -4199,6 +4641,7 @@ vendor does not describe it; fields follow what clients observed.
                     loyalty_program_level_id: Ok(Default::default()),
                     loyalty_program_level_name: Ok(Default::default()),
                     loyalty_program_name: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -4283,6 +4726,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<BuyerLoyalty> for super::BuyerLoyalty {
             type Error = super::error::ConversionError;
@@ -4296,6 +4753,7 @@ vendor does not describe it; fields follow what clients observed.
                     loyalty_program_level_id: value.loyalty_program_level_id?,
                     loyalty_program_level_name: value.loyalty_program_level_name?,
                     loyalty_program_name: value.loyalty_program_name?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -4308,6 +4766,7 @@ vendor does not describe it; fields follow what clients observed.
                     loyalty_program_level_id: Ok(value.loyalty_program_level_id),
                     loyalty_program_level_name: Ok(value.loyalty_program_level_name),
                     loyalty_program_name: Ok(value.loyalty_program_name),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -4349,6 +4808,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for BuyerShipping {
             fn default() -> Self {
@@ -4362,6 +4825,7 @@ vendor does not describe it; fields follow what clients observed.
                     region: Ok(Default::default()),
                     warehouse_ref: Ok(Default::default()),
                     zip_code: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -4480,6 +4944,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<BuyerShipping> for super::BuyerShipping {
             type Error = super::error::ConversionError;
@@ -4496,6 +4974,7 @@ vendor does not describe it; fields follow what clients observed.
                     region: value.region?,
                     warehouse_ref: value.warehouse_ref?,
                     zip_code: value.zip_code?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -4511,6 +4990,7 @@ vendor does not describe it; fields follow what clients observed.
                     region: Ok(value.region),
                     warehouse_ref: Ok(value.warehouse_ref),
                     zip_code: Ok(value.zip_code),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -5055,6 +5535,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Call {
             fn default() -> Self {
@@ -5084,6 +5568,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: Ok(Default::default()),
                     utm_source: Ok(Default::default()),
                     utm_term: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -5392,6 +5877,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Call> for super::Call {
             type Error = super::error::ConversionError;
@@ -5424,6 +5923,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: value.utm_medium?,
                     utm_source: value.utm_source?,
                     utm_term: value.utm_term?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -5455,6 +5955,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: Ok(value.utm_medium),
                     utm_source: Ok(value.utm_source),
                     utm_term: Ok(value.utm_term),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -5525,6 +6026,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for CallClient {
             fn default() -> Self {
@@ -5546,6 +6051,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: Ok(Default::default()),
                     picture: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -5758,6 +6264,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<CallClient> for super::CallClient {
             type Error = super::error::ConversionError;
@@ -5782,6 +6302,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: value.phone?,
                     picture: value.picture?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -5805,6 +6326,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: Ok(value.phone),
                     picture: Ok(value.picture),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -5847,6 +6369,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for CallService {
             fn default() -> Self {
@@ -5861,6 +6387,7 @@ vendor does not describe it; fields follow what clients observed.
                     service: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
                     uuid: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -5983,6 +6510,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<CallService> for super::CallService {
             type Error = super::error::ConversionError;
@@ -6000,6 +6541,7 @@ vendor does not describe it; fields follow what clients observed.
                     service: value.service?,
                     updated_at: value.updated_at?,
                     uuid: value.uuid?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -6016,6 +6558,7 @@ vendor does not describe it; fields follow what clients observed.
                     service: Ok(value.service),
                     updated_at: Ok(value.updated_at),
                     uuid: Ok(value.uuid),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -6030,6 +6573,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<i64>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Category {
             fn default() -> Self {
@@ -6037,6 +6584,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(Default::default()),
                     name: Ok(Default::default()),
                     parent_id: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -6075,6 +6623,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Category> for super::Category {
             type Error = super::error::ConversionError;
@@ -6085,6 +6647,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: value.id?,
                     name: value.name?,
                     parent_id: value.parent_id?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -6094,6 +6657,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(value.id),
                     name: Ok(value.name),
                     parent_id: Ok(value.parent_id),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -6217,6 +6781,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Company {
             fn default() -> Self {
@@ -6236,6 +6804,7 @@ vendor does not describe it; fields follow what clients observed.
                     notes: Ok(Default::default()),
                     title: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -6422,6 +6991,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Company> for super::Company {
             type Error = super::error::ConversionError;
@@ -6444,6 +7027,7 @@ vendor does not describe it; fields follow what clients observed.
                     notes: value.notes?,
                     title: value.title?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -6465,6 +7049,7 @@ vendor does not describe it; fields follow what clients observed.
                     notes: Ok(value.notes),
                     title: Ok(value.title),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -6813,6 +7398,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for CustomField {
             fn default() -> Self {
@@ -6826,6 +7415,7 @@ vendor does not describe it; fields follow what clients observed.
                     required: Ok(Default::default()),
                     type_: Ok(Default::default()),
                     uuid: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -6938,6 +7528,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<CustomField> for super::CustomField {
             type Error = super::error::ConversionError;
@@ -6954,6 +7558,7 @@ vendor does not describe it; fields follow what clients observed.
                     required: value.required?,
                     type_: value.type_?,
                     uuid: value.uuid?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -6969,6 +7574,7 @@ vendor does not describe it; fields follow what clients observed.
                     required: Ok(value.required),
                     type_: Ok(value.type_),
                     uuid: Ok(value.uuid),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -6983,6 +7589,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for CustomFieldOption {
             fn default() -> Self {
@@ -6990,6 +7600,7 @@ vendor does not describe it; fields follow what clients observed.
                     field_id: Ok(Default::default()),
                     id: Ok(Default::default()),
                     value: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -7028,6 +7639,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<CustomFieldOption> for super::CustomFieldOption {
             type Error = super::error::ConversionError;
@@ -7038,6 +7663,7 @@ vendor does not describe it; fields follow what clients observed.
                     field_id: value.field_id?,
                     id: value.id?,
                     value: value.value?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -7047,6 +7673,7 @@ vendor does not describe it; fields follow what clients observed.
                     field_id: Ok(value.field_id),
                     id: Ok(value.id),
                     value: Ok(value.value),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -7069,6 +7696,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::serde_json::Value>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for CustomFieldValue {
             fn default() -> Self {
@@ -7078,6 +7709,7 @@ vendor does not describe it; fields follow what clients observed.
                     type_: Ok(Default::default()),
                     uuid: Ok(Default::default()),
                     value: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -7140,6 +7772,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<CustomFieldValue> for super::CustomFieldValue {
             type Error = super::error::ConversionError;
@@ -7152,6 +7798,7 @@ vendor does not describe it; fields follow what clients observed.
                     type_: value.type_?,
                     uuid: value.uuid?,
                     value: value.value?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -7163,6 +7810,7 @@ vendor does not describe it; fields follow what clients observed.
                     type_: Ok(value.type_),
                     uuid: Ok(value.uuid),
                     value: Ok(value.value),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -7244,6 +7892,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for DeliveryService {
             fn default() -> Self {
@@ -7252,6 +7904,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(Default::default()),
                     name: Ok(Default::default()),
                     source_name: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -7302,6 +7955,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<DeliveryService> for super::DeliveryService {
             type Error = super::error::ConversionError;
@@ -7313,6 +7980,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: value.id?,
                     name: value.name?,
                     source_name: value.source_name?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -7323,6 +7991,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(value.id),
                     name: Ok(value.name),
                     source_name: Ok(value.source_name),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -7445,6 +8114,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Expense {
             fn default() -> Self {
@@ -7461,6 +8134,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: Ok(Default::default()),
                     transaction_uuid: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -7615,6 +8289,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Expense> for super::Expense {
             type Error = super::error::ConversionError;
@@ -7634,6 +8322,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: value.status?,
                     transaction_uuid: value.transaction_uuid?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -7652,6 +8341,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: Ok(value.status),
                     transaction_uuid: Ok(value.transaction_uuid),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -7798,6 +8488,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ExpenseType {
             fn default() -> Self {
@@ -7808,6 +8502,7 @@ vendor does not describe it; fields follow what clients observed.
                     is_active: Ok(Default::default()),
                     is_reserved: Ok(Default::default()),
                     name: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -7882,6 +8577,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ExpenseType> for super::ExpenseType {
             type Error = super::error::ConversionError;
@@ -7895,6 +8604,7 @@ vendor does not describe it; fields follow what clients observed.
                     is_active: value.is_active?,
                     is_reserved: value.is_reserved?,
                     name: value.name?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -7907,6 +8617,7 @@ vendor does not describe it; fields follow what clients observed.
                     is_active: Ok(value.is_active),
                     is_reserved: Ok(value.is_reserved),
                     name: Ok(value.name),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -8019,6 +8730,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::serde_json::Value>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ExternalTransaction {
             fn default() -> Self {
@@ -8034,6 +8749,7 @@ vendor does not describe it; fields follow what clients observed.
                     transaction_date: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
                     uuid: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -8170,6 +8886,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ExternalTransaction>
         for super::ExternalTransaction {
@@ -8189,6 +8919,7 @@ vendor does not describe it; fields follow what clients observed.
                     transaction_date: value.transaction_date?,
                     updated_at: value.updated_at?,
                     uuid: value.uuid?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -8206,6 +8937,7 @@ vendor does not describe it; fields follow what clients observed.
                     transaction_date: Ok(value.transaction_date),
                     updated_at: Ok(value.updated_at),
                     uuid: Ok(value.uuid),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -8330,6 +9062,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for File {
             fn default() -> Self {
@@ -8347,6 +9083,7 @@ vendor does not describe it; fields follow what clients observed.
                     thumbnail: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
                     url: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -8507,6 +9244,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<File> for super::File {
             type Error = super::error::ConversionError;
@@ -8527,6 +9278,7 @@ vendor does not describe it; fields follow what clients observed.
                     thumbnail: value.thumbnail?,
                     updated_at: value.updated_at?,
                     url: value.url?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -8546,6 +9298,7 @@ vendor does not describe it; fields follow what clients observed.
                     thumbnail: Ok(value.thumbnail),
                     updated_at: Ok(value.updated_at),
                     url: Ok(value.url),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -8579,6 +9332,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Marketing {
             fn default() -> Self {
@@ -8590,6 +9347,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: Ok(Default::default()),
                     utm_source: Ok(Default::default()),
                     utm_term: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -8678,6 +9436,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Marketing> for super::Marketing {
             type Error = super::error::ConversionError;
@@ -8692,6 +9464,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: value.utm_medium?,
                     utm_source: value.utm_source?,
                     utm_term: value.utm_term?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -8705,6 +9478,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: Ok(value.utm_medium),
                     utm_source: Ok(value.utm_source),
                     utm_term: Ok(value.utm_term),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -8835,6 +9609,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            created_at: ::std::result::Result<
+                ::std::option::Option<crate::Timestamp>,
+                ::std::string::String,
+            >,
             height: ::std::result::Result<
                 ::std::option::Option<crate::Decimal>,
                 ::std::string::String,
@@ -8842,6 +9620,14 @@ vendor does not describe it; fields follow what clients observed.
             id: ::std::result::Result<::std::option::Option<i64>, ::std::string::String>,
             in_reserve: ::std::result::Result<
                 ::std::option::Option<crate::Decimal>,
+                ::std::string::String,
+            >,
+            is_archived: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
+            is_default: ::std::result::Result<
+                ::std::option::Option<bool>,
                 ::std::string::String,
             >,
             length: ::std::result::Result<
@@ -8880,6 +9666,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            updated_at: ::std::result::Result<
+                ::std::option::Option<crate::Timestamp>,
+                ::std::string::String,
+            >,
             weight: ::std::result::Result<
                 ::std::option::Option<crate::Decimal>,
                 ::std::string::String,
@@ -8888,14 +9678,21 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Decimal>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Offer {
             fn default() -> Self {
                 Self {
                     barcode: Ok(Default::default()),
+                    created_at: Ok(Default::default()),
                     height: Ok(Default::default()),
                     id: Ok(Default::default()),
                     in_reserve: Ok(Default::default()),
+                    is_archived: Ok(Default::default()),
+                    is_default: Ok(Default::default()),
                     length: Ok(Default::default()),
                     price: Ok(Default::default()),
                     product: Ok(Default::default()),
@@ -8905,8 +9702,10 @@ vendor does not describe it; fields follow what clients observed.
                     quantity: Ok(Default::default()),
                     sku: Ok(Default::default()),
                     thumbnail_url: Ok(Default::default()),
+                    updated_at: Ok(Default::default()),
                     weight: Ok(Default::default()),
                     width: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -8920,6 +9719,18 @@ vendor does not describe it; fields follow what clients observed.
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for barcode: {e}")
+                    });
+                self
+            }
+            pub fn created_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<crate::Timestamp>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.created_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for created_at: {e}")
                     });
                 self
             }
@@ -8954,6 +9765,30 @@ vendor does not describe it; fields follow what clients observed.
                     .try_into()
                     .map_err(|e| {
                         format!("error converting supplied value for in_reserve: {e}")
+                    });
+                self
+            }
+            pub fn is_archived<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.is_archived = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for is_archived: {e}")
+                    });
+                self
+            }
+            pub fn is_default<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.is_default = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for is_default: {e}")
                     });
                 self
             }
@@ -9069,6 +9904,18 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn updated_at<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<crate::Timestamp>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.updated_at = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for updated_at: {e}")
+                    });
+                self
+            }
             pub fn weight<T>(mut self, value: T) -> Self
             where
                 T: ::std::convert::TryInto<::std::option::Option<crate::Decimal>>,
@@ -9093,6 +9940,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Offer> for super::Offer {
             type Error = super::error::ConversionError;
@@ -9101,9 +9962,12 @@ vendor does not describe it; fields follow what clients observed.
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
                 Ok(Self {
                     barcode: value.barcode?,
+                    created_at: value.created_at?,
                     height: value.height?,
                     id: value.id?,
                     in_reserve: value.in_reserve?,
+                    is_archived: value.is_archived?,
+                    is_default: value.is_default?,
                     length: value.length?,
                     price: value.price?,
                     product: value.product?,
@@ -9113,8 +9977,10 @@ vendor does not describe it; fields follow what clients observed.
                     quantity: value.quantity?,
                     sku: value.sku?,
                     thumbnail_url: value.thumbnail_url?,
+                    updated_at: value.updated_at?,
                     weight: value.weight?,
                     width: value.width?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -9122,9 +9988,12 @@ vendor does not describe it; fields follow what clients observed.
             fn from(value: super::Offer) -> Self {
                 Self {
                     barcode: Ok(value.barcode),
+                    created_at: Ok(value.created_at),
                     height: Ok(value.height),
                     id: Ok(value.id),
                     in_reserve: Ok(value.in_reserve),
+                    is_archived: Ok(value.is_archived),
+                    is_default: Ok(value.is_default),
                     length: Ok(value.length),
                     price: Ok(value.price),
                     product: Ok(value.product),
@@ -9134,8 +10003,10 @@ vendor does not describe it; fields follow what clients observed.
                     quantity: Ok(value.quantity),
                     sku: Ok(value.sku),
                     thumbnail_url: Ok(value.thumbnail_url),
+                    updated_at: Ok(value.updated_at),
                     weight: Ok(value.weight),
                     width: Ok(value.width),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -9149,12 +10020,17 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for OfferProperty {
             fn default() -> Self {
                 Self {
                     name: Ok(Default::default()),
                     value: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -9183,6 +10059,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<OfferProperty> for super::OfferProperty {
             type Error = super::error::ConversionError;
@@ -9192,6 +10082,7 @@ vendor does not describe it; fields follow what clients observed.
                 Ok(Self {
                     name: value.name?,
                     value: value.value?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -9200,6 +10091,7 @@ vendor does not describe it; fields follow what clients observed.
                 Self {
                     name: Ok(value.name),
                     value: Ok(value.value),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -9230,6 +10122,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::vec::Vec<super::OfferStockWarehouse>>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for OfferStock {
             fn default() -> Self {
@@ -9241,6 +10137,7 @@ vendor does not describe it; fields follow what clients observed.
                     reserve: Ok(Default::default()),
                     sku: Ok(Default::default()),
                     warehouse: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -9331,6 +10228,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<OfferStock> for super::OfferStock {
             type Error = super::error::ConversionError;
@@ -9345,6 +10256,7 @@ vendor does not describe it; fields follow what clients observed.
                     reserve: value.reserve?,
                     sku: value.sku?,
                     warehouse: value.warehouse?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -9358,6 +10270,7 @@ vendor does not describe it; fields follow what clients observed.
                     reserve: Ok(value.reserve),
                     sku: Ok(value.sku),
                     warehouse: Ok(value.warehouse),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -9512,6 +10425,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Decimal>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for OfferStockWarehouse {
             fn default() -> Self {
@@ -9520,6 +10437,7 @@ vendor does not describe it; fields follow what clients observed.
                     name: Ok(Default::default()),
                     quantity: Ok(Default::default()),
                     reserve: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -9570,6 +10488,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<OfferStockWarehouse>
         for super::OfferStockWarehouse {
@@ -9582,6 +10514,7 @@ vendor does not describe it; fields follow what clients observed.
                     name: value.name?,
                     quantity: value.quantity?,
                     reserve: value.reserve?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -9592,6 +10525,7 @@ vendor does not describe it; fields follow what clients observed.
                     name: Ok(value.name),
                     quantity: Ok(value.quantity),
                     reserve: Ok(value.reserve),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -10057,6 +10991,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Decimal>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Order {
             fn default() -> Self {
@@ -10118,6 +11056,7 @@ vendor does not describe it; fields follow what clients observed.
                     total_discount: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
                     wrap_price: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -10852,6 +11791,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Order> for super::Order {
             type Error = super::error::ConversionError;
@@ -10916,6 +11869,7 @@ vendor does not describe it; fields follow what clients observed.
                     total_discount: value.total_discount?,
                     updated_at: value.updated_at?,
                     wrap_price: value.wrap_price?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -10979,6 +11933,7 @@ vendor does not describe it; fields follow what clients observed.
                     total_discount: Ok(value.total_discount),
                     updated_at: Ok(value.updated_at),
                     wrap_price: Ok(value.wrap_price),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -11536,6 +12491,72 @@ vendor does not describe it; fields follow what clients observed.
             }
         }
         #[derive(Clone, Debug)]
+        pub struct OrderImportResult {
+            status: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for OrderImportResult {
+            fn default() -> Self {
+                Self {
+                    status: Ok(Default::default()),
+                    extra: Ok(Default::default()),
+                }
+            }
+        }
+        impl OrderImportResult {
+            pub fn status<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.status = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<OrderImportResult> for super::OrderImportResult {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: OrderImportResult,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    status: value.status?,
+                    extra: value.extra?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::OrderImportResult> for OrderImportResult {
+            fn from(value: super::OrderImportResult) -> Self {
+                Self {
+                    status: Ok(value.status),
+                    extra: Ok(value.extra),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
         pub struct OrderPaymentInput {
             amount: ::std::result::Result<crate::Decimal, ::std::string::String>,
             description: ::std::result::Result<
@@ -11753,6 +12774,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<super::OrderProductWarehouse>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for OrderProduct {
             fn default() -> Self {
@@ -11776,6 +12801,7 @@ vendor does not describe it; fields follow what clients observed.
                     unit_type: Ok(Default::default()),
                     upsale: Ok(Default::default()),
                     warehouse: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -12020,6 +13046,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<OrderProduct> for super::OrderProduct {
             type Error = super::error::ConversionError;
@@ -12046,6 +13086,7 @@ vendor does not describe it; fields follow what clients observed.
                     unit_type: value.unit_type?,
                     upsale: value.upsale?,
                     warehouse: value.warehouse?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -12071,6 +13112,7 @@ vendor does not describe it; fields follow what clients observed.
                     unit_type: Ok(value.unit_type),
                     upsale: Ok(value.upsale),
                     warehouse: Ok(value.warehouse),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -12325,12 +13367,17 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::serde_json::Value>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for OrderProductProperty {
             fn default() -> Self {
                 Self {
                     name: Ok(Default::default()),
                     value: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -12359,6 +13406,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<OrderProductProperty>
         for super::OrderProductProperty {
@@ -12369,6 +13430,7 @@ vendor does not describe it; fields follow what clients observed.
                 Ok(Self {
                     name: value.name?,
                     value: value.value?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -12377,6 +13439,7 @@ vendor does not describe it; fields follow what clients observed.
                 Self {
                     name: Ok(value.name),
                     value: Ok(value.value),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -12616,6 +13679,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for OrderProductWarehouse {
             fn default() -> Self {
@@ -12624,6 +13691,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(Default::default()),
                     is_active: Ok(Default::default()),
                     name: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -12674,6 +13742,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<OrderProductWarehouse>
         for super::OrderProductWarehouse {
@@ -12686,6 +13768,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: value.id?,
                     is_active: value.is_active?,
                     name: value.name?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -12697,6 +13780,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(value.id),
                     is_active: Ok(value.is_active),
                     name: Ok(value.name),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -12932,7 +14016,7 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::string::String,
             >,
             payment_method: ::std::result::Result<
-                ::std::option::Option<super::PaymentMethod>,
+                ::std::option::Option<crate::PaymentMethodRef>,
                 ::std::string::String,
             >,
             payment_method_id: ::std::result::Result<
@@ -12953,6 +14037,10 @@ vendor does not describe it; fields follow what clients observed.
             >,
             updated_at: ::std::result::Result<
                 ::std::option::Option<crate::Timestamp>,
+                ::std::string::String,
+            >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
                 ::std::string::String,
             >,
         }
@@ -12976,6 +14064,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: Ok(Default::default()),
                     transaction_uuid: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -13116,7 +14205,9 @@ vendor does not describe it; fields follow what clients observed.
             }
             pub fn payment_method<T>(mut self, value: T) -> Self
             where
-                T: ::std::convert::TryInto<::std::option::Option<super::PaymentMethod>>,
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<crate::PaymentMethodRef>,
+                >,
                 T::Error: ::std::fmt::Display,
             {
                 self.payment_method = value
@@ -13194,6 +14285,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Payment> for super::Payment {
             type Error = super::error::ConversionError;
@@ -13218,6 +14323,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: value.status?,
                     transaction_uuid: value.transaction_uuid?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -13241,6 +14347,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: Ok(value.status),
                     transaction_uuid: Ok(value.transaction_uuid),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -13402,6 +14509,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PaymentMethod {
             fn default() -> Self {
@@ -13410,6 +14521,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(Default::default()),
                     is_active: Ok(Default::default()),
                     name: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -13460,6 +14572,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PaymentMethod> for super::PaymentMethod {
             type Error = super::error::ConversionError;
@@ -13471,6 +14597,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: value.id?,
                     is_active: value.is_active?,
                     name: value.name?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -13481,6 +14608,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(value.id),
                     is_active: Ok(value.is_active),
                     name: Ok(value.name),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -13573,6 +14701,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<bool>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Pipeline {
             fn default() -> Self {
@@ -13583,6 +14715,7 @@ vendor does not describe it; fields follow what clients observed.
                     target_id: Ok(Default::default()),
                     target_type: Ok(Default::default()),
                     use_payments: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -13657,6 +14790,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Pipeline> for super::Pipeline {
             type Error = super::error::ConversionError;
@@ -13670,6 +14817,7 @@ vendor does not describe it; fields follow what clients observed.
                     target_id: value.target_id?,
                     target_type: value.target_type?,
                     use_payments: value.use_payments?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -13682,6 +14830,7 @@ vendor does not describe it; fields follow what clients observed.
                     target_id: Ok(value.target_id),
                     target_type: Ok(value.target_type),
                     use_payments: Ok(value.use_payments),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -13788,6 +14937,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PipelineCard {
             fn default() -> Self {
@@ -13818,6 +14971,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: Ok(Default::default()),
                     utm_source: Ok(Default::default()),
                     utm_term: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -14146,6 +15300,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PipelineCard> for super::PipelineCard {
             type Error = super::error::ConversionError;
@@ -14179,6 +15347,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: value.utm_medium?,
                     utm_source: value.utm_source?,
                     utm_term: value.utm_term?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -14211,6 +15380,7 @@ vendor does not describe it; fields follow what clients observed.
                     utm_medium: Ok(value.utm_medium),
                     utm_source: Ok(value.utm_source),
                     utm_term: Ok(value.utm_term),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -14261,6 +15431,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PipelineCardContact {
             fn default() -> Self {
@@ -14277,6 +15451,7 @@ vendor does not describe it; fields follow what clients observed.
                     social_id: Ok(Default::default()),
                     social_name: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -14429,6 +15604,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PipelineCardContact>
         for super::PipelineCardContact {
@@ -14449,6 +15638,7 @@ vendor does not describe it; fields follow what clients observed.
                     social_id: value.social_id?,
                     social_name: value.social_name?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -14467,6 +15657,7 @@ vendor does not describe it; fields follow what clients observed.
                     social_id: Ok(value.social_id),
                     social_name: Ok(value.social_name),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -14537,6 +15728,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PipelineCardContactClient {
             fn default() -> Self {
@@ -14558,6 +15753,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: Ok(Default::default()),
                     picture: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -14770,6 +15966,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PipelineCardContactClient>
         for super::PipelineCardContactClient {
@@ -14795,6 +16005,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: value.phone?,
                     picture: value.picture?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -14819,6 +16030,7 @@ vendor does not describe it; fields follow what clients observed.
                     phone: Ok(value.phone),
                     picture: Ok(value.picture),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -15294,6 +16506,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<i64>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PipelineCardEnvelope {
             fn default() -> Self {
@@ -15310,6 +16526,7 @@ vendor does not describe it; fields follow what clients observed.
                     prev_page_url: Ok(Default::default()),
                     to: Ok(Default::default()),
                     total: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -15460,6 +16677,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PipelineCardEnvelope>
         for super::PipelineCardEnvelope {
@@ -15480,6 +16711,7 @@ vendor does not describe it; fields follow what clients observed.
                     prev_page_url: value.prev_page_url?,
                     to: value.to?,
                     total: value.total?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -15498,6 +16730,7 @@ vendor does not describe it; fields follow what clients observed.
                     prev_page_url: Ok(value.prev_page_url),
                     to: Ok(value.to),
                     total: Ok(value.total),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -15749,6 +16982,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PipelineCardProduct {
             fn default() -> Self {
@@ -15762,6 +16999,7 @@ vendor does not describe it; fields follow what clients observed.
                     quantity: Ok(Default::default()),
                     sku: Ok(Default::default()),
                     unit_type: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -15872,6 +17110,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PipelineCardProduct>
         for super::PipelineCardProduct {
@@ -15889,6 +17141,7 @@ vendor does not describe it; fields follow what clients observed.
                     quantity: value.quantity?,
                     sku: value.sku?,
                     unit_type: value.unit_type?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -15904,6 +17157,7 @@ vendor does not describe it; fields follow what clients observed.
                     quantity: Ok(value.quantity),
                     sku: Ok(value.sku),
                     unit_type: Ok(value.unit_type),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -16295,6 +17549,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for PipelineStatus {
             fn default() -> Self {
@@ -16310,6 +17568,7 @@ vendor does not describe it; fields follow what clients observed.
                     pipeline_id: Ok(Default::default()),
                     title: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -16444,6 +17703,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<PipelineStatus> for super::PipelineStatus {
             type Error = super::error::ConversionError;
@@ -16462,6 +17735,7 @@ vendor does not describe it; fields follow what clients observed.
                     pipeline_id: value.pipeline_id?,
                     title: value.title?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -16479,6 +17753,7 @@ vendor does not describe it; fields follow what clients observed.
                     pipeline_id: Ok(value.pipeline_id),
                     title: Ok(value.title),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -16581,6 +17856,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Decimal>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Product {
             fn default() -> Self {
@@ -16610,6 +17889,7 @@ vendor does not describe it; fields follow what clients observed.
                     updated_at: Ok(Default::default()),
                     weight: Ok(Default::default()),
                     width: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -16922,6 +18202,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Product> for super::Product {
             type Error = super::error::ConversionError;
@@ -16954,6 +18248,7 @@ vendor does not describe it; fields follow what clients observed.
                     updated_at: value.updated_at?,
                     weight: value.weight?,
                     width: value.width?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -16985,6 +18280,7 @@ vendor does not describe it; fields follow what clients observed.
                     updated_at: Ok(value.updated_at),
                     weight: Ok(value.weight),
                     width: Ok(value.width),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -17696,6 +18992,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ProductStatus {
             fn default() -> Self {
@@ -17708,6 +19008,7 @@ vendor does not describe it; fields follow what clients observed.
                     name: Ok(Default::default()),
                     position: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -17806,6 +19107,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ProductStatus> for super::ProductStatus {
             type Error = super::error::ConversionError;
@@ -17821,6 +19136,7 @@ vendor does not describe it; fields follow what clients observed.
                     name: value.name?,
                     position: value.position?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -17835,6 +19151,7 @@ vendor does not describe it; fields follow what clients observed.
                     name: Ok(value.name),
                     position: Ok(value.position),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -18223,6 +19540,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Shipping {
             fn default() -> Self {
@@ -18244,6 +19565,7 @@ vendor does not describe it; fields follow what clients observed.
                     shipping_secondary_line: Ok(Default::default()),
                     shipping_status: Ok(Default::default()),
                     tracking_code: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -18484,6 +19806,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Shipping> for super::Shipping {
             type Error = super::error::ConversionError;
@@ -18508,6 +19844,7 @@ vendor does not describe it; fields follow what clients observed.
                     shipping_secondary_line: value.shipping_secondary_line?,
                     shipping_status: value.shipping_status?,
                     tracking_code: value.tracking_code?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -18533,6 +19870,7 @@ vendor does not describe it; fields follow what clients observed.
                     shipping_secondary_line: Ok(value.shipping_secondary_line),
                     shipping_status: Ok(value.shipping_status),
                     tracking_code: Ok(value.tracking_code),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -18567,6 +19905,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for ShippingHistory {
             fn default() -> Self {
@@ -18579,6 +19921,7 @@ vendor does not describe it; fields follow what clients observed.
                     status_code: Ok(Default::default()),
                     tracking_code: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -18679,6 +20022,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<ShippingHistory> for super::ShippingHistory {
             type Error = super::error::ConversionError;
@@ -18694,6 +20051,7 @@ vendor does not describe it; fields follow what clients observed.
                     status_code: value.status_code?,
                     tracking_code: value.tracking_code?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -18708,6 +20066,7 @@ vendor does not describe it; fields follow what clients observed.
                     status_code: Ok(value.status_code),
                     tracking_code: Ok(value.tracking_code),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -19039,6 +20398,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Source {
             fn default() -> Self {
@@ -19052,6 +20415,7 @@ vendor does not describe it; fields follow what clients observed.
                     source_name: Ok(Default::default()),
                     source_uuid: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -19162,6 +20526,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Source> for super::Source {
             type Error = super::error::ConversionError;
@@ -19178,6 +20556,7 @@ vendor does not describe it; fields follow what clients observed.
                     source_name: value.source_name?,
                     source_uuid: value.source_uuid?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -19193,6 +20572,7 @@ vendor does not describe it; fields follow what clients observed.
                     source_name: Ok(value.source_name),
                     source_uuid: Ok(value.source_uuid),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -19239,6 +20619,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Status {
             fn default() -> Self {
@@ -19254,6 +20638,7 @@ vendor does not describe it; fields follow what clients observed.
                     is_reserved: Ok(Default::default()),
                     name: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -19392,6 +20777,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Status> for super::Status {
             type Error = super::error::ConversionError;
@@ -19410,6 +20809,7 @@ vendor does not describe it; fields follow what clients observed.
                     is_reserved: value.is_reserved?,
                     name: value.name?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -19427,6 +20827,7 @@ vendor does not describe it; fields follow what clients observed.
                     is_reserved: Ok(value.is_reserved),
                     name: Ok(value.name),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -19436,11 +20837,16 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<bool>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for StatusResult {
             fn default() -> Self {
                 Self {
                     status: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -19457,18 +20863,38 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<StatusResult> for super::StatusResult {
             type Error = super::error::ConversionError;
             fn try_from(
                 value: StatusResult,
             ) -> ::std::result::Result<Self, super::error::ConversionError> {
-                Ok(Self { status: value.status? })
+                Ok(Self {
+                    status: value.status?,
+                    extra: value.extra?,
+                })
             }
         }
         impl ::std::convert::From<super::StatusResult> for StatusResult {
             fn from(value: super::StatusResult) -> Self {
-                Self { status: Ok(value.status) }
+                Self {
+                    status: Ok(value.status),
+                    extra: Ok(value.extra),
+                }
             }
         }
         #[derive(Clone, Debug)]
@@ -19494,6 +20920,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<crate::Timestamp>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for Tag {
             fn default() -> Self {
@@ -19504,6 +20934,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(Default::default()),
                     name: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -19578,6 +21009,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<Tag> for super::Tag {
             type Error = super::error::ConversionError;
@@ -19591,6 +21036,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: value.id?,
                     name: value.name?,
                     updated_at: value.updated_at?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -19603,6 +21049,7 @@ vendor does not describe it; fields follow what clients observed.
                     id: Ok(value.id),
                     name: Ok(value.name),
                     updated_at: Ok(value.updated_at),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -19657,6 +21104,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for User {
             fn default() -> Self {
@@ -19674,6 +21125,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: Ok(Default::default()),
                     updated_at: Ok(Default::default()),
                     username: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -19834,6 +21286,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<User> for super::User {
             type Error = super::error::ConversionError;
@@ -19854,6 +21320,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: value.status?,
                     updated_at: value.updated_at?,
                     username: value.username?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -19873,6 +21340,7 @@ vendor does not describe it; fields follow what clients observed.
                     status: Ok(value.status),
                     updated_at: Ok(value.updated_at),
                     username: Ok(value.username),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -19887,6 +21355,10 @@ vendor does not describe it; fields follow what clients observed.
                 ::std::option::Option<::std::string::String>,
                 ::std::string::String,
             >,
+            extra: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
         }
         impl ::std::default::Default for UserRole {
             fn default() -> Self {
@@ -19894,6 +21366,7 @@ vendor does not describe it; fields follow what clients observed.
                     alias: Ok(Default::default()),
                     id: Ok(Default::default()),
                     name: Ok(Default::default()),
+                    extra: Ok(Default::default()),
                 }
             }
         }
@@ -19932,6 +21405,20 @@ vendor does not describe it; fields follow what clients observed.
                     });
                 self
             }
+            pub fn extra<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.extra = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for extra: {e}")
+                    });
+                self
+            }
         }
         impl ::std::convert::TryFrom<UserRole> for super::UserRole {
             type Error = super::error::ConversionError;
@@ -19942,6 +21429,7 @@ vendor does not describe it; fields follow what clients observed.
                     alias: value.alias?,
                     id: value.id?,
                     name: value.name?,
+                    extra: value.extra?,
                 })
             }
         }
@@ -19951,6 +21439,7 @@ vendor does not describe it; fields follow what clients observed.
                     alias: Ok(value.alias),
                     id: Ok(value.id),
                     name: Ok(value.name),
+                    extra: Ok(value.extra),
                 }
             }
         }
@@ -20161,7 +21650,8 @@ of `order_create` (source and buyer required, buyer matching, SKU linking). At m
 orders per request. The vendor lists a slightly shorter field set for imported orders
 (no `manager_id`, `is_gift`, `gift_wrap`, `gift_message` or `shipping.shipping_service`);
 whether those fields are honoured on import is not confirmed. The vendor does not
-describe the response body, so it is exposed as free-form JSON.
+describe the response body; the service answers 201 with no body or with
+`{"status": true}`, and both are success.
 
 
 Sends a `POST` request to `/order/import`
@@ -20692,7 +22182,7 @@ let response = client.buyer_create()
     /**Create many buyers in one call
 
 Creates every buyer of the `buyers` list. Each entry takes the same fields as a
-single create. The answer carries no ids, only `{"status": true}` (201); when the
+single create. The answer carries no ids, only `{"status": true}` or no body (201); when the
 service rejects the batch it answers 400 with `{"status": false}`. Look the new
 buyers up afterwards with `GET /buyer` (for example by e-mail or phone) if you need
 their ids.
@@ -21021,7 +22511,7 @@ let response = client.product_create()
 
 Creates several catalog products at once, at most 100 per request. Every
 product takes the same fields as `POST /products` and needs at least a `name`.
-The service only acknowledges the batch with `{"status": true}`; it does not
+The service only acknowledges the batch with `{"status": true}` or an empty 201; it does not
 return the new ids (look the products up afterwards with `GET /products`).
 
 
@@ -21825,8 +23315,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Order>>,
@@ -21962,7 +23452,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -21986,6 +23476,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Order>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_create`]
@@ -22025,8 +23524,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/order`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Order>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -22061,7 +23560,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -22085,6 +23584,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/order`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Order>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_import`]
@@ -22124,8 +23630,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/order/import`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::OrderImportResult>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -22160,7 +23666,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response_or_default(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -22184,6 +23690,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/order/import`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::OrderImportResult>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_get`]
@@ -22225,8 +23740,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/{orderId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Order>, Error<types::Error>> {
             let Self { client, order_id, include } = self;
@@ -22262,7 +23777,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -22293,6 +23808,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/{orderId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Order>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_update`]
@@ -22343,8 +23865,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/order/{orderId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Order>, Error<types::Error>> {
             let Self { client, order_id, body } = self;
@@ -22382,7 +23904,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -22413,6 +23935,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `PUT` request to `/order/{orderId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Order>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_payment_create`]
@@ -22463,8 +23992,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/order/{orderId}/payment`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Payment>, Error<types::Error>> {
             let Self { client, order_id, body } = self;
@@ -22505,7 +24034,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -22536,6 +24065,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/order/{orderId}/payment`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_payment_update`]
@@ -22597,8 +24133,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/order/{orderId}/payment/{paymentId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Payment>, Error<types::Error>> {
             let Self { client, order_id, payment_id, body } = self;
@@ -22640,7 +24176,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -22671,6 +24207,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `PUT` request to `/order/{orderId}/payment/{paymentId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_expense_create`]
@@ -22721,8 +24264,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/order/{orderId}/expense`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Expense>, Error<types::Error>> {
             let Self { client, order_id, body } = self;
@@ -22763,7 +24306,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -22794,6 +24337,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/order/{orderId}/expense`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Expense>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_expense_update`]
@@ -22855,8 +24405,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/order/{orderId}/expense/{expenseId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Expense>, Error<types::Error>> {
             let Self { client, order_id, expense_id, body } = self;
@@ -22898,7 +24448,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -22929,6 +24479,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `PUT` request to `/order/{orderId}/expense/{expenseId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Expense>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_tag_attach`]
@@ -22966,8 +24523,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for tag_id failed".to_string());
             self
         }
-        ///Sends a `POST` request to `/order/{orderId}/tag/{tagId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, order_id, tag_id } = self;
@@ -23003,7 +24560,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -23027,6 +24584,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/order/{orderId}/tag/{tagId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_tag_detach`]
@@ -23064,8 +24630,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for tag_id failed".to_string());
             self
         }
-        ///Sends a `DELETE` request to `/order/{orderId}/tag/{tagId}`
-        pub async fn send(self) -> Result<ResponseValue<()>, Error<types::Error>> {
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(self) -> Result<ResponseValue<()>, Error<types::Error>> {
             let Self { client, order_id, tag_id } = self;
             let order_id = order_id.map_err(Error::InvalidRequest)?;
             let tag_id = tag_id.map_err(Error::InvalidRequest)?;
@@ -23131,6 +24697,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `DELETE` request to `/order/{orderId}/tag/{tagId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<()>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::order_attachment_attach`]
 
@@ -23167,8 +24740,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for file_id failed".to_string());
             self
         }
-        ///Sends a `POST` request to `/order/{orderId}/attachment/{fileId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, order_id, file_id } = self;
@@ -23204,7 +24777,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -23228,6 +24801,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/order/{orderId}/attachment/{fileId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_attachment_detach`]
@@ -23265,8 +24847,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for file_id failed".to_string());
             self
         }
-        ///Sends a `DELETE` request to `/order/{orderId}/attachment/{fileId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, order_id, file_id } = self;
@@ -23302,7 +24884,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -23333,6 +24915,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `DELETE` request to `/order/{orderId}/attachment/{fileId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_tag_list`]
@@ -23393,8 +24984,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/tag`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<crate::Page<crate::types::Tag>>, Error<types::Error>> {
             let Self { client, limit, page, sort } = self;
@@ -23431,7 +25022,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -23448,6 +25039,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/tag`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Tag>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_source_list`]
@@ -23508,8 +25108,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/source`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Source>>,
@@ -23549,7 +25149,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -23566,6 +25166,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/source`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Source>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_status_list`]
@@ -23626,8 +25235,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/status`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Status>>,
@@ -23667,7 +25276,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -23684,6 +25293,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/status`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Status>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_payment_method_list`]
@@ -23744,8 +25362,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/payment-method`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::PaymentMethod>>,
@@ -23785,7 +25403,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -23802,6 +25420,18 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/payment-method`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::PaymentMethod>>,
+            crate::Error,
+        > {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_expense_type_list`]
@@ -23862,8 +25492,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/expense-type`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::ExpenseType>>,
@@ -23903,7 +25533,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -23920,6 +25550,18 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/expense-type`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::ExpenseType>>,
+            crate::Error,
+        > {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_delivery_service_list`]
@@ -23980,8 +25622,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/delivery-service`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::DeliveryService>>,
@@ -24021,7 +25663,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24038,6 +25680,18 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/delivery-service`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::DeliveryService>>,
+            crate::Error,
+        > {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::order_product_status_list`]
@@ -24098,8 +25752,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/order/product-status`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::ProductStatus>>,
@@ -24139,7 +25793,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24156,6 +25810,18 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/order/product-status`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::ProductStatus>>,
+            crate::Error,
+        > {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::external_transaction_list`]
@@ -24275,8 +25941,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/payments/external-transactions`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::ExternalTransaction>>,
@@ -24355,7 +26021,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24372,6 +26038,18 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/payments/external-transactions`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::ExternalTransaction>>,
+            crate::Error,
+        > {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::external_transaction_attach`]
@@ -24427,8 +26105,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/payments/{paymentId}/external-transactions`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Payment>, Error<types::Error>> {
             let Self { client, payment_id, body } = self;
@@ -24470,7 +26148,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24501,6 +26179,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/payments/{paymentId}/external-transactions`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::buyer_list`]
@@ -24636,8 +26321,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/buyer`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Buyer>>,
@@ -24724,7 +26409,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24748,6 +26433,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/buyer`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Buyer>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::buyer_create`]
@@ -24787,8 +26481,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/buyer`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Buyer>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -24823,7 +26517,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24847,6 +26541,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/buyer`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Buyer>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::buyer_import`]
@@ -24886,8 +26587,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/buyer/import`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -24922,7 +26623,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response_or_default(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -24953,6 +26654,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/buyer/import`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::buyer_get`]
@@ -24994,8 +26704,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/buyer/{buyerId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Buyer>, Error<types::Error>> {
             let Self { client, buyer_id, include } = self;
@@ -25031,7 +26741,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25062,6 +26772,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/buyer/{buyerId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Buyer>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::buyer_update`]
@@ -25112,8 +26829,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/buyer/{buyerId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Buyer>, Error<types::Error>> {
             let Self { client, buyer_id, body } = self;
@@ -25151,7 +26868,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25182,6 +26899,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `PUT` request to `/buyer/{buyerId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Buyer>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::company_list`]
@@ -25287,8 +27011,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/companies`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Company>>,
@@ -25359,7 +27083,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25383,6 +27107,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/companies`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Company>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::company_create`]
@@ -25422,8 +27155,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/companies`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Company>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -25460,7 +27193,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25484,6 +27217,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/companies`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Company>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::company_get`]
@@ -25525,8 +27265,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/companies/{companyId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Company>, Error<types::Error>> {
             let Self { client, company_id, include } = self;
@@ -25562,7 +27302,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25593,6 +27333,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/companies/{companyId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Company>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::company_update`]
@@ -25643,8 +27390,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/companies/{companyId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Company>, Error<types::Error>> {
             let Self { client, company_id, body } = self;
@@ -25684,7 +27431,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25715,6 +27462,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `PUT` request to `/companies/{companyId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Company>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::user_list`]
@@ -25880,8 +27634,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/users`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::User>>,
@@ -25975,7 +27729,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -25992,6 +27746,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/users`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::User>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::call_list`]
@@ -26157,8 +27920,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/calls`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Call>>,
@@ -26257,7 +28020,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -26281,6 +28044,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/calls`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Call>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::custom_field_list`]
@@ -26341,8 +28113,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/custom-fields`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<::std::vec::Vec<types::CustomField>>,
@@ -26384,7 +28156,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -26408,6 +28180,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/custom-fields`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<::std::vec::Vec<types::CustomField>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_list`]
@@ -26512,8 +28293,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/products`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Product>>,
@@ -26582,7 +28363,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -26606,6 +28387,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/products`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Product>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_create`]
@@ -26645,8 +28435,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/products`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Product>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -26683,7 +28473,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -26707,6 +28497,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/products`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Product>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_import`]
@@ -26746,8 +28543,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/products/import`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -26784,7 +28581,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response_or_default(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -26808,6 +28605,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/products/import`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_get`]
@@ -26849,8 +28655,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/products/{productId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Product>, Error<types::Error>> {
             let Self { client, product_id, include } = self;
@@ -26886,7 +28692,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -26917,6 +28723,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/products/{productId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Product>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_update`]
@@ -26967,8 +28780,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/products/{productId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Product>, Error<types::Error>> {
             let Self { client, product_id, body } = self;
@@ -27008,7 +28821,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -27039,6 +28852,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `PUT` request to `/products/{productId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Product>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::product_offers_create`]
@@ -27091,8 +28911,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/products/{productId}/offers`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, product_id, body } = self;
@@ -27133,7 +28953,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -27171,6 +28991,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/products/{productId}/offers`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::category_list`]
@@ -27246,8 +29075,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/products/categories`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Category>>,
@@ -27299,7 +29128,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -27316,6 +29145,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/products/categories`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Category>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::category_create`]
@@ -27357,8 +29195,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/products/categories`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Category>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -27395,7 +29233,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -27419,6 +29257,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/products/categories`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Category>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::offer_list`]
@@ -27553,8 +29398,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/offers`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Offer>>,
@@ -27624,7 +29469,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -27648,6 +29493,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/offers`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Offer>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::offer_update_batch`]
@@ -27689,8 +29543,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/offers`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -27727,7 +29581,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -27751,6 +29605,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `PUT` request to `/offers`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::offer_stock_list`]
@@ -27840,8 +29703,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/offers/stocks`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::OfferStock>>,
@@ -27907,7 +29770,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -27924,6 +29787,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/offers/stocks`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::OfferStock>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::offer_stock_update`]
@@ -27965,8 +29837,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/offers/stocks`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -28003,7 +29875,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28027,6 +29899,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `PUT` request to `/offers/stocks`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::storage_list`]
@@ -28087,8 +29968,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/storage`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::File>>,
@@ -28128,7 +30009,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28145,6 +30026,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/storage`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::File>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::storage_attachment_list`]
@@ -28185,8 +30075,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for entity_id failed".to_string());
             self
         }
-        ///Sends a `GET` request to `/storage/attachment/{entityType}/{entityId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<::std::vec::Vec<types::File>>, Error<types::Error>> {
             let Self { client, entity_type, entity_id } = self;
@@ -28222,7 +30112,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16..=499u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28246,6 +30136,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/storage/attachment/{entityType}/{entityId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<::std::vec::Vec<types::File>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_list`]
@@ -28291,8 +30190,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/pipelines`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::Pipeline>>,
@@ -28330,7 +30229,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28354,6 +30253,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/pipelines`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<crate::Page<crate::types::Pipeline>>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_status_list`]
@@ -28410,8 +30318,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/pipelines/{pipelineId}/statuses`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::PipelineStatus>>,
@@ -28453,7 +30361,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28484,6 +30392,18 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/pipelines/{pipelineId}/statuses`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::PipelineStatus>>,
+            crate::Error,
+        > {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_list`]
@@ -28617,8 +30537,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/pipelines/cards`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<
             ResponseValue<crate::Page<crate::types::PipelineCard>>,
@@ -28705,7 +30625,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28729,6 +30649,18 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/pipelines/cards`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<
+            ResponseValue<crate::Page<crate::types::PipelineCard>>,
+            crate::Error,
+        > {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_create`]
@@ -28770,8 +30702,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/pipelines/cards`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::PipelineCard>, Error<types::Error>> {
             let Self { client, body } = self;
@@ -28808,7 +30740,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28846,6 +30778,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/pipelines/cards`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::PipelineCard>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_get`]
@@ -28887,8 +30828,8 @@ pub mod builder {
                 });
             self
         }
-        ///Sends a `GET` request to `/pipelines/cards/{cardId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::PipelineCardGetResponse>, Error<types::Error>> {
             let Self { client, card_id, include } = self;
@@ -28925,7 +30866,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -28956,6 +30897,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `GET` request to `/pipelines/cards/{cardId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::PipelineCardGetResponse>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_update`]
@@ -29008,8 +30958,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/pipelines/cards/{cardId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, card_id, body } = self;
@@ -29050,7 +31000,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -29088,6 +31038,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `PUT` request to `/pipelines/cards/{cardId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_payment_create`]
@@ -29143,8 +31102,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `POST` request to `/pipelines/cards/{cardId}/payment`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Payment>, Error<types::Error>> {
             let Self { client, card_id, body } = self;
@@ -29186,7 +31145,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -29224,6 +31183,13 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/pipelines/cards/{cardId}/payment`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_payment_update`]
@@ -29290,8 +31256,8 @@ pub mod builder {
             self.body = self.body.map(f);
             self
         }
-        ///Sends a `PUT` request to `/pipelines/cards/{cardId}/payment/{paymentId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::Payment>, Error<types::Error>> {
             let Self { client, card_id, payment_id, body } = self;
@@ -29334,7 +31300,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -29373,6 +31339,13 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `PUT` request to `/pipelines/cards/{cardId}/payment/{paymentId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(self) -> Result<ResponseValue<types::Payment>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
+        }
     }
     /**Builder for [`Client::pipeline_card_attachment_attach`]
 
@@ -29409,8 +31382,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for file_id failed".to_string());
             self
         }
-        ///Sends a `POST` request to `/pipelines/cards/{cardId}/attachment/{fileId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, card_id, file_id } = self;
@@ -29446,7 +31419,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -29477,6 +31450,15 @@ pub mod builder {
                 }
                 _ => Err(Error::UnexpectedResponse(response)),
             }
+        }
+        ///Sends a `POST` request to `/pipelines/cards/{cardId}/attachment/{fileId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
         }
     }
     /**Builder for [`Client::pipeline_card_attachment_detach`]
@@ -29514,8 +31496,8 @@ pub mod builder {
                 .map_err(|_| "conversion to `i64` for file_id failed".to_string());
             self
         }
-        ///Sends a `DELETE` request to `/pipelines/cards/{cardId}/attachment/{fileId}`
-        pub async fn send(
+        ///The generated request; its error type can show whole bodies.
+        async fn send_raw(
             self,
         ) -> Result<ResponseValue<types::StatusResult>, Error<types::Error>> {
             let Self { client, card_id, file_id } = self;
@@ -29551,7 +31533,7 @@ pub mod builder {
             client.post(&result, &info).await?;
             let response = result?;
             match response.status().as_u16() {
-                200..=299 => ResponseValue::from_response(response).await,
+                200..=299 => crate::respond::from_response(response).await,
                 400u16 => {
                     Err(
                         Error::ErrorResponse(
@@ -29583,6 +31565,26 @@ pub mod builder {
                 _ => Err(Error::UnexpectedResponse(response)),
             }
         }
+        ///Sends a `DELETE` request to `/pipelines/cards/{cardId}/attachment/{fileId}`
+        ///
+        ///A failure is a [`crate::Error`]: its `Display` and `Debug` never show a
+        ///request or response body.
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<types::StatusResult>, crate::Error> {
+            ::std::boxed::Box::pin(self.send_raw()).await.map_err(crate::Error::from)
+        }
+    }
+    crate::paginate::impl_list_requests! {
+        OrderList => Order, OrderTagList => Tag, OrderSourceList => Source,
+        OrderStatusList => Status, OrderPaymentMethodList => PaymentMethod,
+        OrderExpenseTypeList => ExpenseType, OrderDeliveryServiceList => DeliveryService,
+        OrderProductStatusList => ProductStatus, ExternalTransactionList =>
+        ExternalTransaction, BuyerList => Buyer, CompanyList => Company, UserList =>
+        User, CallList => Call, ProductList => Product, CategoryList => Category,
+        OfferList => Offer, OfferStockList => OfferStock, StorageList => File,
+        PipelineList => Pipeline, PipelineStatusList => PipelineStatus, PipelineCardList
+        => PipelineCard
     }
 }
 /// Items consumers will typically use such as the Client.

@@ -31,7 +31,7 @@ impl Client {
         loop {
             let error = match self.order_create().body(body.clone()).send().await {
                 Ok(created) => return Ok(created.into_inner()),
-                Err(e) => Error::from(e),
+                Err(e) => e,
             };
             if !is_ambiguous(&error) {
                 return Err(error);

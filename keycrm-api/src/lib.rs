@@ -44,6 +44,7 @@
 mod generated;
 
 pub mod clock;
+mod embedded;
 mod error;
 pub mod filter;
 mod idempotent;
@@ -54,6 +55,7 @@ pub mod mock;
 mod page;
 mod paginate;
 mod raw;
+mod respond;
 mod runtime;
 mod scalars;
 mod upload;
@@ -61,10 +63,12 @@ mod upload;
 pub use generated::{ByteStream, ClientInfo};
 pub use generated::{Client, ResponseValue, builder, types};
 
+pub use embedded::PaymentMethodRef;
 pub use error::{Error, ErrorMeta, Result};
-pub use limiter::{ClientStats, WaitPhase};
+pub use limiter::{ClientStats, PacingMode, RateLimitBudget, WaitPhase};
 pub use page::Page;
 pub use paginate::{DEFAULT_STREAM_LIMIT, ListRequest, Paginate};
+pub use respond::decode;
 pub use runtime::{
     ApiKey, CORRELATION_HEADER, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_ERROR_BODY_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES, ENV_API_KEY, ENV_BASE_URL, RequestObserver, RequestRecord, Runtime,

@@ -2,6 +2,7 @@
 //!
 //! Time comes from the client's [`Clock`], so tests drive it with a paused or virtual clock.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -22,6 +23,39 @@ pub(crate) struct Counters {
     pub(crate) transport_errors: AtomicU64,
 }
 
+/// How the client paces its requests (see [`ClientBuilder::pacing`](crate::ClientBuilder::pacing)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PacingMode {
+    /// The default. When answers carry `X-RateLimit-Limit` and `X-RateLimit-Remaining`,
+    /// the client trusts them: it spends the remaining budget at once (never more requests
+    /// out than the budget left), spreads the last tenth of it until the budget's expected
+    /// renewal, and once it is spent waits until a full window (60 s) has passed since the
+    /// answer to the request `limit` places back, which no fixed window, rolling window or
+    /// token bucket of that limit refuses. Without those headers it paces evenly like
+    /// [`Even`](Self::Even), never sends more than `requests_per_minute` within 60 s of
+    /// its own answers, and adapts the burst to 429s: halved on each 429, one back per
+    /// minute without one, up to the configured burst (additive increase, multiplicative
+    /// decrease: a server that punishes bursts is left alone quickly, and probed again
+    /// slowly).
+    #[default]
+    Adaptive,
+    /// Exactly the pacing of earlier versions: requests evenly spaced at
+    /// `requests_per_minute` with the configured burst, whatever the server says; a 429
+    /// still closes the gate for every task.
+    Even,
+}
+
+/// The rate-limit budget the server last reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimitBudget {
+    /// `X-RateLimit-Limit`: requests allowed per window.
+    pub limit: u32,
+    /// `X-RateLimit-Remaining` of the latest answer.
+    pub remaining: u32,
+}
+
 /// A snapshot of a client's counters (see [`crate::Client::stats`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -40,6 +74,12 @@ pub struct ClientStats {
     pub server_errors: u64,
     /// Timeouts and connection failures.
     pub transport_errors: u64,
+    /// The pacing mode in force.
+    pub mode: PacingMode,
+    /// The budget the server last reported, when its answers carry the headers.
+    pub budget: Option<RateLimitBudget>,
+    /// The burst allowed now when pacing evenly (after the adjustments to 429s).
+    pub burst: u32,
 }
 
 impl Counters {
@@ -52,6 +92,7 @@ impl Counters {
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
             server_errors: self.server_errors.load(Ordering::Relaxed),
             transport_errors: self.transport_errors.load(Ordering::Relaxed),
+            ..ClientStats::default()
         }
     }
 }
@@ -63,22 +104,45 @@ impl Counters {
 /// already asleep for a slot, which wake up, give up their reservation and book a new slot
 /// after the gate (see [`Limiter::close_gate`]).
 ///
+/// In [`PacingMode::Adaptive`], once answers report a budget, the limiter spends it
+/// instead (see [`PacingMode`]); every request then carries a sequence number, and the
+/// runtime reports its answer with [`Limiter::observe`] (or, dropped, through
+/// [`Ticket`]'s drop).
+///
 /// Every clock sum saturates, and the state behind the lock is plain data updated without
 /// panicking, so a poisoned lock (a panic elsewhere while it was held) is used as is.
 #[derive(Debug)]
 pub(crate) struct Limiter {
     clock: Arc<dyn Clock>,
+    mode: PacingMode,
     /// Time between two requests at the sustained rate; `None` when pacing is off.
     interval: Option<Duration>,
-    /// How far ahead of the sustained schedule a request may go (`interval * (burst - 1)`).
-    tolerance: Duration,
+    /// The configured rate (the window's limit assumed without headers).
+    per_minute: u32,
+    /// The configured burst (at least 1).
+    burst: u32,
     state: Mutex<State>,
-    /// Wakes the tasks waiting for a slot when the gate closes.
+    /// Wakes the tasks waiting for a slot when their reservations are void (a gate closed,
+    /// or the budget became known).
     gate_closed: Notify,
+    /// Wakes the tasks waiting on the budget or the log when an answer arrives.
+    progress: Notify,
 }
 
 /// Pacing is this much slower than the nominal rate (see [`Limiter::new`]).
 const PACING_MARGIN: f64 = 1.01;
+
+/// The window a rate-limit budget is assumed to renew over: Laravel's throttle counts per
+/// minute unless configured otherwise, and KeyCRM documents a limit per minute.
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// The log of recent requests keeps at most this many entries.
+const LOG_CAP: u32 = 4096;
+
+/// While spending a reported budget, at most this many requests are out at once: a budget
+/// spent behind the client's back (another process on the same key) then costs at most
+/// this many 429s before the gate closes.
+pub(crate) const MAX_IN_FLIGHT: u32 = 16;
 
 #[derive(Debug)]
 struct State {
@@ -88,6 +152,45 @@ struct State {
     gate_until: Option<Duration>,
     /// Counts gate closings; a reservation made under an older epoch is void.
     epoch: u64,
+    /// The burst in force (adaptive: halved on 429s, grown back per clean window).
+    burst: u32,
+    /// When the burst last changed.
+    burst_changed: Duration,
+    /// Requests sent so far: the sequence number of the next one.
+    sent: u64,
+    /// The latest requests, oldest first, contiguous by sequence number.
+    log: VecDeque<Entry>,
+    /// The budget of the newest answer that reported one.
+    budget: Option<Budget>,
+    /// When the last request left in budget mode.
+    last_send: Option<Duration>,
+    /// After a 429's gate in budget mode, one request may probe the renewed budget.
+    probe: bool,
+    /// Requests sent and not answered yet.
+    in_flight: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    /// When it was answered (or, while `done` is false, sent).
+    at: Duration,
+    done: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Budget {
+    limit: u32,
+    remaining: u32,
+    /// The sequence number of the request whose answer reported it.
+    seq: u64,
+}
+
+/// What the log of our own requests allows for the next one.
+enum LogSlot {
+    Free,
+    At(Duration),
+    /// The request that decides is still on the wire.
+    Pending,
 }
 
 /// Why [`Limiter::acquire`] gave up instead of waiting.
@@ -97,28 +200,80 @@ pub(crate) enum Refusal {
     Deadline(WaitPhase),
 }
 
+/// A request's place in the limiter: its sequence number and how long it waited. Dropped
+/// without [`Limiter::observe`], it counts as answered at that moment.
+#[derive(Debug)]
+pub(crate) struct Ticket<'a> {
+    limiter: &'a Limiter,
+    seq: u64,
+    /// How long the request waited for its slot.
+    pub(crate) waited: Duration,
+    open: bool,
+}
+
+impl Ticket<'_> {
+    /// Reports the answer: the rate-limit headers when present, and whether it was a 429.
+    pub(crate) fn observe(mut self, signal: Signal) {
+        self.open = false;
+        self.limiter.observe(self.seq, signal);
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.limiter.observe(self.seq, Signal::default());
+        }
+    }
+}
+
+/// What an answer said about the quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Signal {
+    /// `X-RateLimit-Limit` and `X-RateLimit-Remaining`, when both were sent.
+    pub(crate) budget: Option<(u32, u32)>,
+    /// The answer was a 429.
+    pub(crate) rate_limited: bool,
+    /// The answer was a success (2xx).
+    pub(crate) success: bool,
+}
+
 impl Limiter {
     /// A limiter for `per_minute` requests with a burst of `burst` (at least 1);
-    /// `per_minute == 0` turns pacing off (the 429 gate still works).
+    /// `per_minute == 0` turns pacing off (the 429 gate still works, no budget is spent).
     ///
     /// Requests are spaced 1 % wider than `60 s / per_minute`: a server counting the same
     /// rate over a window of W sees W/100 of slack, enough to absorb network jitter.
-    pub(crate) fn new(per_minute: u32, burst: u32, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(
+        per_minute: u32,
+        burst: u32,
+        mode: PacingMode,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let interval =
             (per_minute > 0).then(|| (Duration::from_secs(60) / per_minute).mul_f64(PACING_MARGIN));
-        let tolerance = interval.map_or(Duration::ZERO, |i| {
-            i.saturating_mul(burst.max(1).saturating_sub(1))
-        });
+        let burst = burst.max(1);
         Self {
             clock,
+            mode,
             interval,
-            tolerance,
+            per_minute,
+            burst,
             state: Mutex::new(State {
                 tat: None,
                 gate_until: None,
                 epoch: 0,
+                burst,
+                burst_changed: Duration::ZERO,
+                sent: 0,
+                log: VecDeque::new(),
+                budget: None,
+                last_send: None,
+                probe: false,
+                in_flight: 0,
             }),
             gate_closed: Notify::new(),
+            progress: Notify::new(),
         }
     }
 
@@ -131,36 +286,290 @@ impl Limiter {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits for this request's slot and returns how long it waited; refuses at once when
-    /// the slot lies beyond `deadline` (clock time), without booking it.
-    pub(crate) async fn acquire(&self, deadline: Option<Duration>) -> Result<Duration, Refusal> {
+    /// The mode, the budget last reported and the burst in force.
+    pub(crate) fn report(&self, stats: &mut ClientStats) {
+        let state = self.state();
+        stats.mode = self.mode;
+        stats.budget = state.budget.map(|b| RateLimitBudget {
+            limit: b.limit,
+            remaining: b.remaining,
+        });
+        stats.burst = state.burst;
+    }
+
+    fn adaptive(&self) -> bool {
+        self.mode == PacingMode::Adaptive && self.interval.is_some()
+    }
+
+    /// Waits for this request's slot and returns its ticket; refuses at once when the slot
+    /// lies beyond `deadline` (clock time), without booking it.
+    pub(crate) async fn acquire(&self, deadline: Option<Duration>) -> Result<Ticket<'_>, Refusal> {
         let started = self.clock.now();
         loop {
-            // Registered before the state is read, so a gate closed after this point wakes us.
-            let gate_closed = self.gate_closed.notified();
-            let (now, slot, epoch) = {
-                let mut state = self.state();
-                let now = self.clock.now();
-                let (slot, phase) = self.next_slot(&mut state, now);
-                if deadline.is_some_and(|d| slot > d) {
-                    return Err(Refusal::Deadline(phase));
-                }
-                if let Some(interval) = self.interval {
-                    let tat = state.tat.map_or(slot, |t| t.max(slot));
-                    state.tat = Some(tat.saturating_add(interval));
-                }
-                (now, slot, state.epoch)
+            let budgeted = self.adaptive() && self.state().budget.is_some();
+            let booked = if budgeted {
+                self.acquire_budget(deadline).await?
+            } else {
+                self.acquire_even(deadline).await?
             };
-            if slot > now {
-                let sleep = self.clock.sleep(slot - now);
-                let gate_closed = std::pin::pin!(gate_closed);
-                futures_util::future::select(sleep, gate_closed).await;
+            if let Some(seq) = booked {
+                return Ok(Ticket {
+                    limiter: self,
+                    seq,
+                    waited: self.clock.now().saturating_sub(started),
+                    open: true,
+                });
             }
-            if self.state().epoch == epoch {
-                return Ok(self.clock.now().saturating_sub(started));
-            }
-            // The gate closed while we waited: the reservation is void, book again.
         }
+    }
+
+    /// Even pacing (GCRA). `Ok(Some(seq))`: sent; `Ok(None)`: the reservation is void,
+    /// start over.
+    async fn acquire_even(&self, deadline: Option<Duration>) -> Result<Option<u64>, Refusal> {
+        // Registered before the state is read, so a gate closed after this point wakes us.
+        let gate_closed = self.gate_closed.notified();
+        let (now, slot, epoch) = {
+            let mut state = self.state();
+            let now = self.clock.now();
+            let (slot, phase) = self.next_slot(&mut state, now);
+            if deadline.is_some_and(|d| slot > d) {
+                return Err(Refusal::Deadline(phase));
+            }
+            if let Some(interval) = self.interval {
+                let tat = state.tat.map_or(slot, |t| t.max(slot));
+                state.tat = Some(tat.saturating_add(interval));
+            }
+            (now, slot, state.epoch)
+        };
+        if slot > now {
+            let sleep = self.clock.sleep(slot - now);
+            let gate_closed = std::pin::pin!(gate_closed);
+            futures_util::future::select(sleep, gate_closed).await;
+        }
+        if self.state().epoch != epoch {
+            // The gate closed while we waited: the reservation is void, book again.
+            return Ok(None);
+        }
+        // Adaptive without headers: never more than `per_minute` within a window of our
+        // own answers.
+        if self.adaptive() {
+            loop {
+                let progress = self.progress.notified();
+                let wait = {
+                    let mut state = self.state();
+                    if state.epoch != epoch {
+                        return Ok(None);
+                    }
+                    let now = self.clock.now();
+                    match self.log_slot(&state, state.sent, self.per_minute) {
+                        LogSlot::Free => return Ok(Some(self.send(&mut state, now))),
+                        LogSlot::At(at) if at <= now => {
+                            return Ok(Some(self.send(&mut state, now)));
+                        }
+                        LogSlot::At(at) => {
+                            if deadline.is_some_and(|d| at > d) {
+                                return Err(Refusal::Deadline(WaitPhase::Pacing));
+                            }
+                            Some(at - now)
+                        }
+                        LogSlot::Pending => None,
+                    }
+                };
+                self.wait(wait, deadline, progress).await?;
+            }
+        }
+        let mut state = self.state();
+        let now = self.clock.now();
+        Ok(Some(self.send(&mut state, now)))
+    }
+
+    /// Spends the reported budget. `Ok(Some(seq))`: sent; `Ok(None)`: look again.
+    async fn acquire_budget(&self, deadline: Option<Duration>) -> Result<Option<u64>, Refusal> {
+        let progress = self.progress.notified();
+        let gate_closed = self.gate_closed.notified();
+        let wait = {
+            let mut state = self.state();
+            let now = self.clock.now();
+            let Some(budget) = state.budget else {
+                return Ok(None);
+            };
+            let mut earliest = now;
+            let mut phase = WaitPhase::Pacing;
+            if let Some(gate) = state.gate_until {
+                if gate > now {
+                    earliest = gate;
+                    phase = WaitPhase::RateLimitGate;
+                } else {
+                    state.gate_until = None;
+                }
+            }
+            let n = state.sent;
+            let since = n.saturating_sub(budget.seq.saturating_add(1));
+            let available = i64::from(budget.remaining) - i64::try_from(since).unwrap_or(i64::MAX);
+            let slot = if state.in_flight >= MAX_IN_FLIGHT {
+                // Bounded concurrency: wait for an answer.
+                None
+            } else if available > 0 {
+                let low = i64::from((budget.limit / 10).max(1));
+                if available <= low {
+                    // The last tenth: spread it until the budget is expected to renew.
+                    let beyond = n.saturating_add(available.unsigned_abs());
+                    let renew = match self.log_slot(&state, beyond, budget.limit) {
+                        LogSlot::At(at) => at,
+                        _ => now.saturating_add(WINDOW),
+                    };
+                    let parts = u32::try_from(available + 1).unwrap_or(u32::MAX);
+                    let spacing = renew.saturating_sub(now) / parts;
+                    let paced = state.last_send.map_or(now, |l| l.saturating_add(spacing));
+                    Some(earliest.max(paced))
+                } else {
+                    Some(earliest)
+                }
+            } else if state.probe {
+                Some(earliest)
+            } else {
+                match self.log_slot(&state, n, budget.limit) {
+                    LogSlot::At(at) => Some(earliest.max(at)),
+                    LogSlot::Pending => None,
+                    LogSlot::Free => {
+                        // History shorter than the limit: someone else spent the budget.
+                        // Probe at the sustained rate.
+                        let interval = self.interval.unwrap_or(WINDOW / budget.limit.max(1));
+                        let paced = state.last_send.map_or(now, |l| l.saturating_add(interval));
+                        Some(earliest.max(paced))
+                    }
+                }
+            };
+            match slot {
+                Some(slot) if slot <= now => {
+                    state.probe = false;
+                    return Ok(Some(self.send(&mut state, now)));
+                }
+                Some(slot) => {
+                    if deadline.is_some_and(|d| slot > d) {
+                        return Err(Refusal::Deadline(phase));
+                    }
+                    Some(slot - now)
+                }
+                None => None,
+            }
+        };
+        let progress = std::pin::pin!(progress);
+        let gate_closed = std::pin::pin!(gate_closed);
+        let both = futures_util::future::select(progress, gate_closed);
+        self.wait(wait, deadline, both).await?;
+        Ok(None)
+    }
+
+    /// Sleeps for `wait` (until the deadline when `None`), or until `wake` completes.
+    async fn wait(
+        &self,
+        wait: Option<Duration>,
+        deadline: Option<Duration>,
+        wake: impl std::future::Future<Output = impl Sized>,
+    ) -> Result<(), Refusal> {
+        let now = self.clock.now();
+        let wait = match (wait, deadline) {
+            (Some(w), _) => w,
+            (None, Some(d)) if d <= now => return Err(Refusal::Deadline(WaitPhase::Pacing)),
+            (None, Some(d)) => d - now,
+            (None, None) => WINDOW,
+        };
+        let sleep = self.clock.sleep(wait);
+        let wake = std::pin::pin!(wake);
+        futures_util::future::select(sleep, wake).await;
+        Ok(())
+    }
+
+    /// Records a request leaving now and returns its sequence number.
+    fn send(&self, state: &mut State, now: Duration) -> u64 {
+        let seq = state.sent;
+        state.sent = state.sent.saturating_add(1);
+        state.in_flight = state.in_flight.saturating_add(1);
+        state.last_send = Some(now);
+        if self.mode == PacingMode::Adaptive {
+            state.log.push_back(Entry {
+                at: now,
+                done: false,
+            });
+            let keep = state
+                .budget
+                .map_or(self.per_minute, |b| b.limit.max(self.per_minute))
+                .clamp(1, LOG_CAP);
+            while state.log.len() > keep as usize {
+                state.log.pop_front();
+            }
+        }
+        seq
+    }
+
+    /// When request number `n` may leave so that no window of our own answers holds more
+    /// than `limit` requests: a window after the answer to request `n - limit`.
+    fn log_slot(&self, state: &State, n: u64, limit: u32) -> LogSlot {
+        if limit == 0 || limit > LOG_CAP || n < u64::from(limit) {
+            return LogSlot::Free;
+        }
+        let target = n - u64::from(limit);
+        let base = state.sent - state.log.len() as u64;
+        if target < base {
+            return LogSlot::Free;
+        }
+        match state.log.get((target - base) as usize) {
+            Some(entry) if entry.done => {
+                LogSlot::At(entry.at.saturating_add(WINDOW.mul_f64(PACING_MARGIN)))
+            }
+            Some(_) => LogSlot::Pending,
+            None => LogSlot::Free,
+        }
+    }
+
+    /// Takes note of the answer to request `seq`.
+    fn observe(&self, seq: u64, signal: Signal) {
+        let mut void = false;
+        {
+            let mut state = self.state();
+            let now = self.clock.now();
+            state.in_flight = state.in_flight.saturating_sub(1);
+            let base = state.sent - state.log.len() as u64;
+            if seq >= base
+                && let Some(entry) = state.log.get_mut((seq - base) as usize)
+            {
+                entry.at = now;
+                entry.done = true;
+            }
+            if self.adaptive() {
+                if let Some((limit, remaining)) = signal.budget {
+                    if state.budget.is_none() {
+                        // From now on the budget decides: even-pacing reservations are void.
+                        state.epoch = state.epoch.wrapping_add(1);
+                        state.tat = None;
+                        void = true;
+                    }
+                    if state.budget.is_none_or(|b| seq >= b.seq) {
+                        state.budget = Some(Budget {
+                            limit,
+                            remaining,
+                            seq,
+                        });
+                    }
+                } else if state.budget.is_none() {
+                    if signal.rate_limited {
+                        state.burst = (state.burst / 2).max(1);
+                        state.burst_changed = now;
+                    } else if signal.success
+                        && state.burst < self.burst
+                        && now.saturating_sub(state.burst_changed) >= WINDOW
+                    {
+                        state.burst += 1;
+                        state.burst_changed = now;
+                    }
+                }
+            }
+        }
+        if void {
+            self.gate_closed.notify_waiters();
+        }
+        self.progress.notify_waiters();
     }
 
     /// The earliest slot at `now` (not booked yet) and what it waits for.
@@ -175,13 +584,14 @@ impl Limiter {
                 state.gate_until = None;
             }
         }
-        let Some(_) = self.interval else {
+        let Some(interval) = self.interval else {
             return (earliest, phase);
         };
+        let tolerance = interval.saturating_mul(state.burst.max(1).saturating_sub(1));
         let tat = state.tat.map_or(earliest, |t| t.max(earliest));
         // Allowed when tat - tolerance <= slot.
         let slot = tat
-            .checked_sub(self.tolerance)
+            .checked_sub(tolerance)
             .map_or(earliest, |t| t.max(earliest));
         if slot > earliest {
             phase = WaitPhase::Pacing;
@@ -199,6 +609,7 @@ impl Limiter {
             }
             state.gate_until = Some(until);
             state.epoch = state.epoch.wrapping_add(1);
+            state.probe = state.budget.is_some();
             if self.interval.is_some() {
                 state.tat = Some(until);
             }
@@ -233,13 +644,26 @@ impl std::fmt::Display for WaitPhase {
 }
 
 #[cfg(test)]
+impl Limiter {
+    /// `acquire`, answered at once: how long the request waited.
+    async fn acquire_wait(&self, deadline: Option<Duration>) -> Result<Duration, Refusal> {
+        self.acquire(deadline).await.map(|ticket| ticket.waited)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::TokioClock;
     use tokio::time::Instant;
 
     fn limiter(per_minute: u32, burst: u32) -> Limiter {
-        Limiter::new(per_minute, burst, Arc::new(TokioClock::new()))
+        Limiter::new(
+            per_minute,
+            burst,
+            PacingMode::Adaptive,
+            Arc::new(TokioClock::new()),
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -248,7 +672,7 @@ mod tests {
         let start = Instant::now();
         let mut at = Vec::new();
         for _ in 0..5 {
-            limiter.acquire(None).await.unwrap();
+            limiter.acquire_wait(None).await.unwrap();
             at.push(start.elapsed().as_millis());
         }
         assert_eq!(at, vec![0, 1010, 2020, 3030, 4040]);
@@ -260,7 +684,7 @@ mod tests {
         let start = Instant::now();
         let mut at = Vec::new();
         for _ in 0..5 {
-            limiter.acquire(None).await.unwrap();
+            limiter.acquire_wait(None).await.unwrap();
             at.push(start.elapsed().as_millis());
         }
         assert_eq!(at, vec![0, 0, 0, 1010, 2020]);
@@ -274,7 +698,7 @@ mod tests {
         for _ in 0..8 {
             let l = limiter.clone();
             handles.push(tokio::spawn(async move {
-                l.acquire(None).await.unwrap();
+                l.acquire_wait(None).await.unwrap();
                 start.elapsed().as_millis()
             }));
         }
@@ -291,9 +715,9 @@ mod tests {
         let limiter = limiter(0, 1);
         let start = Instant::now();
         limiter.close_gate(limiter.clock().now() + Duration::from_secs(2));
-        limiter.acquire(None).await.unwrap();
+        limiter.acquire_wait(None).await.unwrap();
         assert_eq!(start.elapsed().as_millis(), 2000);
-        limiter.acquire(None).await.unwrap();
+        limiter.acquire_wait(None).await.unwrap();
         assert_eq!(start.elapsed().as_millis(), 2000, "the gate opens for good");
     }
 
@@ -301,11 +725,11 @@ mod tests {
     async fn pacing_resumes_after_the_gate() {
         let limiter = limiter(60, 1);
         let start = Instant::now();
-        limiter.acquire(None).await.unwrap();
+        limiter.acquire_wait(None).await.unwrap();
         limiter.close_gate(limiter.clock().now() + Duration::from_secs(5));
-        limiter.acquire(None).await.unwrap();
+        limiter.acquire_wait(None).await.unwrap();
         assert_eq!(start.elapsed().as_millis(), 5000);
-        limiter.acquire(None).await.unwrap();
+        limiter.acquire_wait(None).await.unwrap();
         assert_eq!(start.elapsed().as_millis(), 6010);
     }
 
@@ -317,7 +741,7 @@ mod tests {
         for _ in 0..4 {
             let l = limiter.clone();
             handles.push(tokio::spawn(async move {
-                l.acquire(None).await.unwrap();
+                l.acquire_wait(None).await.unwrap();
                 start.elapsed().as_millis()
             }));
         }
@@ -340,19 +764,21 @@ mod tests {
     async fn a_slot_beyond_the_deadline_is_refused_without_booking_it() {
         let limiter = limiter(60, 1);
         let now = limiter.clock().now();
-        limiter.acquire(Some(now)).await.unwrap();
+        limiter.acquire_wait(Some(now)).await.unwrap();
         assert_eq!(
             limiter
-                .acquire(Some(now + Duration::from_millis(900)))
+                .acquire_wait(Some(now + Duration::from_millis(900)))
                 .await,
             Err(Refusal::Deadline(WaitPhase::Pacing))
         );
         limiter.close_gate(now + Duration::from_secs(5));
         assert_eq!(
-            limiter.acquire(Some(now + Duration::from_secs(4))).await,
+            limiter
+                .acquire_wait(Some(now + Duration::from_secs(4)))
+                .await,
             Err(Refusal::Deadline(WaitPhase::RateLimitGate))
         );
-        let waited = limiter.acquire(None).await.unwrap();
+        let waited = limiter.acquire_wait(None).await.unwrap();
         assert_eq!(
             waited,
             Duration::from_secs(5),
@@ -365,11 +791,11 @@ mod tests {
         let limiter = limiter(60, 1);
         limiter.close_gate(Duration::MAX);
         assert_eq!(
-            limiter.acquire(Some(Duration::from_secs(1))).await,
+            limiter.acquire_wait(Some(Duration::from_secs(1))).await,
             Err(Refusal::Deadline(WaitPhase::RateLimitGate))
         );
         // Booking at the end of time saturates too.
-        let booked = tokio::time::timeout(Duration::from_secs(1), limiter.acquire(None)).await;
+        let booked = tokio::time::timeout(Duration::from_secs(1), limiter.acquire_wait(None)).await;
         assert!(booked.is_err(), "still waiting for the gate");
         assert_eq!(limiter.state().tat, Some(Duration::MAX));
     }
@@ -386,9 +812,87 @@ mod tests {
         assert!(panicked.is_err());
         assert!(limiter.state.is_poisoned());
         let start = Instant::now();
-        limiter.acquire(None).await.unwrap();
+        limiter.acquire_wait(None).await.unwrap();
         limiter.close_gate(limiter.clock().now() + Duration::from_secs(2));
-        limiter.acquire(None).await.unwrap();
+        limiter.acquire_wait(None).await.unwrap();
         assert_eq!(start.elapsed().as_millis(), 2000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reported_budget_is_spent_at_once_with_bounded_concurrency() {
+        let limiter = limiter(60, 1);
+        let first = limiter.acquire(None).await.unwrap();
+        first.observe(Signal {
+            budget: Some((60, 59)),
+            rate_limited: false,
+            success: true,
+        });
+        let start = Instant::now();
+        let mut out = Vec::new();
+        for _ in 0..MAX_IN_FLIGHT {
+            out.push(limiter.acquire(None).await.unwrap());
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "no pacing within the budget"
+        );
+        let held = tokio::time::timeout(Duration::from_secs(5), limiter.acquire(None)).await;
+        assert!(held.is_err(), "the 17th waits for an answer");
+        drop(out.pop());
+        let next = tokio::time::timeout(Duration::from_secs(5), limiter.acquire(None)).await;
+        assert!(next.is_ok(), "an answer lets the next one out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_budget_waits_a_window_after_the_answer_that_spent_it() {
+        let limiter = limiter(60, 1);
+        let start = Instant::now();
+        let first = limiter.acquire(None).await.unwrap();
+        first.observe(Signal {
+            budget: Some((3, 2)),
+            rate_limited: false,
+            success: true,
+        });
+        for remaining in [1, 0] {
+            let t = limiter.acquire(None).await.unwrap();
+            t.observe(Signal {
+                budget: Some((3, remaining)),
+                rate_limited: false,
+                success: true,
+            });
+        }
+        // The last third is spread until the expected renewal (60.6 s after the first
+        // answer): the third request left at 30.3 s.
+        let fourth = limiter.acquire_wait(None).await.unwrap();
+        assert_eq!(start.elapsed().as_millis(), 60_600, "waited {fourth:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_headers_429s_halve_the_burst_and_clean_windows_restore_it() {
+        let limiter = limiter(60, 8);
+        let mut stats = ClientStats::default();
+        for _ in 0..2 {
+            let t = limiter.acquire(None).await.unwrap();
+            t.observe(Signal {
+                budget: None,
+                rate_limited: true,
+                success: false,
+            });
+        }
+        limiter.report(&mut stats);
+        assert_eq!(stats.burst, 2);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        let t = limiter.acquire(None).await.unwrap();
+        t.observe(Signal {
+            budget: None,
+            rate_limited: false,
+            success: true,
+        });
+        limiter.report(&mut stats);
+        assert_eq!(
+            (stats.burst, stats.mode, stats.budget),
+            (3, PacingMode::Adaptive, None)
+        );
     }
 }

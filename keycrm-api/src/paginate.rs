@@ -6,13 +6,15 @@ use std::num::NonZeroU64;
 
 use futures_util::stream::{self, Stream, TryStreamExt};
 
+use crate::Page;
+#[cfg(test)]
+use crate::builder::LIST_BUILDERS;
 use crate::error::{Error, Result};
-use crate::{Page, builder, types};
 
 /// The page size streams use when the builder sets none: the service's maximum.
 pub const DEFAULT_STREAM_LIMIT: u64 = 50;
 
-/// A configured list request (a generated builder such as [`builder::OrderList`]) that can
+/// A configured list request (a generated builder such as [`crate::builder::OrderList`]) that can
 /// be sent for any page. Implemented for every paginated operation; use it through
 /// [`Paginate`].
 pub trait ListRequest<'a>: Clone + Send + Sync + 'a {
@@ -82,7 +84,12 @@ pub trait Paginate<'a>: ListRequest<'a> {
                     received: Some(current),
                 });
             }
-            let edges = page.data.first().cloned().zip(page.data.last().cloned());
+            let edges = page
+                .data
+                .first()
+                .cloned()
+                .zip(page.data.last().cloned())
+                .map(Box::new);
             if edges.is_some() && edges == walk.previous {
                 return Err(Error::PageNotAdvancing {
                     requested: number,
@@ -114,66 +121,52 @@ impl<'a, T: ListRequest<'a>> Paginate<'a> for T {}
 struct Walk<R, T> {
     request: R,
     next: Option<u64>,
-    /// First and last item of the previous page, to catch a page that repeats.
-    previous: Option<(T, T)>,
+    /// First and last item of the previous page, to catch a page that repeats. Boxed: items
+    /// such as orders are kilobytes, and the walk state moves through every poll.
+    previous: Option<Box<(T, T)>>,
 }
 
-/// Implements [`ListRequest`] for the generated list builders.
-macro_rules! list_requests {
+/// Implements [`ListRequest`] for generated list builders.
+///
+/// `cargo xtask codegen` calls this once, inside the generated `builder` module, with every
+/// builder whose `send` answers a [`Page`]: there is no hand-kept list, and the impls read the
+/// builder's private `limit` field directly.
+macro_rules! impl_list_requests {
     ($($builder:ident => $item:ident),* $(,)?) => {
         $(
-            impl<'a> ListRequest<'a> for builder::$builder<'a> {
-                type Item = types::$item;
+            impl<'a> $crate::ListRequest<'a> for $builder<'a> {
+                type Item = $crate::types::$item;
 
-                fn with_page(self, page: NonZeroU64) -> Self {
+                fn with_page(self, page: ::std::num::NonZeroU64) -> Self {
                     self.page(page)
                 }
 
-                fn with_limit(self, limit: NonZeroU64) -> Self {
+                fn with_limit(self, limit: ::std::num::NonZeroU64) -> Self {
                     self.limit(limit)
                 }
 
                 fn limit_is_set(&self) -> bool {
-                    // The builder's fields are private to the generated module; its Debug
-                    // output is the one window onto them.
-                    !format!("{self:?}").contains("limit: Ok(None)")
+                    // A value that failed conversion counts as set: sending reports it.
+                    !matches!(self.limit, Ok(None))
                 }
 
-                fn fetch(self) -> impl Future<Output = Result<Page<Self::Item>>> + Send + 'a {
+                fn fetch(
+                    self,
+                ) -> impl ::std::future::Future<
+                    Output = $crate::Result<$crate::Page<Self::Item>>,
+                > + Send + 'a {
                     async move { Ok(self.send().await?.into_inner()) }
                 }
             }
         )*
 
-        /// Names of the builders that implement [`ListRequest`], for the completeness test.
+        /// Names of the builders that implement `ListRequest`, for the completeness test.
         #[cfg(test)]
-        const LIST_BUILDERS: &[&str] = &[$(stringify!($builder)),*];
+        pub(crate) const LIST_BUILDERS: &[&str] = &[$(stringify!($builder)),*];
     };
 }
 
-list_requests! {
-    OrderList => Order,
-    OrderTagList => Tag,
-    OrderSourceList => Source,
-    OrderStatusList => Status,
-    OrderPaymentMethodList => PaymentMethod,
-    OrderExpenseTypeList => ExpenseType,
-    OrderDeliveryServiceList => DeliveryService,
-    OrderProductStatusList => ProductStatus,
-    ExternalTransactionList => ExternalTransaction,
-    BuyerList => Buyer,
-    CompanyList => Company,
-    UserList => User,
-    CallList => Call,
-    ProductList => Product,
-    CategoryList => Category,
-    OfferList => Offer,
-    OfferStockList => OfferStock,
-    StorageList => File,
-    PipelineList => Pipeline,
-    PipelineStatusList => PipelineStatus,
-    PipelineCardList => PipelineCard,
-}
+pub(crate) use impl_list_requests;
 
 #[cfg(test)]
 mod tests {
@@ -196,8 +189,23 @@ mod tests {
                 missing.push(name);
             }
         }
-        assert!(missing.is_empty(), "add to list_requests!: {missing:?}");
+        assert!(missing.is_empty(), "not paginated: {missing:?}");
         assert_eq!(LIST_BUILDERS.len(), 21);
+    }
+
+    /// The page size is read from the builder itself, not from its `Debug` text: a filter
+    /// value that looks like an unset limit does not hide the caller's limit.
+    #[test]
+    fn a_limit_is_seen_whatever_the_filters_say() {
+        let client = crate::Client::builder().api_key("k").build().unwrap();
+        let limited = client
+            .order_list()
+            .filter_buyer_email("limit: Ok(None)")
+            .limit(NonZeroU64::new(20).unwrap());
+        assert!(limited.limit_is_set());
+        let source = include_str!("paginate.rs");
+        let probe = ["format!(\"{self", ":?}\")"].concat();
+        assert!(!source.contains(&probe), "no Debug probe");
     }
 
     #[test]

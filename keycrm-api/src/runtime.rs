@@ -16,7 +16,7 @@ use tracing::Instrument;
 use crate::Client;
 use crate::clock::{Clock, TokioClock};
 use crate::error::{Error, ErrorMeta, Failure, Result, retry_after};
-use crate::limiter::{ClientStats, Counters, Limiter, Refusal, WaitPhase};
+use crate::limiter::{ClientStats, Counters, Limiter, PacingMode, Refusal, Signal, WaitPhase};
 
 /// The production base URL of the KeyCRM Open API.
 pub const DEFAULT_BASE_URL: &str = "https://openapi.keycrm.app/v1";
@@ -238,6 +238,7 @@ pub struct ClientBuilder {
     application: Option<String>,
     requests_per_minute: u32,
     burst: u32,
+    pacing: PacingMode,
     max_retries: u32,
     base_backoff: Duration,
     max_backoff: Duration,
@@ -260,6 +261,7 @@ impl fmt::Debug for ClientBuilder {
             .field("application", &self.application)
             .field("requests_per_minute", &self.requests_per_minute)
             .field("burst", &self.burst)
+            .field("pacing", &self.pacing)
             .field("max_retries", &self.max_retries)
             .field("base_backoff", &self.base_backoff)
             .field("max_backoff", &self.max_backoff)
@@ -283,6 +285,7 @@ impl Default for ClientBuilder {
             application: None,
             requests_per_minute: 60,
             burst: 1,
+            pacing: PacingMode::Adaptive,
             max_retries: 3,
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
@@ -334,16 +337,29 @@ impl ClientBuilder {
     }
 
     /// The request quota to pace at (default 60 per minute, KeyCRM's limit per key; some
-    /// accounts have 20). Requests are spaced evenly, one every `60 s / n`, across all clones
-    /// and tasks of the client. `0` turns pacing off (a 429 still pauses every task).
+    /// accounts have 20). Without rate-limit headers from the server (or in
+    /// [`PacingMode::Even`]) requests are spaced evenly, one every `60 s / n`, across all
+    /// clones and tasks of the client; with them, the server's budget decides (see
+    /// [`PacingMode::Adaptive`]). `0` turns pacing off altogether, headers or not (a 429
+    /// still pauses every task).
     pub fn requests_per_minute(mut self, n: u32) -> Self {
         self.requests_per_minute = n;
         self
     }
 
     /// How many requests may go out at once before even spacing applies (default 1: none).
+    /// In [`PacingMode::Adaptive`] this is the largest burst: 429s halve it, and each
+    /// minute without one gives one back.
     pub fn burst(mut self, n: u32) -> Self {
         self.burst = n.max(1);
+        self
+    }
+
+    /// How requests are paced (default [`PacingMode::Adaptive`]): from the server's
+    /// `X-RateLimit-Limit` / `X-RateLimit-Remaining` when its answers carry them, evenly
+    /// otherwise; [`PacingMode::Even`] always paces evenly. See [`PacingMode`].
+    pub fn pacing(mut self, mode: PacingMode) -> Self {
+        self.pacing = mode;
         self
     }
 
@@ -466,6 +482,7 @@ impl ClientBuilder {
                 limiter: Limiter::new(
                     self.requests_per_minute,
                     self.burst,
+                    self.pacing,
                     self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
                 ),
                 counters: Counters::default(),
@@ -610,8 +627,14 @@ impl Client {
     }
 
     /// Counters of this client and all its clones: requests, retries, quota waits, 429s.
+    ///
+    /// They also say which [`PacingMode`] is in force, the rate-limit budget the server
+    /// last reported, and the burst allowed now.
     pub fn stats(&self) -> ClientStats {
-        self.inner().shared.counters.snapshot()
+        let shared = &self.inner().shared;
+        let mut stats = shared.counters.snapshot();
+        shared.limiter.report(&mut stats);
+        stats
     }
 
     /// Adds an observer told of every attempt of every request of this client and all its
@@ -659,6 +682,29 @@ struct Retry {
     hint: Option<Duration>,
     /// The error to report should the request not be sendable again.
     fallback: Error,
+}
+
+/// `X-RateLimit-Limit` and `X-RateLimit-Remaining`, when an answer carries both.
+fn rate_limit_budget(headers: &reqwest::header::HeaderMap) -> Option<(u32, u32)> {
+    let read = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u32>().ok();
+    Some((read("x-ratelimit-limit")?, read("x-ratelimit-remaining")?))
+}
+
+/// The wait until a 429's `X-RateLimit-Reset` (Unix seconds), read when it has no
+/// `Retry-After`.
+fn rate_limit_reset(
+    headers: &reqwest::header::HeaderMap,
+    now: std::time::SystemTime,
+) -> Option<Duration> {
+    let secs = headers
+        .get("x-ratelimit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    let at = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(secs))?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -757,16 +803,16 @@ impl Client {
         };
         let mut attempt: u32 = 0;
         loop {
-            match shared.limiter.acquire(deadline_at).await {
-                Ok(waited) if !waited.is_zero() => {
-                    counters.waits.fetch_add(1, Ordering::Relaxed);
-                    counters.waited_micros.fetch_add(
-                        u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
-                        Ordering::Relaxed,
-                    );
-                }
-                Ok(_) => {}
+            let ticket = match shared.limiter.acquire(deadline_at).await {
+                Ok(ticket) => ticket,
                 Err(Refusal::Deadline(phase)) => return Err(past_deadline(phase, attempt)),
+            };
+            if !ticket.waited.is_zero() {
+                counters.waits.fetch_add(1, Ordering::Relaxed);
+                counters.waited_micros.fetch_add(
+                    u64::try_from(ticket.waited.as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
             }
             attempt += 1;
             let spare = if attempt <= policy.max_retries {
@@ -820,6 +866,8 @@ impl Client {
 
             let retry = match result {
                 Err(e) => {
+                    // Answered (or lost) now, as far as the quota can tell.
+                    drop(ticket);
                     span.record("status", 0u16);
                     span.in_scope(|| tracing::debug!(target: "keycrm", "request failed"));
                     let error = attempt_error(&e);
@@ -835,12 +883,18 @@ impl Client {
                 }
                 Ok(response) => {
                     let status = response.status();
+                    ticket.observe(Signal {
+                        budget: rate_limit_budget(response.headers()),
+                        rate_limited: status == StatusCode::TOO_MANY_REQUESTS,
+                        success: status.is_success(),
+                    });
                     span.record("status", status.as_u16());
                     span.in_scope(|| tracing::debug!(target: "keycrm", "request finished"));
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                         // Not processed: safe to retry for every method, after the gate.
                         let wait = retry_after(response.headers(), clock.wall_time())
+                            .or_else(|| rate_limit_reset(response.headers(), clock.wall_time()))
                             .unwrap_or_else(|| {
                                 policy.backoff(
                                     attempt - 1,

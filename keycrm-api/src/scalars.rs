@@ -355,9 +355,204 @@ where
     }
 }
 
+/// Tolerant readers for the generated models' plain scalars, one rule per JSON type.
+///
+/// `cargo xtask codegen` puts `#[serde(deserialize_with = ...)]` with one of these on every
+/// optional `String`, `bool` and `i64` field of a generated model (see `openapi/README.md`,
+/// "Code generation rules"): the live service is not consistent about JSON types (the
+/// vendor's own examples send `source_uuid: 123` and `is_final: "false"`), and one such value
+/// must not fail a whole page. Serialisation is unchanged. Error messages never echo the value.
+pub(crate) mod lenient {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{self, Unexpected, Visitor};
+
+    /// Reads a string; a JSON number becomes its decimal text (`123` -> `"123"`).
+    pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(Lenient(Kind::String))
+            .map(|v| v.map(Value::into_string))
+    }
+
+    /// Reads a boolean; also `"true"`/`"false"`, `"1"`/`"0"` and the numbers `1`/`0`. An empty
+    /// string reads as absent.
+    pub(crate) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        d.deserialize_any(Lenient(Kind::Bool))
+            .map(|v| v.map(Value::into_bool))
+    }
+
+    #[derive(Clone, Copy)]
+    enum Kind {
+        String,
+        Bool,
+    }
+
+    enum Value {
+        String(String),
+        Bool(bool),
+    }
+
+    impl Value {
+        fn into_string(self) -> String {
+            match self {
+                Value::String(s) => s,
+                Value::Bool(b) => b.to_string(),
+            }
+        }
+
+        fn into_bool(self) -> bool {
+            matches!(self, Value::Bool(true))
+        }
+    }
+
+    struct Lenient(Kind);
+
+    impl Lenient {
+        fn int<E: de::Error>(&self, v: i128) -> Result<Option<Value>, E> {
+            match self.0 {
+                Kind::String => Ok(Some(Value::String(v.to_string()))),
+                Kind::Bool => match v {
+                    0 => Ok(Some(Value::Bool(false))),
+                    1 => Ok(Some(Value::Bool(true))),
+                    _ => Err(E::invalid_value(
+                        Unexpected::Other("an integer other than 0 or 1"),
+                        self,
+                    )),
+                },
+            }
+        }
+    }
+
+    impl<'de> Visitor<'de> for Lenient {
+        type Value = Option<Value>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(match self.0 {
+                Kind::String => "a string or a number",
+                Kind::Bool => "a boolean, \"true\"/\"false\" or 1/0",
+            })
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            match self.0 {
+                Kind::Bool => Ok(Some(Value::Bool(v))),
+                _ => Err(E::invalid_type(Unexpected::Bool(v), &self)),
+            }
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            self.int(v.into())
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            self.int(v.into())
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            match self.0 {
+                Kind::String if v.is_finite() => Ok(Some(Value::String(v.to_string()))),
+                Kind::Bool if v == 0.0 || v == 1.0 => self.int(v as i128),
+                _ => Err(E::invalid_type(Unexpected::Other("a number"), &self)),
+            }
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            let t = v.trim();
+            match self.0 {
+                Kind::String => Ok(Some(Value::String(v.to_string()))),
+                Kind::Bool => match t.to_ascii_lowercase().as_str() {
+                    "" => Ok(None),
+                    "true" | "1" => Ok(Some(Value::Bool(true))),
+                    "false" | "0" => Ok(Some(Value::Bool(false))),
+                    _ => Err(E::invalid_value(Unexpected::Other("other text"), &self)),
+                },
+            }
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            match self.0 {
+                Kind::String => Ok(Some(Value::String(v))),
+                _ => self.visit_str(&v),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Row {
+        #[serde(default, deserialize_with = "lenient::string")]
+        s: Option<String>,
+        #[serde(default, deserialize_with = "lenient::boolean")]
+        b: Option<bool>,
+    }
+
+    fn row(json: &str) -> Result<Row, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    fn expect(s: Option<&str>, b: Option<bool>) -> Row {
+        Row {
+            s: s.map(str::to_string),
+            b,
+        }
+    }
+
+    #[test]
+    fn lenient_scalars_read_every_live_form() {
+        assert_eq!(row(r#"{}"#).unwrap(), expect(None, None));
+        assert_eq!(row(r#"{"s":null,"b":null}"#).unwrap(), expect(None, None));
+        assert_eq!(
+            row(r#"{"s":"RZ-1","b":true}"#).unwrap(),
+            expect(Some("RZ-1"), Some(true))
+        );
+        assert_eq!(
+            row(r#"{"s":123,"b":"false"}"#).unwrap(),
+            expect(Some("123"), Some(false))
+        );
+        assert_eq!(
+            row(r#"{"s":12.5,"b":1}"#).unwrap(),
+            expect(Some("12.5"), Some(true))
+        );
+        assert_eq!(
+            row(r#"{"s":-7,"b":"0"}"#).unwrap(),
+            expect(Some("-7"), Some(false))
+        );
+        assert_eq!(row(r#"{"s":"","b":""}"#).unwrap(), expect(Some(""), None));
+        assert_eq!(row(r#"{"b":"TRUE"}"#).unwrap(), expect(None, Some(true)));
+        assert_eq!(row(r#"{"b":0.0}"#).unwrap(), expect(None, Some(false)));
+    }
+
+    #[test]
+    fn lenient_scalars_refuse_nonsense_without_echoing_it() {
+        for bad in [
+            r#"{"b":"maybe-secret"}"#,
+            r#"{"b":2}"#,
+            r#"{"b":0.5}"#,
+            r#"{"b":[]}"#,
+            r#"{"s":true}"#,
+            r#"{"s":{"secret":1}}"#,
+            r#"{"s":["secret"]}"#,
+        ] {
+            let err = row(bad).expect_err(bad).to_string();
+            assert!(!err.contains("secret"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn timestamps_in_every_live_format_agree() {

@@ -15,6 +15,8 @@ mod calls;
 mod companies;
 #[path = "api/custom_fields.rs"]
 mod custom_fields;
+#[path = "api/decoding.rs"]
+mod decoding;
 #[path = "api/errors.rs"]
 mod errors;
 #[path = "api/offers.rs"]
@@ -29,6 +31,8 @@ mod payments;
 mod pipelines;
 #[path = "api/products.rs"]
 mod products;
+#[path = "api/redaction.rs"]
+mod redaction;
 #[path = "api/storage.rs"]
 mod storage;
 #[path = "api/tolerance.rs"]

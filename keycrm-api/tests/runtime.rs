@@ -185,7 +185,6 @@ async fn server_errors_after_all_retries_say_so() {
         .order_id(7)
         .send()
         .await
-        .map_err(Error::from)
         .unwrap_err();
     assert!(matches!(err, Error::Server { status: 502, .. }), "{err:?}");
     assert_eq!(err.attempts(), 4);
@@ -213,7 +212,6 @@ async fn a_post_is_never_retried_on_5xx() {
         .body(body)
         .send()
         .await
-        .map_err(Error::from)
         .unwrap_err();
     assert!(matches!(err, Error::Server { status: 500, .. }));
     assert_eq!(err.attempts(), 1);
@@ -269,7 +267,6 @@ async fn order_create_times_out_without_a_second_post_and_the_idempotent_path_fi
         .body(create_body("WMS-501"))
         .send()
         .await
-        .map_err(Error::from)
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert_eq!(err.attempts(), 1);
@@ -376,7 +373,6 @@ async fn status_codes_map_to_typed_errors() {
         .body(update)
         .send()
         .await
-        .map_err(Error::from)
         .unwrap_err();
     match &err {
         Error::Validation {
@@ -394,29 +390,12 @@ async fn status_codes_map_to_typed_errors() {
     assert!(err.to_string().contains("status_id"));
     assert!(!err.is_retryable());
 
-    let err = client
-        .buyer_get()
-        .buyer_id(5)
-        .send()
-        .await
-        .map_err(Error::from)
-        .unwrap_err();
+    let err = client.buyer_get().buyer_id(5).send().await.unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
     // A non-JSON 404 body (a proxy page) still maps to NotFound.
-    let err = client
-        .buyer_get()
-        .buyer_id(6)
-        .send()
-        .await
-        .map_err(Error::from)
-        .unwrap_err();
+    let err = client.buyer_get().buyer_id(6).send().await.unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
-    let err = client
-        .pipeline_list()
-        .send()
-        .await
-        .map_err(Error::from)
-        .unwrap_err();
+    let err = client.pipeline_list().send().await.unwrap_err();
     match &err {
         Error::Api {
             status: 400,
@@ -426,12 +405,7 @@ async fn status_codes_map_to_typed_errors() {
         other => panic!("{other:?}"),
     }
     // 400 is not declared on user_list: the message still comes through.
-    let err = client
-        .user_list()
-        .send()
-        .await
-        .map_err(Error::from)
-        .unwrap_err();
+    let err = client.user_list().send().await.unwrap_err();
     match &err {
         Error::Api {
             status: 400,
@@ -645,12 +619,7 @@ async fn the_key_never_appears_in_errors_or_debug_output() {
     let clock = Arc::new(VirtualClock::new());
     let client = client(&server, &clock);
     let builder = Client::builder().api_key(KEY).base_url(server.uri());
-    let err = client
-        .order_list()
-        .send()
-        .await
-        .map_err(Error::from)
-        .unwrap_err();
+    let err = client.order_list().send().await.unwrap_err();
     let raw = client.order_list().send().await.unwrap_err();
     for text in [
         format!("{client:?}"),
@@ -688,12 +657,7 @@ async fn transport_failures_are_retried_for_gets_and_typed() {
         .max_retries(2)
         .build()
         .unwrap();
-    let err = client
-        .user_list()
-        .send()
-        .await
-        .map_err(Error::from)
-        .unwrap_err();
+    let err = client.user_list().send().await.unwrap_err();
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert_eq!(err.attempts(), 3);
     assert_eq!(clock.sleeps().len(), 2);
@@ -724,7 +688,6 @@ async fn a_post_whose_connection_was_refused_is_retried() {
         .body(create_body("WMS-1"))
         .send()
         .await
-        .map_err(Error::from)
         .unwrap_err();
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
     assert_eq!(err.attempts(), 3, "nothing was sent, so resending is safe");

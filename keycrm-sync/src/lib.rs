@@ -7,6 +7,7 @@
 //! - [`store`]: the durable state (SQLite or memory);
 //! - [`config`]: what an operator configures;
 //! - [`model`]: the shared vocabulary;
+//! - [`webhook`]: typed KeyCRM webhook events and the framework-agnostic receiver;
 //! - `http`, `alert`, `metrics` (feature `service`; the axum router with feature `axum`):
 //!   the service layer a host mounts.
 
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod store;
+pub mod webhook;
 
 pub use tokio_util::sync::CancellationToken;
 

@@ -269,6 +269,7 @@ impl Metrics {
                 ("conflict", None)
             }
             SyncEvent::Failed { .. } => ("failed", None),
+            SyncEvent::Held { .. } => ("held", None),
             SyncEvent::Alert { .. } => ("alert", None),
             SyncEvent::Job { .. } => ("job", None),
         };

@@ -804,3 +804,100 @@ async fn subscribe_outlives_the_engine_handle_and_ends_on_engine_shutdown() {
         |e| matches!(e, keycrm_sync::SyncEvent::Pushed { local_id, .. } if local_id == "WMS-9")
     ));
 }
+
+#[tokio::test]
+async fn the_webhook_route_answers_as_the_receiver_without_the_admin_token() {
+    let rig = rig_with(
+        |mut o| {
+            o.webhook = Some(keycrm_sync::webhook::ReceiverSettings {
+                token: Secret::new("hook-token"),
+                limits: keycrm_sync::webhook::ParseLimits {
+                    max_bytes: 2048,
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+            o
+        },
+        "",
+    )
+    .await;
+    let body = json!({
+        "event": keycrm_sync::webhook::ORDER_STATUS_EVENT,
+        "context": {"id": 10001, "status_id": 2, "updated_at": "2026-11-30 02:00:00"}
+    })
+    .to_string();
+    let post = |query: &str, content_type: &str, body: String| {
+        rig.http
+            .post(rig.url(&format!("/webhooks/keycrm{query}")))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let cases = [
+        ("", "application/json", body.clone(), 401, "unauthorized"),
+        (
+            "?token=wrong",
+            "application/json",
+            body.clone(),
+            401,
+            "unauthorized",
+        ),
+        (
+            "?token=hook-token",
+            "text/plain",
+            body.clone(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "?token=hook-token",
+            "application/json",
+            "{".to_string(),
+            400,
+            "invalid_webhook",
+        ),
+        (
+            "?token=hook-token",
+            "application/json",
+            "x".repeat(4096),
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (query, content_type, payload, status, code) in cases {
+        let response = post(query, content_type, payload).await.unwrap();
+        assert_eq!(response.status(), status, "{query} {content_type}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"], code, "{answer}");
+        assert!(!answer.to_string().contains("hook-token"));
+    }
+    assert_eq!(
+        rig.engine.status().await.unwrap().inbox_backlog,
+        0,
+        "nothing stored"
+    );
+    let response = post("?token=hook-token", "application/json", body.clone())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["status"], "stored");
+    let response = post("?token=hook-token", "application/json", body)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["status"],
+        "duplicate"
+    );
+    // Durable before the answer; applied later by the inbox worker or a run.
+    assert_eq!(rig.engine.status().await.unwrap().inbox_backlog, 1);
+    let metrics = rig.admin("GET", "/metrics").await.1;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("keycrm_sync_inbox_backlog 1")
+    );
+}

@@ -163,6 +163,14 @@ impl<S: Store + Clone> Store for Counting<S> {
             .inbox_insert(dedupe_key, event, payload, now)
             .await
     }
+    async fn inbox_insert_batch(
+        &self,
+        items: &[keycrm_sync::store::NewInboxItem],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<InboxId>>, StoreError> {
+        self.tx();
+        self.inner.inbox_insert_batch(items, now).await
+    }
     async fn inbox_pending(&self, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
         self.inner.inbox_pending(limit).await
     }

@@ -11,6 +11,9 @@ use std::process::ExitCode;
 use openapiv3::{OpenAPI, ReferenceOr, Schema, SchemaKind, Type};
 use progenitor::{GenerationSettings, Generator, HooksMode, InterfaceStyle, TagStyle};
 
+mod postprocess;
+mod spec;
+
 /// The vendor extension that marks an operation implemented by hand (multipart upload).
 const HANDWRITTEN: &str = "x-keycrm-handwritten";
 
@@ -67,8 +70,13 @@ fn codegen(check: bool) -> Result<(), String> {
         )
     })?;
     let skipped = strip_handwritten(&mut spec);
+    spec::keep_unknown_fields(&mut spec);
+    let empty_body_ok = spec::empty_body_ok_operations(&spec);
 
-    let code = generate(&spec)?;
+    let mut file = generate(&spec)?;
+    postprocess::postprocess(&mut file, &empty_body_ok)
+        .map_err(|e| format!("post-processing the generated code failed: {e}"))?;
+    let code = prettyplease::unparse(&file);
     let code = format!(
         "{HEADER}// Operations implemented by hand: {}.\n\n{code}",
         skipped.join(", ")
@@ -135,7 +143,12 @@ fn settings(spec: &OpenAPI) -> GenerationSettings {
         .with_hooks(HooksMode::Expected)
         .with_replacement("Timestamp", "crate::Timestamp", std::iter::empty())
         .with_replacement("Date", "crate::Date", std::iter::empty())
-        .with_replacement("Decimal", "crate::Decimal", std::iter::empty());
+        .with_replacement("Decimal", "crate::Decimal", std::iter::empty())
+        .with_replacement(
+            "PaymentMethodRef",
+            "crate::PaymentMethodRef",
+            std::iter::empty(),
+        );
     for (page, item) in page_schemas(spec) {
         settings.with_replacement(
             page,
@@ -184,7 +197,7 @@ fn page_schemas(spec: &OpenAPI) -> Vec<(String, String)> {
         .collect()
 }
 
-fn generate(spec: &OpenAPI) -> Result<String, String> {
+fn generate(spec: &OpenAPI) -> Result<syn::File, String> {
     match try_generate(spec) {
         Ok(code) => Ok(code),
         Err(whole) => {
@@ -202,7 +215,7 @@ fn generate(spec: &OpenAPI) -> Result<String, String> {
     }
 }
 
-fn try_generate(spec: &OpenAPI) -> Result<String, String> {
+fn try_generate(spec: &OpenAPI) -> Result<syn::File, String> {
     let settings = settings(spec);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let mut generator = Generator::new(&settings);
@@ -213,9 +226,7 @@ fn try_generate(spec: &OpenAPI) -> Result<String, String> {
         Ok(Err(e)) => return Err(e.to_string()),
         Err(panic) => return Err(panic_message(panic.as_ref())),
     };
-    let file: syn::File =
-        syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))?;
-    Ok(prettyplease::unparse(&file))
+    syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))
 }
 
 /// Generates each operation alone (with all components) and reports those that fail.
@@ -388,6 +399,189 @@ mod tests {
         let pages = page_schemas(&spec());
         assert_eq!(pages.len(), 21);
         assert!(pages.contains(&("OrderPage".to_string(), "Order".to_string())));
+    }
+
+    fn generated() -> syn::File {
+        let text =
+            std::fs::read_to_string(workspace_root().join("keycrm-api/src/generated.rs")).unwrap();
+        syn::parse_file(&text).expect("generated.rs parses")
+    }
+
+    fn module<'f>(file: &'f syn::File, name: &str) -> &'f [syn::Item] {
+        file.items
+            .iter()
+            .find_map(|item| match item {
+                syn::Item::Mod(m) if m.ident == name => m.content.as_ref().map(|c| &c.1[..]),
+                _ => None,
+            })
+            .expect("module present")
+    }
+
+    fn compact(tokens: impl quote::ToTokens) -> String {
+        tokens
+            .to_token_stream()
+            .to_string()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect()
+    }
+
+    /// Every public `send()` of the committed client fails with the redacted
+    /// `keycrm_api::Error`, never with progenitor's error (which prints bodies).
+    #[test]
+    fn every_send_fails_with_the_redacted_error() {
+        let file = generated();
+        let mut public = 0;
+        for item in module(&file, "builder") {
+            let syn::Item::Impl(imp) = item else { continue };
+            for member in &imp.items {
+                let syn::ImplItem::Fn(f) = member else {
+                    continue;
+                };
+                let output = compact(&f.sig.output);
+                if matches!(f.vis, syn::Visibility::Public(_)) && f.sig.ident == "send" {
+                    public += 1;
+                    assert!(
+                        output
+                            .trim_end_matches(['>', ','])
+                            .ends_with("crate::Error"),
+                        "{output}"
+                    );
+                }
+                if output.contains("Error<types::Error>") {
+                    assert!(
+                        matches!(f.vis, syn::Visibility::Inherited) && f.sig.ident == "send_raw",
+                        "{} leaks progenitor's error",
+                        f.sig.ident
+                    );
+                }
+            }
+        }
+        assert_eq!(public, 58, "one send() per generated operation");
+    }
+
+    /// The paginated builders are listed by the generator, one per `*Page` schema.
+    #[test]
+    fn paginated_builders_are_generated_not_hand_listed() {
+        let file = generated();
+        let call = module(&file, "builder")
+            .iter()
+            .find_map(|item| match item {
+                syn::Item::Macro(m)
+                    if compact(&m.mac.path) == "crate::paginate::impl_list_requests" =>
+                {
+                    Some(m.mac.tokens.to_string())
+                }
+                _ => None,
+            })
+            .expect("impl_list_requests! in the builder module");
+        let listed: std::collections::BTreeSet<String> = call
+            .split(',')
+            .map(|pair| pair.split("=>").nth(1).unwrap().trim().to_string())
+            .collect();
+        let pages: std::collections::BTreeSet<String> = page_schemas(&spec())
+            .into_iter()
+            .map(|(_, item)| item)
+            .collect();
+        assert_eq!(listed, pages);
+        assert_eq!(call.matches("=>").count(), 21);
+        assert!(call.contains("OrderList => Order"), "{call}");
+        let paginate =
+            std::fs::read_to_string(workspace_root().join("keycrm-api/src/paginate.rs")).unwrap();
+        assert!(
+            !paginate.contains("OrderList =>"),
+            "no hand list in paginate.rs"
+        );
+    }
+
+    /// Records that success responses reach keep unknown fields; error bodies do not.
+    #[test]
+    fn success_records_keep_unknown_fields() {
+        let mut spec = spec();
+        let opened = spec::keep_unknown_fields(&mut spec);
+        for name in [
+            "Order",
+            "Offer",
+            "Payment",
+            "Buyer",
+            "Product",
+            "OrderProduct",
+            "PaymentMethod",
+        ] {
+            assert!(opened.contains(&name.to_string()), "{name} keeps extras");
+        }
+        assert!(!opened.contains(&"Error".to_string()));
+        assert!(
+            !opened.contains(&"OrderCreate".to_string()),
+            "request bodies stay closed"
+        );
+        let file = generated();
+        let types = module(&file, "types");
+        let field = |record: &str, name: &str| -> syn::Field {
+            types
+                .iter()
+                .find_map(|item| match item {
+                    syn::Item::Struct(s) if s.ident == record => s
+                        .fields
+                        .iter()
+                        .find(|f| f.ident.as_ref().is_some_and(|i| i == name))
+                        .cloned(),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("{record}.{name}"))
+        };
+        let extra = field("Offer", "extra");
+        assert_eq!(
+            compact(&extra.ty),
+            "::serde_json::Map<::std::string::String,::serde_json::Value>"
+        );
+        assert!(compact(&extra.attrs[0]).contains("flatten"));
+        for (record, name) in [
+            ("Offer", "created_at"),
+            ("Offer", "updated_at"),
+            ("Offer", "is_archived"),
+            ("Offer", "is_default"),
+        ] {
+            field(record, name);
+        }
+        let attrs = |record: &str, name: &str| {
+            compact(
+                field(record, name)
+                    .attrs
+                    .iter()
+                    .map(compact)
+                    .collect::<String>(),
+            )
+        };
+        assert!(attrs("Order", "source_uuid").contains("crate::scalars::lenient::string"));
+        assert!(attrs("PipelineStatus", "is_final").contains("crate::scalars::lenient::boolean"));
+        assert!(
+            compact(&field("Payment", "payment_method").ty).contains("crate::PaymentMethodRef")
+        );
+    }
+
+    #[test]
+    fn the_batch_imports_accept_an_empty_answer() {
+        let ops = spec::empty_body_ok_operations(&spec());
+        let expected: std::collections::BTreeSet<String> =
+            ["buyer_import", "order_import", "product_import"]
+                .map(String::from)
+                .into();
+        assert_eq!(ops, expected);
+        let text =
+            std::fs::read_to_string(workspace_root().join("keycrm-api/src/generated.rs")).unwrap();
+        assert_eq!(
+            text.matches("crate::respond::from_response_or_default(response)")
+                .count(),
+            3
+        );
+        // Every other success body goes through the stack-safe reader too.
+        assert!(!text.contains("200..=299 => ResponseValue::from_response"));
+        assert_eq!(
+            text.matches("200..=299 => crate::respond::from_response(response)")
+                .count(),
+            54
+        );
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub(crate) fn render_offer(
         "height": wire::num_opt(offer.height),
         "properties": properties,
         "is_archived": offer.is_archived,
+        "updated_at": wire::iso(offer.updated_at),
     });
     if with_product {
         out["product"] = product.map_or(Value::Null, |p| {
@@ -557,8 +558,26 @@ pub(crate) fn offer_list(state: &mut State, ctx: &Ctx<'_>) -> Handled {
     })
 }
 
+/// Offer ids by SKU, built once per batch request so that a batch of 10,000 rows costs one
+/// pass over the offers, not one per row.
+fn sku_index(state: &State) -> std::collections::HashMap<&str, Vec<i64>> {
+    let mut index: std::collections::HashMap<&str, Vec<i64>> = std::collections::HashMap::new();
+    for o in state.offers.values() {
+        if let Some(sku) = o.sku.as_deref() {
+            index.entry(sku).or_default().push(o.id);
+        }
+    }
+    index
+}
+
 /// The offers a batch row names by `id` or `sku`; records a 422 when it names none.
-fn row_offers(state: &State, c: &mut Check, item: &Value, prefix: &str) -> Vec<i64> {
+fn row_offers(
+    state: &State,
+    skus: &std::collections::HashMap<&str, Vec<i64>>,
+    c: &mut Check,
+    item: &Value,
+    prefix: &str,
+) -> Vec<i64> {
     let id = c.int(item, prefix, "id");
     let sku = c.str(item, prefix, "sku").filter(|s| !s.is_empty());
     match (id, sku) {
@@ -571,12 +590,7 @@ fn row_offers(state: &State, c: &mut Check, item: &Value, prefix: &str) -> Vec<i
             }
         }
         (None, Some(sku)) => {
-            let found: Vec<i64> = state
-                .offers
-                .values()
-                .filter(|o| o.sku.as_deref() == Some(sku.as_str()))
-                .map(|o| o.id)
-                .collect();
+            let found: Vec<i64> = skus.get(sku.as_str()).cloned().unwrap_or_default();
             if found.is_empty() {
                 c.invalid(&join(prefix, "sku"));
             }
@@ -603,10 +617,11 @@ pub(crate) fn offer_update_batch(state: &mut State, ctx: &Ctx<'_>) -> Handled {
     let body = ctx.json();
     let mut c = Check::new();
     let mut changes = Vec::new();
+    let skus = sku_index(state);
     if let Some(list) = c.req_array(&body, "", "offers", Some(OFFER_BATCH_MAX)) {
         for (i, item) in list.iter().enumerate() {
             let p = format!("offers.{i}");
-            let targets = row_offers(state, &mut c, item, &p);
+            let targets = row_offers(state, &skus, &mut c, item, &p);
             let values = (
                 c.dec(item, &p, "price"),
                 c.dec(item, &p, "purchased_price"),
@@ -719,10 +734,11 @@ pub(crate) fn stock_update(state: &mut State, ctx: &Ctx<'_>) -> Handled {
         None
     };
     let mut sets = Vec::new();
+    let skus = sku_index(state);
     if let Some(list) = c.req_array(&body, "", "stocks", Some(OFFER_BATCH_MAX)) {
         for (i, item) in list.iter().enumerate() {
             let p = format!("stocks.{i}");
-            let targets = row_offers(state, &mut c, item, &p);
+            let targets = row_offers(state, &skus, &mut c, item, &p);
             let quantity = if Check::present(item, "quantity") {
                 c.dec_min0(item, &p, "quantity")
             } else {

@@ -52,9 +52,12 @@
 //!
 //! - **Base URL**: [`KeyCrmMock::uri`] ends in `/v1`, like the real one. Unknown paths
 //!   answer 404 with Laravel's route message, known paths with another method 405.
-//! - **Quota**: a fixed window that opens with the first request (Laravel's throttle);
-//!   every answer carries `X-RateLimit-Limit` and `X-RateLimit-Remaining`, a 429 also
-//!   `Retry-After` in seconds. Requests with a wrong key are not counted.
+//! - **Quota**: by default a fixed window that opens with the first request (Laravel's
+//!   throttle, which KeyCRM most likely runs); every answer carries `X-RateLimit-Limit`
+//!   and `X-RateLimit-Remaining`, a 429 also `Retry-After` in seconds and
+//!   `X-RateLimit-Reset`. A rolling window or a token bucket, with or without those
+//!   headers, can be chosen instead ([`Quota::with_model`], [`Quota::headers`]). Requests
+//!   with a wrong key are not counted.
 //! - **Choices where KeyCRM's behaviour is undocumented** (made strict, so that clients
 //!   that rely on them notice): `limit` outside 1..=50 and `page` below 1 answer 422;
 //!   batch rows that name an unknown offer (`PUT /offers`, `PUT /offers/stocks`) answer
@@ -78,10 +81,16 @@
 //! - **Lost responses** ([`Faults::lose_next_creates`]): the create is applied, and its
 //!   answer is held back for [`KeyCrmMockBuilder::lost_response_delay`] (2 minutes unless
 //!   configured), longer than any sensible client timeout.
+//! - **Admin API**: under `/__mock/` (outside `/v1`, no key, no quota, not recorded) the
+//!   same simulator takes commands over HTTP: reset, seed, order and card status changes
+//!   made "in the CRM", stock, faults, webhook receivers, the request and delivery logs.
+//!   It is what tests in other languages use through the `keycrm-mock` binary (feature
+//!   `mock`); the README documents every route.
 //! - **Reference data** of a fresh account: six order statuses, five sources, payment
 //!   methods, expense types, delivery services, tags, four users, two warehouses (ids 1
 //!   and 2), custom fields (`OR_1001`...), two pipelines with four stages each.
 
+mod admin;
 mod catalog;
 mod faults;
 mod http;
@@ -105,7 +114,7 @@ use std::time::Duration;
 use serde_json::Value;
 use wiremock::{Mock, MockServer};
 
-pub use quota::Quota;
+pub use quota::{Quota, QuotaAnswer, QuotaCounter, Window};
 pub use seed::{SeedConfig, Seeded};
 pub use webhooks::WebhookDelivery;
 
@@ -143,7 +152,7 @@ pub struct RecordedRequest {
 }
 
 /// Configures a [`KeyCrmMock`] before it starts.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KeyCrmMockBuilder {
     api_key: String,
     quota: Quota,
@@ -152,6 +161,24 @@ pub struct KeyCrmMockBuilder {
     webhook_attempts: u32,
     webhook_retry_delay: Duration,
     lost_response_delay: Duration,
+    webhooks: Vec<String>,
+    stock_webhooks: Vec<String>,
+    fail_share: Option<(f64, u16, u64)>,
+    latency: Duration,
+    lose_create_share: Option<(f64, u64)>,
+}
+
+impl std::fmt::Debug for KeyCrmMockBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key and the receiver URLs (which often carry a token) stay out of logs.
+        f.debug_struct("KeyCrmMockBuilder")
+            .field("quota", &self.quota)
+            .field("leads_enabled", &self.leads_enabled)
+            .field("seed", &self.seed)
+            .field("webhooks", &self.webhooks.len())
+            .field("stock_webhooks", &self.stock_webhooks.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for KeyCrmMockBuilder {
@@ -164,6 +191,11 @@ impl Default for KeyCrmMockBuilder {
             webhook_attempts: 3,
             webhook_retry_delay: Duration::from_millis(100),
             lost_response_delay: Duration::from_secs(120),
+            webhooks: Vec::new(),
+            stock_webhooks: Vec::new(),
+            fail_share: None,
+            latency: Duration::ZERO,
+            lose_create_share: None,
         }
     }
 }
@@ -175,7 +207,8 @@ impl KeyCrmMockBuilder {
         self
     }
 
-    /// The request quota (default 60 per minute).
+    /// The request quota (default 60 per minute in a fixed window, with the rate-limit
+    /// headers; see [`Quota`] for the other window models).
     pub fn quota(mut self, quota: Quota) -> Self {
         self.quota = quota;
         self
@@ -212,6 +245,54 @@ impl KeyCrmMockBuilder {
         self
     }
 
+    /// A receiver of the order and lead webhooks that is registered from the start and
+    /// again after every [`KeyCrmMock::reset`] (see [`KeyCrmMock::register_webhook`]).
+    pub fn webhook(mut self, url: impl Into<String>) -> Self {
+        self.webhooks.push(url.into());
+        self
+    }
+
+    /// A receiver of the stock webhook that is registered from the start and again after
+    /// every [`KeyCrmMock::reset`] (see [`KeyCrmMock::register_stock_webhook`]).
+    pub fn stock_webhook(mut self, url: impl Into<String>) -> Self {
+        self.stock_webhooks.push(url.into());
+        self
+    }
+
+    /// Answers a seeded `share` (0.0 to 1.0) of requests with `status`, from the start and
+    /// again after every [`KeyCrmMock::reset`] (see [`Faults::fail_share`]).
+    pub fn fail_share(mut self, share: f64, status: u16, seed: u64) -> Self {
+        self.fail_share = Some((share, status, seed));
+        self
+    }
+
+    /// Delays every answer by `latency`, from the start and again after every
+    /// [`KeyCrmMock::reset`] (see [`Faults::set_latency`]).
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Loses the answer of a seeded `share` of successful creates, from the start and again
+    /// after every [`KeyCrmMock::reset`] (see [`Faults::lose_create_share`]).
+    pub fn lose_create_share(mut self, share: f64, seed: u64) -> Self {
+        self.lose_create_share = Some((share, seed));
+        self
+    }
+
+    /// The faults armed at start and after every reset.
+    fn initial_faults(&self) -> FaultState {
+        let mut faults = FaultState::new(self.lost_response_delay);
+        if let Some((share, status, seed)) = self.fail_share {
+            faults.fail_share(share, status, seed);
+        }
+        if let Some((share, seed)) = self.lose_create_share {
+            faults.lose_share(share, seed);
+        }
+        faults.latency = self.latency;
+        faults
+    }
+
     /// Starts the simulator on a free loopback port.
     ///
     /// # Panics
@@ -222,27 +303,47 @@ impl KeyCrmMockBuilder {
             .disable_request_recording()
             .start()
             .await;
+        self.serve(server).await
+    }
+
+    /// Starts the simulator on a listener the caller bound (a fixed port, for the
+    /// `keycrm-mock` binary or a test in another language). The base URL uses the
+    /// listener's address.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (webhooks are delivered by a task on it).
+    pub async fn start_on(self, listener: std::net::TcpListener) -> KeyCrmMock {
+        let server = MockServer::builder()
+            .listener(listener)
+            .disable_request_recording()
+            .start()
+            .await;
+        self.serve(server).await
+    }
+
+    async fn serve(self, server: MockServer) -> KeyCrmMock {
         let origin = server.uri();
         let hooks = Dispatcher::start(RetryPolicy {
             attempts: self.webhook_attempts,
             delay: self.webhook_retry_delay,
         });
         let mut state = State::new(self.leads_enabled);
-        if let Some(config) = &self.seed {
-            seed::seed(&mut state, config);
-        }
+        let seeded = self.seed.as_ref().map(|c| seed::seed(&mut state, c));
         let shared = Arc::new(Shared {
             inner: std::sync::Mutex::new(Inner {
                 state,
                 log: Vec::new(),
                 throttle: Throttle::new(self.quota),
-                faults: FaultState::new(self.lost_response_delay),
-                trigger_hooks: Vec::new(),
-                stock_hooks: Vec::new(),
+                faults: self.initial_faults(),
+                trigger_hooks: self.webhooks.clone(),
+                stock_hooks: self.stock_webhooks.clone(),
             }),
             api_key: self.api_key.clone(),
             origin,
             hooks,
+            config: self,
+            seeded,
         });
         Mock::given(wiremock::matchers::any())
             .respond_with(Responder(Arc::clone(&shared)))
@@ -252,7 +353,6 @@ impl KeyCrmMockBuilder {
         KeyCrmMock {
             _server: server,
             shared,
-            config: self,
         }
     }
 }
@@ -263,7 +363,6 @@ impl KeyCrmMockBuilder {
 pub struct KeyCrmMock {
     _server: MockServer,
     shared: Arc<Shared>,
-    config: KeyCrmMockBuilder,
 }
 
 impl std::fmt::Debug for KeyCrmMock {
@@ -376,21 +475,24 @@ impl KeyCrmMock {
     }
 
     /// Back to the state right after start: an account with reference data only (plus the
-    /// builder's seed), no requests recorded, a fresh quota window, no faults, no webhook
-    /// receivers and no delivery log.
+    /// builder's seed), no requests recorded, a fresh quota window, no faults, only the
+    /// builder's webhook receivers and no delivery log.
     pub fn reset(&self) {
-        let mut inner = self.shared.lock();
-        let mut state = State::new(self.config.leads_enabled);
-        if let Some(config) = &self.config.seed {
-            seed::seed(&mut state, config);
-        }
-        inner.state = state;
-        inner.log.clear();
-        inner.throttle = Throttle::new(self.config.quota);
-        inner.faults = FaultState::new(self.config.lost_response_delay);
-        inner.trigger_hooks.clear();
-        inner.stock_hooks.clear();
-        self.shared.hooks.clear();
+        self.shared.reset();
+    }
+
+    /// The ids of the records the builder's [`seed`](KeyCrmMockBuilder::seed) created
+    /// (the same after every [`reset`](Self::reset)); `None` without a builder seed.
+    pub fn seeded(&self) -> Option<&Seeded> {
+        self.shared.seeded.as_ref()
+    }
+
+    /// The reference data of the account as JSON (`order_statuses`, `payment_methods`,
+    /// `sources`, `warehouses`, `delivery_services`, `expense_types`, `tags`, `users`,
+    /// `custom_fields`, `pipelines`, `pipeline_statuses`), each a list of
+    /// `{"id", "name", ...}`; what `GET /__mock/reference` answers.
+    pub fn reference(&self) -> Value {
+        admin::reference(&self.shared.lock().state)
     }
 
     /// Registers a receiver of the order and lead webhooks (`order.change_order_status`,

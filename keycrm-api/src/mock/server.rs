@@ -3,18 +3,18 @@
 //! the webhooks the change produced and records the request.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use wiremock::{Request, Respond, ResponseTemplate};
 
-use super::RecordedRequest;
 use super::faults::{Fault, FaultState};
 use super::http::{ApiError, Ctx, Reply};
 use super::quota::Throttle;
 use super::routes::{self, Match};
 use super::state::{Event, State};
 use super::webhooks::Dispatcher;
+use super::{KeyCrmMockBuilder, RecordedRequest, admin, seed};
 
 /// Everything that changes while the simulator runs.
 pub(crate) struct Inner {
@@ -56,6 +56,10 @@ pub(crate) struct Shared {
     /// `http://127.0.0.1:PORT`.
     pub origin: String,
     pub hooks: Dispatcher,
+    /// What the simulator was started with; [`Shared::reset`] goes back to it.
+    pub config: KeyCrmMockBuilder,
+    /// The ids of the builder's seed.
+    pub seeded: Option<super::Seeded>,
 }
 
 impl Shared {
@@ -63,13 +67,30 @@ impl Shared {
         // A panicking handler must not take the whole simulator down with it.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Back to the state right after start (see [`KeyCrmMock::reset`](super::KeyCrmMock::reset)).
+    pub fn reset(&self) {
+        let config = &self.config;
+        let mut inner = self.lock();
+        let mut state = State::new(config.leads_enabled);
+        if let Some(seed) = &config.seed {
+            seed::seed(&mut state, seed);
+        }
+        inner.state = state;
+        inner.log.clear();
+        inner.throttle = Throttle::new(config.quota);
+        inner.faults = config.initial_faults();
+        inner.trigger_hooks = config.webhooks.clone();
+        inner.stock_hooks = config.stock_webhooks.clone();
+        self.hooks.clear();
+    }
 }
 
 /// The wiremock responder.
 pub(crate) struct Responder(pub Arc<Shared>);
 
 /// A JSON answer.
-fn json_response(status: u16, body: &Value) -> ResponseTemplate {
+pub(crate) fn json_response(status: u16, body: &Value) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_raw(
         serde_json::to_vec(body).unwrap_or_default(),
         "application/json",
@@ -92,6 +113,9 @@ impl Respond for Responder {
         let method = request.method.as_str().to_string();
         let path = request.url.path().to_string();
         let query = request.url.query().map(str::to_string);
+        if let Some(admin_path) = path.strip_prefix("/__mock") {
+            return admin::handle(shared, &method, admin_path, request);
+        }
         let mut inner = shared.lock();
 
         // Files are served under /files, outside the API (no key needed).
@@ -179,19 +203,17 @@ impl Respond for Responder {
                 .set_delay(latency);
         }
 
-        let limit = inner.throttle.quota.limit();
-        let remaining = match inner.throttle.hit(Instant::now()) {
-            Ok(remaining) => remaining,
-            Err(retry_after) => {
-                record.status = Some(429);
-                inner.log.push(record);
-                return json_response(429, &json!({ "message": "Too Many Attempts." }))
-                    .insert_header("retry-after", retry_after.to_string().as_str())
-                    .insert_header("x-ratelimit-limit", limit.to_string().as_str())
-                    .insert_header("x-ratelimit-remaining", "0")
-                    .set_delay(latency);
+        let quota = inner.throttle.hit(Instant::now());
+        let quota_headers = quota.headers(SystemTime::now());
+        if !quota.allowed {
+            record.status = Some(429);
+            inner.log.push(record);
+            let mut answer = json_response(429, &json!({ "message": "Too Many Attempts." }));
+            for (name, value) in &quota_headers {
+                answer = answer.insert_header(*name, value.as_str());
             }
-        };
+            return answer.set_delay(latency);
+        }
 
         let result = if route.operation.starts_with("pipeline_") && !inner.state.leads_enabled {
             Err(ApiError::bad_request("Leads are not enabled"))
@@ -233,10 +255,11 @@ impl Respond for Responder {
             Some(body) => json_response(reply.status, body),
             None => ResponseTemplate::new(reply.status),
         };
-        answer
-            .insert_header("x-ratelimit-limit", limit.to_string().as_str())
-            .insert_header("x-ratelimit-remaining", remaining.to_string().as_str())
-            .set_delay(delay)
+        let mut answer = answer;
+        for (name, value) in &quota_headers {
+            answer = answer.insert_header(*name, value.as_str());
+        }
+        answer.set_delay(delay)
     }
 }
 

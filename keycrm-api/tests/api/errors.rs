@@ -23,13 +23,11 @@ async fn a_bad_field_is_a_decode_error_naming_its_path_but_not_its_value() {
         .mount(&server)
         .await;
 
-    let err = Error::from(
-        client
-            .order_list()
-            .send()
-            .await
-            .expect_err("id is a string"),
-    );
+    let err = client
+        .order_list()
+        .send()
+        .await
+        .expect_err("id is a string");
 
     match &err {
         Error::Decode {
@@ -81,16 +79,14 @@ async fn a_422_is_a_validation_error_with_the_field_map() {
                     .phone("+380671234567".to_string()),
             )),
     );
-    let err = Error::from(
-        client
-            .order_import()
-            .body(types::OrderImport {
-                orders: vec![order],
-            })
-            .send()
-            .await
-            .expect_err("422"),
-    );
+    let err = client
+        .order_import()
+        .body(types::OrderImport {
+            orders: vec![order],
+        })
+        .send()
+        .await
+        .expect_err("422");
 
     let request = only_request(&server).await;
     assert_eq!(
@@ -145,7 +141,7 @@ async fn a_401_is_unauthorized_and_a_404_is_not_found() {
         .mount(&server)
         .await;
 
-    let unauthorized = Error::from(client.order_list().send().await.expect_err("401"));
+    let unauthorized = client.order_list().send().await.expect_err("401");
     match &unauthorized {
         Error::Unauthorized { message, .. } => {
             assert_eq!(message.as_deref(), Some("Unauthenticated."));
@@ -159,14 +155,12 @@ async fn a_401_is_unauthorized_and_a_404_is_not_found() {
         "says what to check"
     );
 
-    let not_found = Error::from(
-        client
-            .order_get()
-            .order_id(999_999)
-            .send()
-            .await
-            .expect_err("404"),
-    );
+    let not_found = client
+        .order_get()
+        .order_id(999_999)
+        .send()
+        .await
+        .expect_err("404");
     match &not_found {
         Error::NotFound { message, .. } => assert_eq!(
             message.as_deref(),
@@ -202,19 +196,17 @@ async fn an_error_status_with_an_empty_or_html_body_keeps_its_meaning() {
         .mount(&server)
         .await;
 
-    let unauthorized = Error::from(client.order_list().send().await.expect_err("401"));
+    let unauthorized = client.order_list().send().await.expect_err("401");
     assert!(
         matches!(unauthorized, Error::Unauthorized { message: None, .. }),
         "{unauthorized:?}"
     );
-    let not_found = Error::from(
-        client
-            .order_get()
-            .order_id(5)
-            .send()
-            .await
-            .expect_err("404"),
-    );
+    let not_found = client
+        .order_get()
+        .order_id(5)
+        .send()
+        .await
+        .expect_err("404");
     assert!(
         matches!(not_found, Error::NotFound { message: None, .. }),
         "{not_found:?}"
@@ -240,7 +232,7 @@ async fn a_429_and_a_503_are_retried_then_reported_with_the_wait() {
         .mount(&server)
         .await;
 
-    let limited = Error::from(client.buyer_list().send().await.expect_err("429"));
+    let limited = client.buyer_list().send().await.expect_err("429");
     match &limited {
         Error::RateLimited { retry_after, meta } => {
             assert_eq!(*retry_after, Some(Duration::from_secs(7)));
@@ -258,7 +250,7 @@ async fn a_429_and_a_503_are_retried_then_reported_with_the_wait() {
         clock.sleeps()
     );
 
-    let failed = Error::from(client.user_list().send().await.expect_err("503"));
+    let failed = client.user_list().send().await.expect_err("503");
     assert!(
         matches!(failed, Error::Server { status: 503, .. }),
         "{failed:?}"
@@ -312,7 +304,7 @@ async fn the_api_key_never_appears_in_any_error() {
     let mut errors = Vec::new();
     for id in 1..=6 {
         let result = client.order_get().order_id(id).send().await;
-        errors.push(Error::from(result.expect_err("an error answer")));
+        errors.push(result.expect_err("an error answer"));
     }
     // 422 from a write.
     api("PUT", "/buyer/2217")
@@ -323,7 +315,7 @@ async fn the_api_key_never_appears_in_any_error() {
         .expect(1)
         .mount(&server)
         .await;
-    errors.push(Error::from(
+    errors.push(
         client
             .buyer_update()
             .buyer_id(2217)
@@ -331,21 +323,21 @@ async fn the_api_key_never_appears_in_any_error() {
             .send()
             .await
             .expect_err("422"),
-    ));
+    );
     // A connection failure: a port nobody listens on.
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
     let offline = client_for(&format!("http://{closed}"));
-    errors.push(Error::from(
+    errors.push(
         offline
             .order_list()
             .filter_buyer_phone("+380671234567")
             .send()
             .await
             .expect_err("connection refused"),
-    ));
+    );
     // Refused before sending.
     errors.push(
         client

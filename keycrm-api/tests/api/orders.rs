@@ -497,6 +497,7 @@ async fn order_create_sends_the_typed_body() {
                 .properties(vec![types::OrderProductProperty {
                     name: Some("Колір".into()),
                     value: Some(json!("Чорний")),
+                    ..Default::default()
                 }])
                 .try_into()
                 .expect("complete line"),

@@ -180,7 +180,7 @@ async fn pipelines_switched_off_is_an_api_error_with_the_message() {
         .mount(&server)
         .await;
 
-    let err = keycrm_api::Error::from(client.pipeline_card_list().send().await.expect_err("400"));
+    let err = client.pipeline_card_list().send().await.expect_err("400");
 
     match &err {
         Error::Api {

@@ -15,7 +15,9 @@
 //!    existed on both sides meet as a *first link* (audited once as [`FIRST_LINK_ACTION`]),
 //!    their differences decided by the configured source of truth
 //!    ([`SyncConfig::first_contact`]), not logged as conflicts;
-//! 3. **inbox**: applies received webhooks (stored first by [`SyncEngine::ingest_webhook`]);
+//! 3. **inbox**: applies received webhooks (committed first by the
+//!    [`WebhookReceiver`](crate::webhook::WebhookReceiver); see the `inbox` module: a worker
+//!    also applies them as they arrive);
 //! 4. **push**: sends due outbox items with as few requests as KeyCRM allows: unchanged
 //!    records cost nothing, orders are created idempotently (bulk import with read-back by
 //!    `source_uuid` for several), products imported 100 at a time, prices in one bulk
@@ -29,6 +31,7 @@
 //! Every applied change, push, conflict and failure is published to [`SyncEngine::subscribe`].
 
 mod batch;
+mod inbox;
 mod logline;
 mod pull;
 mod push;
@@ -83,6 +86,9 @@ pub enum SyncError {
     /// The engine was built without something it needs.
     #[error("sync engine configuration: {0}")]
     Config(String),
+    /// A webhook body is not one KeyCRM sends.
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookError),
     /// A stock push was refused by the mass-zeroing guard.
     #[error("stock push refused: it would zero {zeroed} of {total} SKUs (limit {limit:.0} %)")]
     MassZeroing {
@@ -156,6 +162,16 @@ pub enum SyncEvent {
         error: String,
         /// Whether retries are exhausted.
         dead: bool,
+    },
+    /// An inbound change (a webhook, a reconciliation pass) was held for review instead of
+    /// applied: an alert for operators (the mass-zeroing guard).
+    Held {
+        /// Kind of record.
+        kind: EntityKind,
+        /// What was held (`webhook <inbox id>`, `stock pass`).
+        source: String,
+        /// Why (no customer data).
+        reason: String,
     },
     /// An alert fired or resolved (the service layer's alert rules).
     Alert {
@@ -380,6 +396,7 @@ impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
                 policies: std::sync::Mutex::new(self.policies),
                 events,
                 run_lock: Mutex::new(()),
+                inbox_wake: tokio::sync::Notify::new(),
                 last_run: std::sync::Mutex::new(None),
                 runs: AtomicU64::new(0),
                 calls: AtomicU64::new(0),
@@ -417,6 +434,8 @@ pub(crate) struct Inner<S, H> {
     policies: std::sync::Mutex<BTreeMap<EntityKind, Policy>>,
     events: broadcast::Sender<SyncEvent>,
     run_lock: Mutex<()>,
+    /// Woken by each new inbox row (see the `inbox` module).
+    inbox_wake: tokio::sync::Notify,
     last_run: std::sync::Mutex<Option<RunReport>>,
     runs: AtomicU64,
     calls: AtomicU64,
@@ -543,17 +562,21 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     }
 
     /// Runs until `shutdown` is cancelled: one run now, then one every
-    /// `sync_interval_secs`. A failed run is logged and the loop goes on.
+    /// `sync_interval_secs`; beside it the inbox worker applies webhooks as they arrive
+    /// ([`SyncEngine::run_inbox_worker`]). A failed run is logged and the loop goes on.
     pub async fn run(&self, shutdown: CancellationToken) {
-        loop {
-            if let Err(error) = self.run_once().await {
-                logline::warn(&error, "sync run failed");
+        let periodic = async {
+            loop {
+                if let Err(error) = self.run_once().await {
+                    logline::warn(&error, "sync run failed");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(self.inner.config.sync_interval()) => {}
+                }
             }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(self.inner.config.sync_interval()) => {}
-            }
-        }
+        };
+        tokio::join!(periodic, self.run_inbox_worker(shutdown.clone()));
     }
 
     /// One complete run (collect, pull, inbox, push). Runs never overlap.
@@ -711,24 +734,6 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             },
             quarantined,
         })
-    }
-
-    /// Writes a received webhook to the durable inbox (deduplicated) and, in real-time mode,
-    /// applies it at once. Returns `false` for a duplicate delivery. The caller may answer the
-    /// webhook with 200 as soon as this returns `Ok`, whatever happens to the apply.
-    pub async fn ingest_webhook(&self, body: &serde_json::Value) -> Result<bool, SyncError> {
-        let (event, key) = webhook_key(body);
-        let inserted = self
-            .inner
-            .store
-            .inbox_insert(&key, &event, body.clone(), now())
-            .await?;
-        if inserted.is_some() && self.inner.config.realtime {
-            let _guard = self.inner.run_lock.lock().await;
-            let mut report = RunReport::default();
-            Box::pin(self.process_inbox(&mut report)).await?;
-        }
-        Ok(inserted.is_some())
     }
 
     /// Loads order status ranks from KeyCRM's status groups once, unless a policy has its own.
@@ -1023,28 +1028,6 @@ pub(crate) fn now() -> DateTime<Utc> {
     Utc::now()
 }
 
-/// Dedupe key of a webhook: event + id + status + change time for order and lead events
-/// (KeyCRM sends no event id and retries deliveries), a content hash for stock arrays.
-pub fn webhook_key(body: &serde_json::Value) -> (String, String) {
-    use sha2::{Digest, Sha256};
-    if let Some(event) = body.get("event").and_then(|e| e.as_str()) {
-        let ctx = body.get("context").cloned().unwrap_or_default();
-        let part = |k: &str| ctx.get(k).map(|v| v.to_string()).unwrap_or_default();
-        let key = format!(
-            "{event}:{}:{}:{}:{}:{}",
-            part("id"),
-            part("status_id"),
-            part("payment_status"),
-            part("status_changed_at"),
-            part("updated_at")
-        );
-        return (event.to_string(), key);
-    }
-    let digest = Sha256::digest(serde_json::to_vec(body).unwrap_or_default());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    ("stock".to_string(), format!("stock:{hex}"))
-}
-
 /// Backoff before the next attempt of an outbox item that failed `attempts` times before:
 /// 30 s doubling, capped at 1 h.
 pub(crate) fn outbox_backoff(attempts: u32) -> chrono::Duration {
@@ -1060,5 +1043,7 @@ fn assert_futures_are_send<S: Store, H: Host>(e: &SyncEngine<S, H>) {
     is_send(&e.full_resync());
     is_send(&e.sync_order(""));
     is_send(&e.ingest_webhook(&serde_json::Value::Null));
+    is_send(&e.apply_inbox());
+    is_send(&e.run(CancellationToken::new()));
     is_send(&e.status());
 }

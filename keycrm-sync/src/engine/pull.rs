@@ -14,7 +14,7 @@ use crate::canonical::{self, MappingError};
 use crate::host::{Applied, Host, RemoteChange};
 use crate::model::{EntityKind, Snapshot};
 use crate::plan::{FirstLink, PlanInput, Side, plan};
-use crate::store::{InboxStatus, Mapping, Store, SyncState, WriteOp};
+use crate::store::{Mapping, Store, SyncState, WriteOp};
 
 /// Relations an order is read with: enough for its canonical fields.
 pub(crate) const ORDER_INCLUDE: &str = "buyer,products.offer,payments,shipping";
@@ -32,6 +32,8 @@ struct PassState {
     broken: Vec<Quarantined>,
     /// Whether every record was decoded and applied.
     complete: bool,
+    /// Stock levels read, applied after the pass (see `apply_stock_levels`).
+    levels: Vec<super::inbox::StockLevel>,
 }
 
 impl Default for PassState {
@@ -40,6 +42,7 @@ impl Default for PassState {
             seen: BTreeSet::new(),
             broken: Vec::new(),
             complete: true,
+            levels: Vec::new(),
         }
     }
 }
@@ -389,7 +392,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                                     continue;
                                 }
                             };
-                        self.apply_stock(&stock, &mut state, report).await?;
+                        self.apply_stock(&stock, &mut state).await?;
                     }
                     Ok::<_, SyncError>(())
                 }
@@ -398,6 +401,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 self.commit_gathered(gathering).await?;
                 applied?;
             }
+            self.apply_stock_levels(&mut state, report).await?;
             Ok::<_, SyncError>(())
         }
         .instrument(span.clone())
@@ -414,14 +418,12 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             .await
     }
 
-    /// Applies one offer's stock levels, one per mapped warehouse.
+    /// Notes one offer's stock levels, one per mapped warehouse (applied after the pass).
     async fn apply_stock(
         &self,
         stock: &types::OfferStock,
         state: &mut PassState,
-        report: &mut RunReport,
     ) -> Result<(), SyncError> {
-        let kind = EntityKind::Stock;
         let (Some(offer_id), Some(sku)) = (stock.id, stock.sku.as_deref()) else {
             return Ok(());
         };
@@ -434,21 +436,52 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             let Some(fields) = canonical::stock_fields_from_remote(stock, warehouse_id) else {
                 continue;
             };
-            let key = format!("{code}/{sku}");
-            let result = self
-                .apply_remote(
-                    kind,
-                    Key::Local(&key),
-                    offer_id,
-                    false,
-                    Snapshot::new(fields, None),
-                    report,
-                )
-                .await;
-            self.isolated(kind, offer_id, result, &mut state.complete)
-                .await?;
+            // Applied once the pass is read whole and has passed the mass-zeroing guard.
+            state.levels.push(super::inbox::StockLevel {
+                key: format!("{code}/{sku}"),
+                warehouse: code.to_string(),
+                offer_id,
+                fields,
+            });
         }
         Ok(())
+    }
+
+    /// Applies a stock pass's levels in one store transaction, unless they would zero more
+    /// than the configured share of a warehouse: then nothing is applied and the pass is held
+    /// for review (inbound changes pass the mass-zeroing guard too).
+    async fn apply_stock_levels(
+        &self,
+        state: &mut PassState,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let kind = EntityKind::Stock;
+        let levels = std::mem::take(&mut state.levels);
+        if let Some(reason) = self.zeroing_guard(&levels).await? {
+            state.complete = false;
+            return self.hold("stock pass", &reason).await;
+        }
+        let gathering = self.gathering();
+        let applied = async {
+            for level in levels {
+                let result = self
+                    .apply_remote(
+                        kind,
+                        Key::Local(&level.key),
+                        level.offer_id,
+                        false,
+                        Snapshot::new(level.fields, None),
+                        report,
+                    )
+                    .await;
+                self.isolated(kind, level.offer_id, result, &mut state.complete)
+                    .await?;
+            }
+            Ok::<_, SyncError>(())
+        }
+        .await;
+        self.commit_gathered(gathering).await?;
+        applied
     }
 
     /// Keeps one record's failure (an unmapped status, a host refusal) from stopping a pass:
@@ -598,98 +631,6 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             report,
         )
         .await
-    }
-
-    /// Applies the stored webhooks: order and lead events fetch the full record (webhook
-    /// contexts are flat), stock arrays are applied as they are.
-    pub(crate) async fn process_inbox(&self, report: &mut RunReport) -> Result<(), SyncError> {
-        loop {
-            let items = self.inner.store.inbox_pending(100).await?;
-            if items.is_empty() {
-                return Ok(());
-            }
-            for item in items {
-                let outcome = self.apply_webhook(&item.event, &item.payload, report).await;
-                let (status, error) = match &outcome {
-                    Ok(true) => (InboxStatus::Processed, None),
-                    Ok(false) => (InboxStatus::Ignored, None),
-                    Err(e) => (InboxStatus::Failed, Some(e.to_string())),
-                };
-                self.inner
-                    .store
-                    .inbox_mark(item.id, status, error.as_deref(), now())
-                    .await?;
-            }
-        }
-    }
-
-    async fn apply_webhook(
-        &self,
-        event: &str,
-        payload: &serde_json::Value,
-        report: &mut RunReport,
-    ) -> Result<bool, SyncError> {
-        match event {
-            "order.change_order_status" | "order.change_payment_status" => {
-                let Some(id) = payload
-                    .pointer("/context/id")
-                    .and_then(serde_json::Value::as_i64)
-                else {
-                    return Ok(false);
-                };
-                self.pull_one(EntityKind::Order, id, report).await?;
-                Ok(true)
-            }
-            "stock" => {
-                let Some(rows) = payload.as_array() else {
-                    return Ok(false);
-                };
-                // The stock webhook carries totals over the selected warehouses; with one
-                // mapped warehouse they are that warehouse's level.
-                let codes: Vec<(i64, String)> = self
-                    .inner
-                    .config
-                    .warehouse_ids
-                    .iter()
-                    .map(|(c, id)| (*id, c.clone()))
-                    .collect();
-                let [(_, code)] = codes.as_slice() else {
-                    return Ok(false);
-                };
-                for row in rows {
-                    let (Some(sku), Some(offer_id)) = (
-                        row.get("sku").and_then(|s| s.as_str()),
-                        row.get("offer_id").and_then(|v| v.as_i64()),
-                    ) else {
-                        continue;
-                    };
-                    let quantity: keycrm_api::Decimal = match serde_json::from_value(
-                        row.get("in_stock").cloned().unwrap_or_default(),
-                    ) {
-                        Ok(q) => q,
-                        Err(_) => continue,
-                    };
-                    let stock = canonical::CanonicalStock {
-                        sku: sku.to_string(),
-                        warehouse: code.clone(),
-                        quantity,
-                    };
-                    let fields = canonical::stock_fields_from_local(&stock);
-                    let key = stock.key();
-                    self.apply_remote(
-                        EntityKind::Stock,
-                        Key::Local(&key),
-                        offer_id,
-                        false,
-                        Snapshot::new(fields, None),
-                        report,
-                    )
-                    .await?;
-                }
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
     }
 
     /// Plans a remote record against its base and the host's record, applies the result to

@@ -31,6 +31,7 @@ use crate::host::Host;
 use crate::metrics::Metrics;
 use crate::model::EntityKind;
 use crate::store::{ConflictRecord, OutboxId, Store, StoreError};
+use crate::webhook::{ReceiverSettings, Rejection, WebhookReceiver, WebhookRequest};
 
 pub use hub::{NumberedEvent, StreamItem, Subscription};
 #[cfg(feature = "axum")]
@@ -62,6 +63,9 @@ pub struct HttpOptions {
     pub clock: Arc<dyn Clock>,
     /// Conflicts listed by `GET /sync/conflicts` at most (default 100).
     pub conflict_limit: usize,
+    /// How `POST /webhooks/keycrm` checks deliveries (default: from the engine's configuration,
+    /// the `?token=` being its `webhook_secret`).
+    pub webhook: Option<ReceiverSettings>,
 }
 
 impl std::fmt::Debug for HttpOptions {
@@ -91,6 +95,7 @@ impl HttpOptions {
             notifiers: Vec::new(),
             clock: Arc::new(TokioClock::new()),
             conflict_limit: 100,
+            webhook: None,
         }
     }
 
@@ -160,8 +165,22 @@ impl HttpError {
             SyncError::Mapping(_) => (422, "mapping"),
             SyncError::MassZeroing { .. } => (409, "mass_zeroing"),
             SyncError::Config(_) => (500, "config"),
+            SyncError::Webhook(_) => (400, "invalid_webhook"),
         };
         Self::new(status, code, error.to_string())
+    }
+
+    /// The answer to a rejected webhook delivery.
+    pub fn from_rejection(rejection: &Rejection) -> Self {
+        let code = match rejection {
+            Rejection::Unauthorized => "unauthorized",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::TooLarge(_) => "payload_too_large",
+            Rejection::UnsupportedMediaType => "unsupported_media_type",
+            Rejection::Invalid(_) => "invalid_webhook",
+            Rejection::Unavailable(_) => "unavailable",
+        };
+        Self::new(rejection.status(), code, rejection.to_string())
     }
 
     /// The JSON body.
@@ -304,6 +323,7 @@ struct Shared<S, H> {
     options: HttpOptions,
     hub: hub::Hub,
     metrics: Metrics,
+    receiver: WebhookReceiver,
     alerts: Mutex<AlertState>,
     alert_eval: tokio::sync::Mutex<()>,
     jobs: Mutex<Jobs>,
@@ -345,7 +365,12 @@ impl<S: Store, H: Host> Service<S, H> {
     pub fn new(engine: SyncEngine<S, H>, options: HttpOptions) -> Self {
         let shutdown = engine.shutdown_token();
         let now = micros(options.clock.now());
+        let receiver = match &options.webhook {
+            Some(settings) => engine.webhook_receiver_with(settings.clone()),
+            None => engine.webhook_receiver(),
+        };
         let shared = Arc::new(Shared {
+            receiver,
             hub: hub::Hub::new(
                 options.replay_buffer,
                 options.client_buffer,
@@ -456,6 +481,30 @@ impl<S: Store, H: Host> Service<S, H> {
             .jobs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    // ---- webhooks ----
+
+    /// The webhook receiver behind `POST /webhooks/keycrm`.
+    pub fn webhook_receiver(&self) -> &WebhookReceiver {
+        &self.shared.receiver
+    }
+
+    /// `POST /webhooks/keycrm`: 200 `{"status": "stored"|"duplicate", "event": ..}` once the
+    /// delivery is durable in the inbox (never waiting for a sync pass), or the receiver's
+    /// rejection as JSON: 401 `unauthorized`/`bad_signature`, 413 `payload_too_large`,
+    /// 415 `unsupported_media_type`, 400 `invalid_webhook`, 503 `unavailable`.
+    pub async fn receive_webhook(
+        &self,
+        request: WebhookRequest<'_>,
+    ) -> Result<serde_json::Value, HttpError> {
+        match self.shared.receiver.receive(request).await {
+            Ok(accepted) => Ok(serde_json::json!({
+                "status": if accepted.duplicate() { "duplicate" } else { "stored" },
+                "event": accepted.event,
+            })),
+            Err(rejection) => Err(HttpError::from_rejection(&rejection)),
+        }
     }
 
     // ---- auth ----

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use axum::Json;
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -17,6 +17,7 @@ use super::{DASHBOARD_HTML, HttpError, HttpOptions, METRICS_CONTENT_TYPE, Servic
 use crate::engine::SyncEngine;
 use crate::host::Host;
 use crate::store::Store;
+use crate::webhook::WebhookRequest;
 
 /// The router of an engine, mountable under any prefix (`Router::nest("/sync-admin", ..)`).
 /// Builds a [`Service`] (so it must be called inside a tokio runtime).
@@ -24,6 +25,7 @@ use crate::store::Store;
 /// | route | auth | answers |
 /// |---|---|---|
 /// | `GET /` | none | the dashboard page (it asks for the admin token once) |
+/// | `POST /webhooks/keycrm` | the webhook `?token=` | 200 once stored; 401, 413, 415, 400, 503 (see [`Service::receive_webhook`]) |
 /// | `GET /healthz` | none | 200 `{"status": "ok"}` |
 /// | `GET /readyz` | none | 200, or 503 when the store fails or KeyCRM is silent with work pending |
 /// | `GET /metrics` | admin (unless `public_metrics`) | Prometheus text |
@@ -48,6 +50,7 @@ pub fn router<S: Store, H: Host>(engine: SyncEngine<S, H>, options: HttpOptions)
 pub fn router_with<S: Store, H: Host>(service: Service<S, H>) -> Router {
     Router::new()
         .route("/", get(dashboard))
+        .route("/webhooks/keycrm", post(webhook::<S, H>))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<S, H>))
         .route("/metrics", get(metrics::<S, H>))
@@ -112,6 +115,41 @@ async fn dashboard() -> impl IntoResponse {
         ],
         Html(DASHBOARD_HTML),
     )
+}
+
+async fn webhook<S: Store, H: Host>(
+    State(service): State<Service<S, H>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, HttpError> {
+    let receiver = service.webhook_receiver();
+    // A declared size above the limit is refused before the body is read.
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        receiver
+            .check_length(length)
+            .map_err(|r| HttpError::from_rejection(&r))?;
+    }
+    let limit = receiver.settings().limits.max_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        HttpError::new(
+            413,
+            "payload_too_large",
+            format!("the webhook body is larger than {limit} bytes or broke off"),
+        )
+    })?;
+    let mut request = WebhookRequest::new(&bytes);
+    if let Some(query) = query.as_deref() {
+        request = request.query(query);
+    }
+    for (name, value) in &headers {
+        request = request.header(receiver.settings(), name.as_str(), value.as_bytes());
+    }
+    Ok(Json(service.receive_webhook(request).await?).into_response())
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{
-    AuditEntry, ConflictRecord, InboxId, InboxItem, InboxStatus, Mapping, OutboxId, OutboxItem,
-    PurgeReport, Store, StoreCounts, StoreError, SyncState, WriteBatch, WriteOp, is_personal_field,
-    truncate_micros,
+    AuditEntry, ConflictRecord, InboxDedupe, InboxId, InboxItem, InboxStatus, Mapping,
+    NewInboxItem, OutboxId, OutboxItem, PurgeReport, Store, StoreCounts, StoreError, SyncState,
+    WriteBatch, WriteOp, is_personal_field, retired_inbox_key, truncate_micros,
 };
 use crate::model::EntityKind;
 
@@ -596,5 +596,65 @@ impl Store for MemoryStore {
             }
         }
         Ok(counts)
+    }
+
+    // ---- inbox: grouped intake ----
+
+    async fn inbox_insert_batch(
+        &self,
+        items: &[NewInboxItem],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<InboxId>>, StoreError> {
+        let mut state = self.lock()?;
+        let now = truncate_micros(now);
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            if let Some(&old) = state.inbox_keys.get(&item.dedupe_key) {
+                let duplicate = match &item.dedupe {
+                    InboxDedupe::Stored => true,
+                    InboxDedupe::Latest { stream, since } => {
+                        let newest = state
+                            .inbox_keys
+                            .range(stream.clone()..)
+                            .take_while(|(k, _)| k.starts_with(stream.as_str()))
+                            .map(|(_, id)| *id)
+                            .max();
+                        newest == Some(old)
+                            && state
+                                .inbox
+                                .get(&old)
+                                .is_some_and(|i| i.received_at >= *since)
+                    }
+                };
+                if duplicate {
+                    out.push(None);
+                    continue;
+                }
+                let retired = retired_inbox_key(&item.dedupe_key, old);
+                state.inbox_keys.remove(&item.dedupe_key);
+                state.inbox_keys.insert(retired.clone(), old);
+                if let Some(row) = state.inbox.get_mut(&old) {
+                    row.dedupe_key = retired;
+                }
+            }
+            state.last_inbox_id += 1;
+            let id = InboxId(state.last_inbox_id);
+            state.inbox_keys.insert(item.dedupe_key.clone(), id.0);
+            state.inbox.insert(
+                id.0,
+                InboxItem {
+                    id,
+                    dedupe_key: item.dedupe_key.clone(),
+                    event: item.event.clone(),
+                    payload: item.payload.clone(),
+                    received_at: now,
+                    processed_at: None,
+                    status: InboxStatus::Pending,
+                    error: None,
+                },
+            );
+            out.push(Some(id));
+        }
+        Ok(out)
     }
 }

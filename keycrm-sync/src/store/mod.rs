@@ -808,6 +808,58 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts for status reports.
     fn counts(&self) -> impl Future<Output = Result<StoreCounts, StoreError>> + Send;
+
+    // ---- inbox: grouped intake (the webhook receiver) ----
+
+    /// Stores received webhooks as pending in **one** atomic, durable commit (one `fsync` for
+    /// the whole group), deduplicating each by its [`NewInboxItem::dedupe`] rule, in order:
+    /// an item may be a duplicate of an earlier item of the same call. Returns, per item and in
+    /// input order, the new id or `None` for a duplicate. Nothing is stored when it fails.
+    fn inbox_insert_batch(
+        &self,
+        items: &[NewInboxItem],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Option<InboxId>>, StoreError>> + Send;
+}
+
+/// How [`Store::inbox_insert_batch`] decides that a new inbox item is a duplicate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InboxDedupe {
+    /// A duplicate while any row with the same key is stored (until it is purged). For events
+    /// whose key names a change (event, record id, status, change times).
+    Stored,
+    /// A duplicate only when the newest row of `stream` (rows whose key starts with `stream`,
+    /// by id) has the same key and was received at or after `since`. For absolute values that
+    /// may legitimately come back (a stock level 118, then 117, then 118 again): a redelivery
+    /// of the last delivery within the retry window is a duplicate, a returning value is not.
+    ///
+    /// When a key is stored again, the earlier row keeps its history under a retired key
+    /// (`<key>#<id>`, still in the stream). The item's key must start with `stream`.
+    Latest {
+        /// The key prefix shared by every delivery about the same records.
+        stream: String,
+        /// The start of the redelivery window.
+        since: DateTime<Utc>,
+    },
+}
+
+/// A webhook to store with [`Store::inbox_insert_batch`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewInboxItem {
+    /// The deduplication key.
+    pub dedupe_key: String,
+    /// The event name.
+    pub event: String,
+    /// The delivered body.
+    pub payload: Value,
+    /// How duplicates are recognised.
+    pub dedupe: InboxDedupe,
+}
+
+/// The retired form of an inbox key whose row was superseded by a new row with the same key
+/// (see [`InboxDedupe::Latest`]).
+pub(crate) fn retired_inbox_key(key: &str, id: i64) -> String {
+    format!("{key}#{id}")
 }
 
 /// Truncates a timestamp to whole microseconds, the precision every backend keeps.

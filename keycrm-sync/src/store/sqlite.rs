@@ -14,8 +14,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
-    AuditEntry, ConflictRecord, InboxId, InboxItem, InboxStatus, Mapping, OutboxId, OutboxItem,
-    PurgeReport, Store, StoreCounts, StoreError, SyncState, WriteBatch, WriteOp, is_personal_field,
+    AuditEntry, ConflictRecord, InboxDedupe, InboxId, InboxItem, InboxStatus, Mapping,
+    NewInboxItem, OutboxId, OutboxItem, PurgeReport, Store, StoreCounts, StoreError, SyncState,
+    WriteBatch, WriteOp, is_personal_field, retired_inbox_key,
 };
 use crate::model::EntityKind;
 
@@ -1066,6 +1067,64 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(counts)
+        })
+        .await
+    }
+
+    // ---- inbox: grouped intake ----
+
+    async fn inbox_insert_batch(
+        &self,
+        items: &[NewInboxItem],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<InboxId>>, StoreError> {
+        let items = items.to_vec();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(items.len());
+            for item in &items {
+                let existing: Option<i64> = tx
+                    .prepare_cached("SELECT id FROM inbox WHERE dedupe_key = ?1")?
+                    .query_row(params![item.dedupe_key], |r| r.get(0))
+                    .optional()?;
+                if let Some(old) = existing {
+                    let duplicate = match &item.dedupe {
+                        InboxDedupe::Stored => true,
+                        InboxDedupe::Latest { stream, since } => {
+                            let newest: Option<(i64, i64)> = tx
+                                .prepare_cached(
+                                    "SELECT id, received_at FROM inbox \
+                                     WHERE dedupe_key >= ?1 AND dedupe_key < ?2 \
+                                     ORDER BY id DESC LIMIT 1",
+                                )?
+                                .query_row(params![stream, format!("{stream}\u{10FFFF}")], |r| {
+                                    Ok((r.get(0)?, r.get(1)?))
+                                })
+                                .optional()?;
+                            newest.is_some_and(|(id, at)| id == old && at >= ts(*since))
+                        }
+                    };
+                    if duplicate {
+                        out.push(None);
+                        continue;
+                    }
+                    tx.prepare_cached("UPDATE inbox SET dedupe_key = ?2 WHERE id = ?1")?
+                        .execute(params![old, retired_inbox_key(&item.dedupe_key, old)])?;
+                }
+                tx.prepare_cached(
+                    "INSERT INTO inbox (dedupe_key, event, payload, received_at, status) \
+                     VALUES (?1, ?2, ?3, ?4, 'pending')",
+                )?
+                .execute(params![
+                    item.dedupe_key,
+                    item.event,
+                    json(&item.payload),
+                    ts(now)
+                ])?;
+                out.push(Some(InboxId(tx.last_insert_rowid())));
+            }
+            tx.commit()?;
+            Ok(out)
         })
         .await
     }

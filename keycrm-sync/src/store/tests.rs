@@ -1804,3 +1804,131 @@ async fn sqlite_corrupt_rows_are_reported_without_data() {
         "{msg}"
     );
 }
+
+// ---- inbox: grouped intake (webhook receiver) ----
+
+fn new_item(key: &str, dedupe: InboxDedupe) -> NewInboxItem {
+    NewInboxItem {
+        dedupe_key: key.into(),
+        event: "stock".into(),
+        payload: json!([{"offer_id": 1, "in_stock": key.len()}]),
+        dedupe,
+    }
+}
+
+fn latest(since: DateTime<Utc>) -> InboxDedupe {
+    InboxDedupe::Latest {
+        stream: "stock:a:".into(),
+        since,
+    }
+}
+
+async fn inbox_batch_dedupes_by_rule(s: &impl Store) {
+    // One call, several items: ids in input order, a duplicate inside the same group.
+    let ids = s
+        .inbox_insert_batch(
+            &[
+                new_item("order:1:2", InboxDedupe::Stored),
+                new_item("order:1:3", InboxDedupe::Stored),
+                new_item("order:1:2", InboxDedupe::Stored),
+            ],
+            t(0),
+        )
+        .await
+        .unwrap();
+    assert!(
+        ids[0].is_some() && ids[1].is_some() && ids[2].is_none(),
+        "{ids:?}"
+    );
+    assert!(ids[0] < ids[1]);
+    assert_eq!(s.inbox_pending(10).await.unwrap().len(), 2);
+    // `Stored` keys stay duplicates for as long as the row is kept.
+    let again = s
+        .inbox_insert_batch(&[new_item("order:1:2", InboxDedupe::Stored)], t(9_000))
+        .await
+        .unwrap();
+    assert_eq!(again, vec![None]);
+
+    // `Latest`: 118 -> 118 (redelivery) -> 117 -> 118 (the level came back) -> 118 (redelivery).
+    let k118 = "stock:a:118";
+    let k117 = "stock:a:117";
+    let first = s
+        .inbox_insert_batch(&[new_item(k118, latest(t(0)))], t(10))
+        .await
+        .unwrap();
+    assert!(first[0].is_some());
+    let redelivered = s
+        .inbox_insert_batch(&[new_item(k118, latest(t(5)))], t(20))
+        .await
+        .unwrap();
+    assert_eq!(redelivered, vec![None], "a redelivery within the window");
+    let down = s
+        .inbox_insert_batch(&[new_item(k117, latest(t(15)))], t(30))
+        .await
+        .unwrap();
+    assert!(down[0].is_some());
+    let back = s
+        .inbox_insert_batch(&[new_item(k118, latest(t(25)))], t(40))
+        .await
+        .unwrap();
+    assert!(back[0].is_some(), "a level that returns is new");
+    assert!(back[0] > down[0]);
+    let again = s
+        .inbox_insert_batch(&[new_item(k118, latest(t(35)))], t(50))
+        .await
+        .unwrap();
+    assert_eq!(again, vec![None]);
+    // Outside the window the same last body is stored again.
+    let late = s
+        .inbox_insert_batch(&[new_item(k118, latest(t(45)))], t(90))
+        .await
+        .unwrap();
+    assert!(late[0].is_some(), "received at 40, window from 45");
+    // Every delivery is kept; the earlier rows under retired keys.
+    let pending = s.inbox_pending(100).await.unwrap();
+    let stock: Vec<&InboxItem> = pending
+        .iter()
+        .filter(|i| i.dedupe_key.starts_with("stock:"))
+        .collect();
+    assert_eq!(stock.len(), 4, "{stock:?}");
+    assert_eq!(stock.iter().filter(|i| i.dedupe_key == k118).count(), 1);
+    assert_eq!(stock.last().unwrap().dedupe_key, k118);
+    assert!(stock[0].dedupe_key.starts_with("stock:a:118#"), "{stock:?}");
+    // Another stream is independent of this one.
+    let other = s
+        .inbox_insert_batch(
+            &[NewInboxItem {
+                dedupe: InboxDedupe::Latest {
+                    stream: "stock:b:".into(),
+                    since: t(0),
+                },
+                ..new_item("stock:b:118", latest(t(0)))
+            }],
+            t(100),
+        )
+        .await
+        .unwrap();
+    assert!(other[0].is_some());
+    let counts = s.counts().await.unwrap();
+    assert_eq!(counts.inbox_backlog, 7);
+}
+
+mod inbox_batch {
+    #[tokio::test]
+    async fn memory() {
+        super::inbox_batch_dedupes_by_rule(&super::MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        super::inbox_batch_dedupes_by_rule(&super::SqliteStore::open_in_memory().unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_file() {
+        let db = super::TempDb::new("inbox_batch");
+        let store = super::SqliteStore::open(&db.path).unwrap();
+        super::inbox_batch_dedupes_by_rule(&store).await;
+        drop(store);
+    }
+}

@@ -1,0 +1,369 @@
+//! Wall time against each window model of the quota, with and without the rate-limit
+//! headers, for our client in `adaptive` and `even` pacing and for a naive bursting client
+//! (no pacing; on a 429 it sleeps `Retry-After`, then sends again), side by side.
+//!
+//! Scenarios: (a) 30 reads, (b) 68 mixed reads (order statuses and sources), (c) 600
+//! requests shared by 8 concurrent tasks. Quota: 60 per minute, as KeyCRM's.
+//!
+//! Everything runs on tokio's paused clock: the quota is the simulator's `QuotaCounter`
+//! served by a small HTTP/1.1 loop inside the bench's runtime (wiremock answers from a
+//! thread of its own, which a paused clock does not reach), each answer takes 20 ms of
+//! simulated latency, and waiting costs no real time. Wall times are simulated seconds.
+//!
+//! ```sh
+//! cargo bench --bench quota_wall_time
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keycrm_api::mock::{Quota, QuotaCounter, Window};
+use keycrm_api::{Client, PacingMode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+const KEY: &str = "bench-key";
+const LATENCY: Duration = Duration::from_millis(20);
+const LIMIT: u32 = 60;
+
+/// The quota server: counts every request, answers after `LATENCY`.
+struct Server {
+    addr: SocketAddr,
+    rejected: Arc<AtomicU64>,
+}
+
+async fn serve(quota: Quota) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = Arc::new(Mutex::new(QuotaCounter::new(quota)));
+    let rejected = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let (c, r) = (counter.clone(), rejected.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(connection(stream, c.clone(), r.clone(), start));
+        }
+    });
+    Server { addr, rejected }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    counter: Arc<Mutex<QuotaCounter>>,
+    rejected: Arc<AtomicU64>,
+    start: Instant,
+) {
+    let mut buffer = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+        let body_len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        while buffer.len() < head_end + body_len {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buffer.drain(..head_end + body_len);
+        // Counted on arrival, answered after the latency.
+        let now = start.elapsed();
+        let answer = counter.lock().unwrap().hit(now);
+        tokio::time::sleep(LATENCY).await;
+        let (status, body) = if answer.allowed {
+            (
+                200,
+                r#"{"current_page":1,"last_page":1,"data":[{"id":1,"name":"new"}]}"#,
+            )
+        } else {
+            rejected.fetch_add(1, Ordering::Relaxed);
+            (429, r#"{"message":"Too Many Attempts."}"#)
+        };
+        let wall = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + now;
+        let mut out = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in answer.headers(wall) {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str("\r\n");
+        out.push_str(body);
+        if stream.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Scenario {
+    Reads30,
+    Mixed68,
+    Concurrent600,
+}
+
+impl Scenario {
+    fn shape(self) -> (usize, usize) {
+        match self {
+            Scenario::Reads30 => (1, 30),
+            Scenario::Mixed68 => (1, 68),
+            Scenario::Concurrent600 => (8, 600),
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Scenario::Reads30 => "(a) 30 reads, one task",
+            Scenario::Mixed68 => "(b) 68 mixed reads, one task",
+            Scenario::Concurrent600 => "(c) 600 requests, 8 concurrent tasks",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Outcome {
+    wall: Duration,
+    requests: u64,
+    rejected: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Contender {
+    Ours(PacingMode, u32),
+    Naive,
+}
+
+async fn ours(server: &Server, mode: PacingMode, burst: u32, scenario: Scenario) -> Outcome {
+    let client = Client::builder()
+        .api_key(KEY)
+        .base_url(format!("http://{}", server.addr))
+        .pacing(mode)
+        .burst(burst)
+        .max_retries(10)
+        .build()
+        .unwrap();
+    let (tasks, total) = scenario.shape();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (c, next) = (client.clone(), next.clone());
+        handles.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let ok = if i % 2 == 1 {
+                    c.order_source_list().send().await.is_ok()
+                } else {
+                    c.order_status_list().send().await.is_ok()
+                };
+                assert!(ok, "every call succeeds");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let wall = start.elapsed();
+    let stats = client.stats();
+    Outcome {
+        wall,
+        requests: stats.requests,
+        rejected: stats.rate_limited,
+    }
+}
+
+/// The peer: bursts, and on a 429 sleeps `Retry-After` and sends the same request again.
+async fn naive(server: &Server, scenario: Scenario) -> Outcome {
+    let http = reqwest::Client::new();
+    let (tasks, total) = scenario.shape();
+    let next = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let (http, next, sent) = (http.clone(), next.clone(), sent.clone());
+        let base = format!("http://{}", server.addr);
+        handles.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let url = if i % 2 == 1 {
+                    format!("{base}/order/source")
+                } else {
+                    format!("{base}/order/status")
+                };
+                loop {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let response = http
+                        .get(&url)
+                        .bearer_auth(KEY)
+                        .send()
+                        .await
+                        .expect("loopback answers");
+                    if response.status() != 429 {
+                        let _ = response.bytes().await;
+                        break;
+                    }
+                    let wait = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(1);
+                    let _ = response.bytes().await;
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    Outcome {
+        wall: start.elapsed(),
+        requests: sent.load(Ordering::Relaxed),
+        rejected: server.rejected.load(Ordering::Relaxed),
+    }
+}
+
+async fn measure(model: Window, headers: bool, scenario: Scenario, who: Contender) -> Outcome {
+    let quota = Quota::per_minute(LIMIT).with_model(model).headers(headers);
+    let server = serve(quota).await;
+    let outcome = match who {
+        Contender::Ours(mode, burst) => ours(&server, mode, burst, scenario).await,
+        Contender::Naive => naive(&server, scenario).await,
+    };
+    assert_eq!(
+        outcome.rejected,
+        server.rejected.load(Ordering::Relaxed),
+        "client and server agree on the 429s"
+    );
+    outcome
+}
+
+/// The most requests the model lets through in `within`: a greedy client that sends
+/// whenever the counter allows and otherwise waits `Retry-After`.
+fn capacity(quota: Quota, within: Duration) -> u64 {
+    let mut counter = QuotaCounter::new(quota);
+    let mut now = Duration::ZERO;
+    let mut passed = 0;
+    while now <= within {
+        let answer = counter.hit(now);
+        if answer.allowed {
+            passed += 1;
+        } else {
+            now += Duration::from_secs(answer.retry_after.unwrap_or(1));
+        }
+    }
+    passed
+}
+
+/// Requests that passed, as a share of what the server offered during the run.
+fn quota_use(quota: Quota, o: &Outcome) -> f64 {
+    let passed = o.requests - o.rejected;
+    100.0 * passed as f64 / capacity(quota, o.wall) as f64
+}
+
+fn cell(o: &Outcome) -> String {
+    format!(
+        "{:>8.2}s {:>4} {:>3}",
+        o.wall.as_secs_f64(),
+        o.requests,
+        o.rejected
+    )
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        println!(
+            "quota {LIMIT}/min; simulated time (tokio paused clock), {} ms latency per answer",
+            LATENCY.as_millis()
+        );
+        println!("cells: wall time, requests sent, 429s received");
+        println!(
+            "quota use: requests passed / requests the model lets through within the wall time;"
+        );
+        println!("pace: 540 s (the least time 600 requests need at 60/min) / wall time");
+        let contenders = [
+            ("adaptive", Contender::Ours(PacingMode::Adaptive, 1)),
+            ("even", Contender::Ours(PacingMode::Even, 1)),
+            ("naive burst", Contender::Naive),
+            ("adaptive b=60", Contender::Ours(PacingMode::Adaptive, 60)),
+        ];
+        for scenario in [
+            Scenario::Reads30,
+            Scenario::Mixed68,
+            Scenario::Concurrent600,
+        ] {
+            println!();
+            println!("{}", scenario.title());
+            let mut header = format!("{:<22}", "server");
+            for (name, _) in &contenders {
+                header.push_str(&format!(" | {name:^19}"));
+            }
+            if matches!(scenario, Scenario::Concurrent600) {
+                header.push_str(" | adaptive: quota use, pace");
+            } else {
+                header.push_str(" | adaptive / naive");
+            }
+            println!("{header}");
+            for model in [Window::Fixed, Window::Rolling, Window::TokenBucket] {
+                for headers in [true, false] {
+                    let name = format!(
+                        "{model:?} {}",
+                        if headers { "+headers" } else { "no headers" }
+                    );
+                    let mut row = format!("{name:<22}");
+                    let mut outcomes = Vec::new();
+                    for (_, who) in contenders {
+                        let o = measure(model, headers, scenario, who).await;
+                        row.push_str(&format!(" | {}", cell(&o)));
+                        outcomes.push(o);
+                    }
+                    let adaptive = outcomes[0];
+                    let naive = outcomes[2];
+                    if matches!(scenario, Scenario::Concurrent600) {
+                        let quota = Quota::per_minute(LIMIT).with_model(model);
+                        row.push_str(&format!(
+                            " | {:>5.1} % {:>5.1} %",
+                            quota_use(quota, &adaptive),
+                            100.0 * 540.0 / adaptive.wall.as_secs_f64()
+                        ));
+                    } else {
+                        row.push_str(&format!(
+                            " | {:>6.2}x",
+                            adaptive.wall.as_secs_f64() / naive.wall.as_secs_f64().max(1e-9)
+                        ));
+                    }
+                    println!("{row}");
+                }
+            }
+        }
+    });
+}
