@@ -152,6 +152,7 @@ async fn the_dashboard_shows_counts_live_changes_and_retries_dead_letters() {
         api_key: Secret::new("test"),
         source_id: Some(1),
         retry_attempts: 1,
+        webhook_secret: Secret::new("hook-token"),
         status_ids: BTreeMap::from([
             ("new".to_string(), 1),
             ("approved".to_string(), 2),
@@ -182,6 +183,15 @@ async fn the_dashboard_shows_counts_live_changes_and_retries_dead_letters() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let token = shutdown.clone();
+    // KeyCRM's webhooks come to the router; the inbox worker applies them as they arrive.
+    mock.register_webhook(format!(
+        "http://{addr}/sync-admin/webhooks/keycrm?token=hook-token"
+    ));
+    let worker = tokio::spawn({
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        async move { engine.run_inbox_worker(shutdown).await }
+    });
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(token.cancelled_owned())
@@ -245,7 +255,8 @@ async fn the_dashboard_shows_counts_live_changes_and_retries_dead_letters() {
     )
     .await;
 
-    // A change made in KeyCRM (a manager moves the order on) reaches the live feed.
+    // A change made in KeyCRM (a manager moves the order on) reaches the live feed: KeyCRM's
+    // webhook, the receiver, the inbox worker, the event stream, the page.
     let remote = engine
         .store()
         .get_mapping(EntityKind::Order, "WMS-1")
@@ -255,7 +266,6 @@ async fn the_dashboard_shows_counts_live_changes_and_retries_dead_letters() {
         .remote_id
         .unwrap();
     mock.crm().set_order_status(remote, 3);
-    engine.run_once().await.unwrap();
     wait_for(
         &browser,
         "[...document.querySelectorAll('#feed li')].some(li => li.dataset.type === 'applied' && li.textContent.includes('WMS-1'))",
@@ -265,6 +275,7 @@ async fn the_dashboard_shows_counts_live_changes_and_retries_dead_letters() {
         host.order("WMS-1").unwrap().status.as_deref(),
         Some("packing")
     );
+    assert!(!mock.webhook_deliveries().is_empty());
 
     // The token is kept for the session: a reload does not ask again.
     browser.refresh().await.unwrap();
@@ -316,5 +327,6 @@ async fn the_dashboard_shows_counts_live_changes_and_retries_dead_letters() {
         .await
         .expect("the server shut down with the page's event stream open")
         .unwrap();
+    worker.await.unwrap();
     let _ = std::fs::remove_dir_all(&profile);
 }
