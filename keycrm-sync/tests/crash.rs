@@ -395,7 +395,11 @@ async fn orders_survive_sigkill_at_random_points() {
             let id = format!("ord-{n}");
             edits += 1;
             let comment = format!("edit {edits} of {id}");
-            file.orders.get_mut(&id).unwrap().comment = Some(comment.clone());
+            let edited = file.orders.get_mut(&id).unwrap();
+            edited.comment = Some(comment.clone());
+            // A host stamps its own edits, as any real one does: newest-wins needs it to tell
+            // this edit from an older copy the engine had written to KeyCRM before a kill.
+            edited.updated_at = Some(keycrm_api::Timestamp::now());
             file.touch(&id);
             expected.insert(id, comment);
         }

@@ -14,7 +14,9 @@ use keycrm_api::clock::VirtualClock;
 use keycrm_api::mock::{KeyCrmMock, Quota};
 use keycrm_api::{Client, Decimal, Paginate};
 use keycrm_sync::SyncEngine;
-use keycrm_sync::canonical::{CanonicalBuyer, CanonicalProduct, Mappings};
+use keycrm_sync::canonical::{
+    CanonicalBuyer, CanonicalContact, CanonicalLine, CanonicalOrder, CanonicalProduct, Mappings,
+};
 use keycrm_sync::config::{Secret, SyncConfig};
 use keycrm_sync::host::MemoryHost;
 use keycrm_sync::model::EntityKind;
@@ -176,4 +178,66 @@ async fn a_buyer_whose_create_answer_was_lost_keeps_the_edit_made_since() {
     );
     let remote = &buyers[0];
     assert_eq!(remote.note.as_deref(), Some("edited meanwhile"));
+}
+
+/// The same for orders, deterministically: the import's answer is lost, the host edits an
+/// order (without stamping it newer, so only the base noted before sending can tell the edit
+/// from KeyCRM's copy), and the edit wins. `tests/crash.rs` proves convergence under SIGKILLs.
+#[tokio::test]
+async fn an_order_whose_import_answer_was_lost_keeps_the_edit_made_since() {
+    let rig = rig().await;
+    for n in 1..=3 {
+        rig.host.put_order(CanonicalOrder {
+            local_id: format!("O-{n}"),
+            number: Some(format!("WMS-{n}")),
+            status: Some("new".into()),
+            buyer: CanonicalContact {
+                name: Some(format!("Buyer {n}")),
+                phone: Some(format!("+38050000000{n}")),
+                email: None,
+            },
+            lines: vec![CanonicalLine {
+                sku: format!("OS-{n}"),
+                name: "Tea".into(),
+                quantity: Decimal::from(1),
+                price: Decimal::from(100),
+            }],
+            comment: Some(format!("original {n}")),
+            ..CanonicalOrder::default()
+        });
+    }
+    rig.mock.faults().lose_next_creates(1);
+    let first = rig.engine.run_once().await.unwrap();
+    assert!(first.failed > 0, "the import's answer was lost: {first:?}");
+    assert!(rig.host.edit_order("O-2", |o| {
+        o.comment = Some("edited while the answer was lost".into());
+    }));
+    // Let the held-back answer go, so the orders show up in KeyCRM's change feed.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    for _ in 0..3 {
+        rig.pass_backoff();
+        rig.engine.run_once().await.unwrap();
+    }
+    let orders = rig
+        .engine
+        .client()
+        .order_list()
+        .collect_all()
+        .await
+        .unwrap();
+    assert_eq!(orders.len(), 3, "created once each");
+    let edited = orders
+        .iter()
+        .find(|o| o.source_uuid.as_deref() == Some("WMS-2"))
+        .unwrap();
+    assert_eq!(
+        edited.manager_comment.as_deref(),
+        Some("edited while the answer was lost"),
+        "the host's edit reached KeyCRM"
+    );
+    assert_eq!(
+        rig.host.order("O-2").unwrap().comment.as_deref(),
+        Some("edited while the answer was lost"),
+        "and the host kept it"
+    );
 }
