@@ -5,7 +5,7 @@
 //! the API key or customer data.
 //!
 //! This facade re-exports the client crate as [`api`] and the two-way sync engine crate as
-//! [`sync`] (being built: its model, conflict planner, store and configuration are in place).
+//! [`sync`] (the engine, its store, webhooks and, with the `axum` feature, the HTTP layer).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), keycrm::Error> {

@@ -47,7 +47,7 @@ impl Client {
             });
         }
         let url = format!("{}{path}", self.baseurl());
-        let mut request = self
+        let request = self
             .client()
             .get(url)
             .header(
@@ -61,6 +61,17 @@ impl Client {
             .query(query)
             .build()
             .map_err(|e| Error::from_reqwest(e, ErrorMeta::new(None, 0)))?;
+        self.send_hand_built(request, operation).await
+    }
+
+    /// Sends a request built by hand (not by the generator) through the same hooks as every
+    /// generated call (authentication, quota pacing, retries, body limits, tracing) and decodes
+    /// a success body as `T`; an error answer becomes the same typed [`Error`] as elsewhere.
+    pub(crate) async fn send_hand_built<T: serde::de::DeserializeOwned>(
+        &self,
+        mut request: reqwest::Request,
+        operation: &'static str,
+    ) -> Result<T> {
         let info = OperationInfo {
             operation_id: operation,
         };

@@ -1,8 +1,8 @@
 //! `POST /storage/upload`, written by hand: the generator cannot express multipart bodies.
 
-use progenitor_client::{ClientHooks, ClientInfo, OperationInfo};
+use progenitor_client::ClientInfo;
 
-use crate::error::{Error, ErrorMeta, Result, meta_from_headers, runtime_retry_after};
+use crate::error::{Error, ErrorMeta, Result};
 use crate::{Client, types};
 
 /// The largest file KeyCRM accepts (10 MB, counted as 10 × 1024 × 1024 bytes).
@@ -44,41 +44,13 @@ impl Client {
             })?;
         let form = reqwest::multipart::Form::new().part("file", part);
         let url = format!("{}/storage/upload", self.baseurl());
-        let mut request = self
+        let request = self
             .client()
             .post(url)
             .multipart(form)
             .build()
             .map_err(|e| Error::from_reqwest(e, ErrorMeta::new(None, 0)))?;
-        let info = OperationInfo {
-            operation_id: "storage_upload",
-        };
-        self.pre::<types::Error>(&mut request, &info)
-            .await
-            .map_err(Error::from)?;
-        let response = self
-            .exec(request, &info)
-            .await
-            .map_err(|e| Error::from_reqwest(e, ErrorMeta::new(None, 1)))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let meta = meta_from_headers(&headers);
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Error::from_reqwest(e, meta.clone()))?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| Error::decode(&bytes, &e, meta));
-        }
-        match serde_json::from_slice::<types::Error>(&bytes) {
-            Ok(body) => Err(Error::from_status(
-                status.as_u16(),
-                Some(body),
-                runtime_retry_after(&headers),
-                meta,
-            )),
-            Err(_) => Err(Error::from_response_head(status.as_u16(), &headers)),
-        }
+        self.send_hand_built(request, "storage_upload").await
     }
 }
 
