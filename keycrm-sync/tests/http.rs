@@ -1,15 +1,13 @@
 //! The service layer over real HTTP on loopback: every route, status code and auth rule,
 //! SSE/WebSocket streams with ids, resume, shutdown, jobs, metrics.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use keycrm_api::Decimal;
 use keycrm_api::clock::VirtualClock;
-use keycrm_api::mock::{KeyCrmMock, Quota};
-use keycrm_sync::canonical::{CanonicalContact, CanonicalLine, CanonicalOrder, Mappings};
+use keycrm_api::mock::KeyCrmMock;
+use keycrm_sync::canonical::{CanonicalOrder, Mappings};
 use keycrm_sync::config::{Secret, SyncConfig};
 use keycrm_sync::host::MemoryHost;
 use keycrm_sync::http::{HttpError, HttpOptions, Service, router_with};
@@ -18,37 +16,22 @@ use keycrm_sync::{CancellationToken, SyncEngine, SyncError};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+mod support;
+use support::{config_with, line, no_retry_client, simulator};
+
 const TOKEN: &str = "s3cret-admin-token";
 
 fn config() -> SyncConfig {
     SyncConfig {
-        api_key: Secret::new("test"),
-        source_id: Some(1),
         retry_attempts: 1,
-        status_ids: BTreeMap::from([("new".to_string(), 1), ("approved".to_string(), 2)]),
-        payment_method_ids: BTreeMap::from([("cod".to_string(), 1)]),
-        warehouse_ids: BTreeMap::from([("main".to_string(), 1)]),
-        ..SyncConfig::default()
+        ..config_with(&["new", "approved"], &["cod"], &["main"])
     }
 }
 
 fn order(n: u32) -> CanonicalOrder {
     CanonicalOrder {
-        local_id: format!("WMS-{n}"),
-        number: Some(format!("WMS-{n}")),
-        status: Some("new".into()),
-        buyer: CanonicalContact {
-            name: Some(format!("Покупець {n}")),
-            phone: Some(format!("+38050{n:07}")),
-            email: None,
-        },
-        lines: vec![CanonicalLine {
-            sku: format!("SKU-{n}"),
-            name: "Чай".into(),
-            quantity: Decimal::from(2),
-            price: "149.90".parse().unwrap(),
-        }],
-        ..CanonicalOrder::default()
+        lines: vec![line(format!("SKU-{n}"), "Чай", 2, "149.90")],
+        ..support::order(n)
     }
 }
 
@@ -66,16 +49,8 @@ struct Rig {
 }
 
 async fn rig_with(adjust: impl FnOnce(HttpOptions) -> HttpOptions, prefix: &str) -> Rig {
-    let mock = KeyCrmMock::builder()
-        .quota(Quota::unlimited())
-        .start()
-        .await;
-    let client = mock
-        .client_builder()
-        .requests_per_minute(0)
-        .max_retries(0)
-        .build()
-        .unwrap();
+    let mock = simulator().await;
+    let client = no_retry_client(&mock);
     let config = config();
     let host = MemoryHost::new(Mappings::from_config(&config));
     let shutdown = CancellationToken::new();

@@ -1,7 +1,6 @@
 //! Webhooks end to end: typed events, the receiver's answers for every class of request, the
 //! durable inbox, the inbox worker, stock deliveries and forged data.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -9,10 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use keycrm_api::mock::{KeyCrmMock, Quota};
 use keycrm_api::{Decimal, types};
-use keycrm_sync::canonical::{
-    CanonicalContact, CanonicalLine, CanonicalOffer, CanonicalOrder, CanonicalProduct,
-    CanonicalStock, Mappings,
-};
+use keycrm_sync::canonical::{CanonicalOffer, CanonicalProduct, CanonicalStock, Mappings};
 use keycrm_sync::config::{Secret, SyncConfig};
 use keycrm_sync::host::{Applied, Host, HostError, LocalChanges, MemoryHost, RemoteChange};
 use keycrm_sync::model::{EntityKind, Fields, Snapshot};
@@ -24,29 +20,27 @@ use keycrm_sync::webhook::{
 use keycrm_sync::{SyncEngine, SyncEvent};
 use serde_json::json;
 
+mod support;
+use support::{config_with, dec, order, unpaced_client};
+
 const TOKEN: &str = "t0k3n-9f8e7d";
 
 fn config() -> SyncConfig {
     SyncConfig {
-        api_key: Secret::new("test"),
         webhook_secret: Secret::new(TOKEN),
-        source_id: Some(1),
-        status_ids: BTreeMap::from([
-            ("new".to_string(), 1),
-            ("approved".to_string(), 2),
-            ("packing".to_string(), 3),
-            ("shipped".to_string(), 4),
-            ("completed".to_string(), 5),
-            ("canceled".to_string(), 6),
-        ]),
-        payment_method_ids: BTreeMap::from([("cod".to_string(), 1), ("card".to_string(), 3)]),
-        warehouse_ids: BTreeMap::from([("main".to_string(), 1)]),
-        ..SyncConfig::default()
+        ..config_with(
+            &[
+                "new",
+                "approved",
+                "packing",
+                "shipped",
+                "completed",
+                "canceled",
+            ],
+            &["cod", "card"],
+            &["main"],
+        )
     }
-}
-
-fn dec(s: &str) -> Decimal {
-    s.parse().unwrap()
 }
 
 /// A host that blocks in `changes_since` (the first step of every run) while armed, until
@@ -117,11 +111,7 @@ async fn rig_on<S: Store>(store: S, config: SyncConfig) -> Rig<S> {
         .webhook_attempts(1)
         .start()
         .await;
-    let client = mock
-        .client_builder()
-        .requests_per_minute(0)
-        .build()
-        .unwrap();
+    let client = unpaced_client(&mock);
     let host = MemoryHost::new(Mappings::from_config(&config));
     let blocking = BlockingHost::new(host.clone());
     let engine = SyncEngine::builder()
@@ -141,26 +131,6 @@ async fn rig_on<S: Store>(store: S, config: SyncConfig) -> Rig<S> {
 
 async fn rig() -> Rig<MemoryStore> {
     rig_on(MemoryStore::new(), config()).await
-}
-
-fn order(n: u32) -> CanonicalOrder {
-    CanonicalOrder {
-        local_id: format!("WMS-{n}"),
-        number: Some(format!("WMS-{n}")),
-        status: Some("new".into()),
-        buyer: CanonicalContact {
-            name: Some(format!("Покупець {n}")),
-            phone: Some(format!("+38050{n:07}")),
-            email: None,
-        },
-        lines: vec![CanonicalLine {
-            sku: format!("SKU-{}", n % 7),
-            name: "Чай".into(),
-            quantity: Decimal::from(2),
-            price: dec("149.90"),
-        }],
-        ..CanonicalOrder::default()
-    }
 }
 
 fn query() -> String {
