@@ -15,10 +15,10 @@ use keycrm_sync::canonical::{
 use keycrm_sync::config::SyncConfig;
 use keycrm_sync::host::MemoryHost;
 use keycrm_sync::model::EntityKind;
-use keycrm_sync::store::{MemoryStore, Store};
+use keycrm_sync::store::MemoryStore;
 
 mod support;
-use support::{Skew, config_with, contact, impatient_client, lossy_simulator};
+use support::{Skew, assert_linked, config_with, contact, impatient_client, lossy_simulator};
 
 fn config() -> SyncConfig {
     config_with(&["new"], &[], &["main"])
@@ -110,14 +110,7 @@ async fn a_product_whose_import_answer_was_lost_gets_the_edit_made_since() {
         "and the host kept it"
     );
     for n in 1..=3 {
-        let m = rig
-            .engine
-            .store()
-            .get_mapping(EntityKind::Product, &format!("P-{n}"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(m.remote_id.is_some(), "P-{n} is linked");
+        assert_linked(rig.engine.store(), EntityKind::Product, &format!("P-{n}")).await;
     }
 }
 

@@ -12,7 +12,7 @@ use keycrm_sync::model::{EntityKind, Snapshot};
 use keycrm_sync::store::{Mapping, Store, SyncState};
 
 mod support;
-use support::{Rig, config_with, contact, line, rig_with, seed};
+use support::{Rig, assert_linked, config_with, contact, line, rig_with, seed};
 
 fn config() -> SyncConfig {
     config_with(&["new", "approved"], &[], &["main", "lviv"])
@@ -186,14 +186,7 @@ async fn a_product_import_delivers_the_rows_keycrm_accepts() {
     assert_eq!(dead[0].0, "P-bad");
     assert!(dead[0].1.contains("category_id"), "{}", dead[0].1);
     for n in 1..=4 {
-        let m = rig
-            .engine
-            .store()
-            .get_mapping(EntityKind::Product, &format!("P-{n}"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(m.remote_id.is_some(), "P-{n} is linked");
+        assert_linked(rig.engine.store(), EntityKind::Product, &format!("P-{n}")).await;
     }
 }
 

@@ -5,7 +5,7 @@ use keycrm_api::Timestamp;
 use keycrm_api::mock::KeyCrmMock;
 use keycrm_sync::model::EntityKind;
 use keycrm_sync::plan::{Policy, Resolution, Side};
-use keycrm_sync::store::Store;
+use keycrm_sync::store::{ConflictRecord, Store};
 
 use crate::support::{Rig, config, order, remote_id, remote_order, rig, rig_with, settle};
 
@@ -31,6 +31,15 @@ async fn comment_conflict(policy: Option<Policy>, local_time: Option<Timestamp>)
     (rig, id)
 }
 
+/// The order conflicts logged (ten at most).
+async fn order_conflicts(rig: &Rig) -> Vec<ConflictRecord> {
+    rig.engine
+        .store()
+        .list_conflicts(Some(EntityKind::Order), 10)
+        .await
+        .unwrap()
+}
+
 /// Asserts both sides hold `value` and the conflict log holds one entry for the comment.
 async fn assert_comment_resolved(rig: &Rig, id: i64, value: &str, winner: &str, reason: &str) {
     assert_eq!(
@@ -41,12 +50,7 @@ async fn assert_comment_resolved(rig: &Rig, id: i64, value: &str, winner: &str, 
         remote_order(&rig.mock, id)["manager_comment"],
         serde_json::json!(value)
     );
-    let conflicts = rig
-        .engine
-        .store()
-        .list_conflicts(Some(EntityKind::Order), 10)
-        .await
-        .unwrap();
+    let conflicts = order_conflicts(rig).await;
     let logged: Vec<_> = conflicts
         .iter()
         .filter(|c| c.field == "manager_comment")
@@ -139,12 +143,7 @@ async fn an_order_status_never_moves_backwards_by_default() {
         remote_order(&rig.mock, id)["status_id"],
         serde_json::json!(4)
     );
-    let conflicts = rig
-        .engine
-        .store()
-        .list_conflicts(Some(EntityKind::Order), 10)
-        .await
-        .unwrap();
+    let conflicts = order_conflicts(&rig).await;
     assert_eq!(conflicts.len(), 1, "{conflicts:?}");
     let c = &conflicts[0];
     assert_eq!(c.field, "status_id");

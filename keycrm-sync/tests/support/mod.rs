@@ -319,6 +319,12 @@ pub async fn remote_id<S: Store>(store: &S, kind: EntityKind, local_id: &str) ->
         .unwrap_or_else(|| panic!("{kind} {local_id} is not mapped"))
 }
 
+/// Asserts that the host's record `local_id` of `kind` is linked to a KeyCRM record.
+pub async fn assert_linked<S: Store>(store: &S, kind: EntityKind, local_id: &str) {
+    let m = store.get_mapping(kind, local_id).await.unwrap().unwrap();
+    assert!(m.remote_id.is_some(), "{local_id} is linked");
+}
+
 /// Every host order equals its KeyCRM order field by field, and the two sides hold the same
 /// orders (one KeyCRM order per host order, none more).
 pub async fn assert_orders_agree<S: Store>(mock: &KeyCrmMock, host: &MemoryHost, store: &S) {
