@@ -4,9 +4,9 @@
 
 use std::collections::BTreeSet;
 
+use keycrm::api::Decimal;
 use keycrm::api::mock::{KeyCrmMock, Quota, SeedConfig, operations};
 use keycrm::api::types::{self, PipelineCardGetResponse};
-use keycrm::api::Decimal;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
