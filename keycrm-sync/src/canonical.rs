@@ -5,6 +5,10 @@
 //! rows into [`CanonicalOrder`], [`CanonicalBuyer`], ... and lets this module do the rest. A host
 //! with richer records can still use the pieces (normalisers, body builders) or write its own.
 //!
+//! Each kind's code lives in [`crate::entity`] (one module per kind, behind the
+//! [`Entity`](crate::entity::Entity) trait); this module re-exports its public pieces under
+//! their historical names.
+//!
 //! # One vocabulary for both sides
 //!
 //! Both sides are flattened into the same [`Fields`], named in KeyCRM's terms, so the pure
@@ -33,7 +37,9 @@
 //! payment `description`) when it is present, unique and not all digits, otherwise by their
 //! 0-based position in the order's payment list; the reference itself is also kept as
 //! `payments.<key>.description`. A key may contain dots: the field name is always the part
-//! after the last dot.
+//! after the last dot. Code names these keys through [`FieldPath`](crate::field::FieldPath)
+//! (`FieldPath::line_quantity(sku)`, `FieldPath::payment(key, "status")`), which renders and
+//! parses them.
 //!
 //! # Configuration
 //!

@@ -18,6 +18,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde_json::Value;
+
+use crate::model::Fields;
+
 /// A keyed group of an order's fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Group {
@@ -148,6 +152,11 @@ impl FieldPath {
         }
     }
 
+    /// The value of this field in `fields`, if present.
+    pub fn get<'f>(&self, fields: &'f Fields) -> Option<&'f Value> {
+        fields.get(self.key().as_ref())
+    }
+
     /// The group, key and field of a member path.
     pub fn as_member(&self) -> Option<(Group, &str, &str)> {
         match self {
@@ -166,11 +175,15 @@ impl FieldPath {
     /// Whether the path is `prefix` itself or lies below it at a dot boundary (`shipping`
     /// holds `shipping.city`, not `shipping_method`).
     pub fn is_under(&self, prefix: &str) -> bool {
-        let key = self.key();
-        key == prefix
-            || key
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('.'))
+        self.key() == prefix || self.is_below(prefix)
+    }
+
+    /// Whether the path lies strictly below `prefix` at a dot boundary (`buyer.phone` is
+    /// below `buyer`; `buyer` itself is not).
+    pub fn is_below(&self, prefix: &str) -> bool {
+        self.key()
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.'))
     }
 }
 
@@ -262,6 +275,8 @@ mod tests {
         assert!(city.is_under("shipping.city"));
         assert!(!FieldPath::plain("shipping_method").is_under("shipping"));
         assert!(FieldPath::line_quantity("S").is_under("lines"));
+        assert!(FieldPath::plain("buyer.phone").is_below("buyer"));
+        assert!(!FieldPath::plain("buyer").is_below("buyer"));
     }
 
     #[test]

@@ -16,8 +16,6 @@ use crate::model::{EntityKind, Snapshot};
 use crate::plan::{FirstLink, PlanInput, Side, plan};
 use crate::store::{Mapping, Store, SyncState, WriteOp};
 
-pub(crate) use crate::entity::order::source_uuid_key;
-
 /// Cursor of a kind's local changes (the host's opaque cursor).
 pub(crate) const LOCAL_CURSOR: &str = "local";
 /// Cursor of a kind's remote changes (the start of the last complete pass).
@@ -386,21 +384,13 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         remote: Snapshot,
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
-        let store = &self.inner.store;
         report.pulled += 1;
         let mut mapping = match key {
             Key::Remote(id) => self.mapping_by_remote(kind, id).await?,
             Key::Local(id) => self.mapping(kind, id).await?,
         };
-        if mapping.is_none() && kind == EntityKind::Order {
-            // An order the host created: the engine noted its number (the source_uuid)
-            // before sending the create, so a create whose answer was lost is found again
-            // even when the host's ids differ from its numbers.
-            if let Some(uuid) = remote.fields.get("source_uuid").and_then(|v| v.as_str()) {
-                let noted = store.get_cursor(kind, &source_uuid_key(uuid)).await?;
-                let local_id = noted.unwrap_or_else(|| uuid.to_string());
-                mapping = self.mapping(kind, &local_id).await?;
-            }
+        if mapping.is_none() {
+            mapping = self.noted_mapping(kind, &remote.fields).await?;
         }
         // A first contact: the host already has the record, the engine has never linked it
         // (no mapping row, so neither a create of ours nor an earlier link).

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{RunReport, SyncEngine, SyncError, SyncEvent, now, outbox_backoff};
+use crate::field::FieldPath;
 use crate::host::Host;
 use crate::model::{EntityKind, Fields, Snapshot};
 use crate::store::{Mapping, OutboxItem, Store, StoreError, SyncState};
@@ -22,8 +23,10 @@ impl Work {
     }
 }
 
-pub(crate) fn text(fields: &Fields, key: &str) -> Option<String> {
-    fields.get(key).and_then(|v| v.as_str()).map(str::to_string)
+pub(crate) fn text(fields: &Fields, path: &FieldPath) -> Option<String> {
+    path.get(fields)
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
 }
 
 impl<S: Store, H: Host> SyncEngine<S, H> {

@@ -5,9 +5,10 @@ use keycrm_api::Timestamp;
 use keycrm_api::types;
 use serde::{Deserialize, Serialize};
 
-use super::mapping::{MappingError, Mappings};
+use super::mapping::MappingError;
 use super::order::all_contacts;
-use super::values::{Out, Reader, body_error, missing, normalize_email, normalize_phone};
+use super::remote_snapshot;
+use super::values::{Out, Reader, body_error, normalize_email, normalize_phone};
 use crate::canonical;
 use crate::engine::pull::PassState;
 use crate::engine::push::{Work, text};
@@ -44,10 +45,10 @@ fn flatten_buyer(
     note: Option<&str>,
 ) -> Fields {
     let mut out = Out::default();
-    out.text("full_name", name);
-    out.list("phone", phones.iter().filter_map(|p| normalize_phone(p)));
-    out.list("email", emails.iter().filter_map(|e| normalize_email(e)));
-    out.text("note", note);
+    out.text(FULL_NAME, name);
+    out.list(PHONE, phones.iter().filter_map(|p| normalize_phone(p)));
+    out.list(EMAIL, emails.iter().filter_map(|e| normalize_email(e)));
+    out.text(NOTE, note);
     out.0
 }
 
@@ -72,13 +73,10 @@ pub fn buyer_fields_from_remote(buyer: &types::Buyer) -> Fields {
 pub fn buyer_create_body(fields: &Fields) -> Result<types::BuyerCreate, MappingError> {
     let r = Reader::new(EntityKind::Buyer, fields);
     types::BuyerCreate::builder()
-        .full_name(
-            r.text("full_name")?
-                .ok_or_else(|| missing(EntityKind::Buyer, "full_name"))?,
-        )
-        .phone(r.list("phone")?)
-        .email(r.list("email")?)
-        .note(r.text("note")?)
+        .full_name(r.required_text(&FULL_NAME)?)
+        .phone(r.list(PHONE)?)
+        .email(r.list(EMAIL)?)
+        .note(r.text(&NOTE)?)
         .try_into()
         .map_err(body_error("BuyerCreate"))
 }
@@ -89,13 +87,10 @@ pub fn buyer_create_body(fields: &Fields) -> Result<types::BuyerCreate, MappingE
 pub fn buyer_update_body(fields: &Fields) -> Result<types::BuyerUpdate, MappingError> {
     let r = Reader::new(EntityKind::Buyer, fields);
     types::BuyerUpdate::builder()
-        .full_name(
-            r.text("full_name")?
-                .ok_or_else(|| missing(EntityKind::Buyer, "full_name"))?,
-        )
-        .phone(r.list("phone")?)
-        .email(r.list("email")?)
-        .note(Some(r.text("note")?.unwrap_or_default()))
+        .full_name(r.required_text(&FULL_NAME)?)
+        .phone(r.list(PHONE)?)
+        .email(r.list(EMAIL)?)
+        .note(Some(r.text(&NOTE)?.unwrap_or_default()))
         .try_into()
         .map_err(body_error("BuyerUpdate"))
 }
@@ -108,10 +103,10 @@ pub fn buyer_from_fields(
     let r = Reader::new(EntityKind::Buyer, fields);
     Ok(CanonicalBuyer {
         local_id: local_id.into(),
-        name: r.text("full_name")?.unwrap_or_default(),
-        phones: r.list("phone")?,
-        emails: r.list("email")?,
-        note: r.text("note")?,
+        name: r.text(&FULL_NAME)?.unwrap_or_default(),
+        phones: r.list(PHONE)?,
+        emails: r.list(EMAIL)?,
+        note: r.text(&NOTE)?,
         updated_at: None,
     })
 }
@@ -129,67 +124,26 @@ pub const EMAIL: &str = "email";
 /// A buyer's note.
 pub const NOTE: FieldPath = FieldPath::plain("note");
 
-impl super::Entity for Buyer {
-    const KIND: EntityKind = EntityKind::Buyer;
-    const FIELDS: &'static [FieldPath] = &[
-        FULL_NAME,
-        FieldPath::plain(PHONE),
-        FieldPath::plain(EMAIL),
-        NOTE,
-    ];
-    type Local = CanonicalBuyer;
-
-    fn local_id(local: &CanonicalBuyer) -> String {
-        local.local_id.clone()
-    }
-
-    fn updated_at(local: &CanonicalBuyer) -> Option<Timestamp> {
-        local.updated_at
-    }
-
-    fn fields_from_local(local: &CanonicalBuyer, _: &Mappings) -> Result<Fields, MappingError> {
-        Ok(buyer_fields_from_local(local))
-    }
-
-    fn from_fields(
-        local_id: &str,
-        fields: &Fields,
-        _: &Mappings,
-    ) -> Result<CanonicalBuyer, MappingError> {
-        buyer_from_fields(local_id, fields)
-    }
-
-    fn natural_keys(fields: &Fields) -> Vec<(FieldPath, String)> {
-        let phone = FieldPath::item(PHONE, 0);
-        let email = FieldPath::item(EMAIL, 0);
-        let phone_value = super::text_of(fields, &phone).and_then(|p| normalize_phone(&p));
-        let email_value = super::text_of(fields, &email).and_then(|e| normalize_email(&e));
-        [(phone, phone_value), (email, email_value)]
-            .into_iter()
-            .filter_map(|(path, value)| Some((path, value?)))
-            .collect()
-    }
+plain_entity! {
+    Buyer: Buyer,
+    local: CanonicalBuyer = buyer_fields_from_local,
+    remote: types::Buyer = buyer_fields_from_remote,
+    from_fields: buyer_from_fields,
+    fields: [FULL_NAME, FieldPath::plain(PHONE), FieldPath::plain(EMAIL), NOTE],
+    natural_keys: buyer_natural_keys,
+    bodies: types::BuyerCreate = buyer_create_body, types::BuyerUpdate = buyer_update_body,
 }
 
-impl super::RemoteRecord for Buyer {
-    type Remote = types::Buyer;
-
-    fn fields_from_remote(remote: &types::Buyer) -> Result<Fields, MappingError> {
-        Ok(buyer_fields_from_remote(remote))
-    }
-}
-
-impl super::Bodies for Buyer {
-    type Create = types::BuyerCreate;
-    type Update = types::BuyerUpdate;
-
-    fn create_body(fields: &Fields, _: &Mappings) -> Result<types::BuyerCreate, MappingError> {
-        buyer_create_body(fields)
-    }
-
-    fn update_body(fields: &Fields) -> Result<types::BuyerUpdate, MappingError> {
-        buyer_update_body(fields)
-    }
+/// A buyer's first phone, then first e-mail, normalised.
+fn buyer_natural_keys(fields: &Fields) -> Vec<(FieldPath, String)> {
+    let phone = FieldPath::item(PHONE, 0);
+    let email = FieldPath::item(EMAIL, 0);
+    let phone_value = super::text_of(fields, &phone).and_then(|p| normalize_phone(&p));
+    let email_value = super::text_of(fields, &email).and_then(|e| normalize_email(&e));
+    [(phone, phone_value), (email, email_value)]
+        .into_iter()
+        .filter_map(|(path, value)| Some((path, value?)))
+        .collect()
 }
 
 // ------------------------------------------------------------------------------------------
@@ -218,7 +172,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             Some(id) => (Some(id), w.mapping.as_ref().and_then(|m| m.base.clone())),
             None => {
                 let mut found = None;
-                if let Some(phone) = text(&w.local.fields, "phone.0") {
+                if let Some(phone) = text(&w.local.fields, &FieldPath::item(PHONE, 0)) {
                     found = self
                         .call(client.buyer_list().filter_buyer_phone(phone).send())
                         .await?
@@ -228,7 +182,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                         .next();
                 }
                 if found.is_none()
-                    && let Some(email) = text(&w.local.fields, "email.0")
+                    && let Some(email) = text(&w.local.fields, &FieldPath::item(EMAIL, 0))
                 {
                     found = self
                         .call(client.buyer_list().filter_buyer_email(email).send())
@@ -307,13 +261,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         }
         let mut state = PassState::default();
         self.apply_all(kind, pass, list, &mut state, report, |b: &types::Buyer| {
-            Some((
-                b.id?,
-                Ok(canonical::snapshot(
-                    canonical::buyer_fields_from_remote(b),
-                    b.updated_at,
-                )),
-            ))
+            Some((b.id?, remote_snapshot::<Buyer>(b, b.updated_at)))
         })
         .await?;
         self.finish_pass(kind, state, everything, Some(start), report)
@@ -326,9 +274,6 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let b = self
             .call(client.buyer_get().buyer_id(remote_id).send())
             .await?;
-        Ok(Some(crate::entity::snapshot(
-            buyer_fields_from_remote(&b),
-            b.updated_at,
-        )))
+        Ok(Some(remote_snapshot::<Buyer>(&b, b.updated_at)?))
     }
 }

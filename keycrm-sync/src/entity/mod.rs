@@ -10,8 +10,96 @@ use crate::engine::{RunReport, SyncEngine, SyncError};
 use crate::field::FieldPath;
 use crate::host::Host;
 use crate::model::{EntityKind, Fields, Snapshot};
-use crate::store::Store;
+use crate::store::{Mapping, Store};
 pub use mapping::{MappingError, Mappings};
+
+/// Implements [`Entity`], [`RemoteRecord`] and, when given, [`Bodies`] for a kind whose
+/// canonical record has `local_id` and `updated_at` and whose mapping functions need no
+/// [`Mappings`] (buyers, products, offers).
+macro_rules! plain_entity {
+    (
+        $ty:ident: $kind:ident,
+        local: $local:ty = $from_local:path,
+        remote: $remote:ty = $from_remote:path,
+        from_fields: $from_fields:path,
+        fields: [$($field:expr),* $(,)?],
+        natural_keys: $natural_keys:expr,
+        $(bodies: $create:ty = $create_fn:path, $update:ty = $update_fn:path,)?
+    ) => {
+        impl $crate::entity::Entity for $ty {
+            const KIND: $crate::model::EntityKind = $crate::model::EntityKind::$kind;
+            const FIELDS: &'static [$crate::field::FieldPath] = &[$($field),*];
+            type Local = $local;
+
+            fn local_id(local: &$local) -> String {
+                local.local_id.clone()
+            }
+
+            fn updated_at(local: &$local) -> Option<keycrm_api::Timestamp> {
+                local.updated_at
+            }
+
+            fn fields_from_local(
+                local: &$local,
+                _: &$crate::entity::Mappings,
+            ) -> Result<$crate::model::Fields, $crate::entity::MappingError> {
+                Ok($from_local(local))
+            }
+
+            fn from_fields(
+                local_id: &str,
+                fields: &$crate::model::Fields,
+                _: &$crate::entity::Mappings,
+            ) -> Result<$local, $crate::entity::MappingError> {
+                $from_fields(local_id, fields)
+            }
+
+            fn natural_keys(
+                fields: &$crate::model::Fields,
+            ) -> Vec<($crate::field::FieldPath, String)> {
+                ($natural_keys)(fields)
+            }
+        }
+
+        impl $crate::entity::RemoteRecord for $ty {
+            type Remote = $remote;
+
+            fn fields_from_remote(
+                remote: &$remote,
+            ) -> Result<$crate::model::Fields, $crate::entity::MappingError> {
+                Ok($from_remote(remote))
+            }
+        }
+
+        $(
+            impl $crate::entity::Bodies for $ty {
+                type Create = $create;
+                type Update = $update;
+
+                fn create_body(
+                    fields: &$crate::model::Fields,
+                    _: &$crate::entity::Mappings,
+                ) -> Result<$create, $crate::entity::MappingError> {
+                    $create_fn(fields)
+                }
+
+                fn update_body(
+                    fields: &$crate::model::Fields,
+                ) -> Result<$update, $crate::entity::MappingError> {
+                    $update_fn(fields)
+                }
+            }
+        )?
+    };
+}
+
+/// The natural key of a kind known by one text field (a product's or offer's SKU).
+fn key_of(fields: &Fields, path: FieldPath) -> Vec<(FieldPath, String)> {
+    text_of(fields, &path)
+        .map(|value| (path, value))
+        .into_iter()
+        .collect()
+}
 
 pub mod buyer;
 pub mod mapping;
@@ -94,10 +182,15 @@ pub trait Bodies: Entity {
 
 /// The text value of a field, for [`Entity::natural_keys`].
 fn text_of(fields: &Fields, path: &FieldPath) -> Option<String> {
-    fields
-        .get(path.key().as_ref())
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
+    crate::engine::push::text(fields, path)
+}
+
+/// A KeyCRM record of kind `K` as a snapshot changed at `updated_at`.
+pub(crate) fn remote_snapshot<K: RemoteRecord>(
+    remote: &K::Remote,
+    updated_at: Option<Timestamp>,
+) -> Result<Snapshot, MappingError> {
+    Ok(snapshot(K::fields_from_remote(remote)?, updated_at))
 }
 
 /// A snapshot of `fields` changed at `updated_at` (a [`Timestamp`] of either side).
@@ -150,6 +243,21 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             EntityKind::Offer if full => self.pull_offers(report).await,
             EntityKind::Stock if full => self.pull_stock(report).await,
             EntityKind::Product | EntityKind::Offer | EntityKind::Stock => Ok(()),
+        }
+    }
+
+    /// The mapping a kind finds for a remote record not mapped by its id, through what the
+    /// engine noted before creating it (an order's number); `None` for the other kinds.
+    pub(crate) async fn noted_mapping(
+        &self,
+        kind: EntityKind,
+        remote: &Fields,
+    ) -> Result<Option<Mapping>, SyncError> {
+        match kind {
+            EntityKind::Order => self.noted_order_mapping(remote).await,
+            EntityKind::Buyer | EntityKind::Product | EntityKind::Offer | EntityKind::Stock => {
+                Ok(None)
+            }
         }
     }
 

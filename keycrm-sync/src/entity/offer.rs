@@ -5,8 +5,9 @@ use keycrm_api::{Decimal, Timestamp};
 use keycrm_api::{Paginate, types};
 use serde::{Deserialize, Serialize};
 
-use super::mapping::{MappingError, Mappings};
-use super::values::{Out, Reader, chunks, missing};
+use super::mapping::MappingError;
+use super::remote_snapshot;
+use super::values::{Out, Reader, chunks};
 use crate::canonical;
 use crate::engine::pull::PassState;
 use crate::engine::push::{Work, lookup, text};
@@ -43,9 +44,9 @@ pub struct CanonicalOffer {
 
 fn flatten_offer(sku: Option<&str>, price: Option<Decimal>, purchased: Option<Decimal>) -> Fields {
     let mut out = Out::default();
-    out.text("sku", sku);
-    out.dec("price", price);
-    out.dec("purchased_price", purchased);
+    out.text(SKU, sku);
+    out.dec(PRICE, price);
+    out.dec(PURCHASED_PRICE, purchased);
     out.0
 }
 
@@ -82,8 +83,8 @@ pub fn offer_update_row(
     Ok(types::OfferUpdateRow {
         id,
         sku,
-        price: r.dec("price")?,
-        purchased_price: r.dec("purchased_price")?,
+        price: r.dec(&PRICE)?,
+        purchased_price: r.dec(&PURCHASED_PRICE)?,
         ..Default::default()
     })
 }
@@ -105,12 +106,10 @@ pub fn offer_from_fields(
     let r = Reader::new(EntityKind::Offer, fields);
     Ok(CanonicalOffer {
         local_id: local_id.into(),
-        sku: r
-            .text("sku")?
-            .ok_or_else(|| missing(EntityKind::Offer, "sku"))?,
+        sku: r.required_text(&SKU)?,
         product_sku: None,
-        price: r.dec("price")?,
-        purchased_price: r.dec("purchased_price")?,
+        price: r.dec(&PRICE)?,
+        purchased_price: r.dec(&PURCHASED_PRICE)?,
         updated_at: None,
     })
 }
@@ -127,45 +126,13 @@ pub const PRICE: FieldPath = FieldPath::plain("price");
 /// An offer's purchase price.
 pub const PURCHASED_PRICE: FieldPath = FieldPath::plain("purchased_price");
 
-impl super::Entity for Offer {
-    const KIND: EntityKind = EntityKind::Offer;
-    const FIELDS: &'static [FieldPath] = &[SKU, PRICE, PURCHASED_PRICE];
-    type Local = CanonicalOffer;
-
-    fn local_id(local: &CanonicalOffer) -> String {
-        local.local_id.clone()
-    }
-
-    fn updated_at(local: &CanonicalOffer) -> Option<Timestamp> {
-        local.updated_at
-    }
-
-    fn fields_from_local(local: &CanonicalOffer, _: &Mappings) -> Result<Fields, MappingError> {
-        Ok(offer_fields_from_local(local))
-    }
-
-    fn from_fields(
-        local_id: &str,
-        fields: &Fields,
-        _: &Mappings,
-    ) -> Result<CanonicalOffer, MappingError> {
-        offer_from_fields(local_id, fields)
-    }
-
-    fn natural_keys(fields: &Fields) -> Vec<(FieldPath, String)> {
-        super::text_of(fields, &SKU)
-            .map(|sku| (SKU, sku))
-            .into_iter()
-            .collect()
-    }
-}
-
-impl super::RemoteRecord for Offer {
-    type Remote = types::Offer;
-
-    fn fields_from_remote(remote: &types::Offer) -> Result<Fields, MappingError> {
-        Ok(offer_fields_from_remote(remote))
-    }
+plain_entity! {
+    Offer: Offer,
+    local: CanonicalOffer = offer_fields_from_local,
+    remote: types::Offer = offer_fields_from_remote,
+    from_fields: offer_from_fields,
+    fields: [SKU, PRICE, PURCHASED_PRICE],
+    natural_keys: |fields| super::key_of(fields, SKU),
 }
 
 // ------------------------------------------------------------------------------------------
@@ -182,7 +149,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let unmapped: Vec<String> = work
             .iter()
             .filter(|w| w.remote_id().is_none())
-            .filter_map(|w| text(&w.local.fields, "sku"))
+            .filter_map(|w| text(&w.local.fields, &SKU))
             .collect();
         let by_sku = lookup(
             &unmapped,
@@ -202,7 +169,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                         .unwrap_or_default(),
                 ),
                 None => {
-                    let sku = text(&w.local.fields, "sku").unwrap_or_default();
+                    let sku = text(&w.local.fields, &SKU).unwrap_or_default();
                     match by_sku.get(&sku).and_then(|o| o.id.map(|id| (id, o))) {
                         Some((id, o)) => (
                             id,
@@ -292,15 +259,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             quarantine::offer_list(),
             &mut state,
             report,
-            |o: &types::Offer| {
-                Some((
-                    o.id?,
-                    Ok(canonical::snapshot(
-                        canonical::offer_fields_from_remote(o),
-                        None,
-                    )),
-                ))
-            },
+            |o: &types::Offer| Some((o.id?, remote_snapshot::<Offer>(o, None))),
         )
         .await?;
         self.finish_pass(kind, state, true, None, report).await
@@ -312,11 +271,9 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let page = self
             .call(client.offer_list().filter_id(remote_id.to_string()).send())
             .await?;
-        Ok(page
-            .into_inner()
-            .data
-            .into_iter()
-            .next()
-            .map(|o| crate::entity::snapshot(offer_fields_from_remote(&o), None)))
+        let Some(o) = page.into_inner().data.into_iter().next() else {
+            return Ok(None);
+        };
+        Ok(Some(remote_snapshot::<Offer>(&o, None)?))
     }
 }

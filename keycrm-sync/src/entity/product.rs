@@ -7,8 +7,9 @@ use keycrm_api::{Decimal, Timestamp};
 use keycrm_api::{Paginate, types};
 use serde::{Deserialize, Serialize};
 
-use super::mapping::{MappingError, Mappings};
-use super::values::{Out, Reader, body_error, chunks, missing};
+use super::mapping::MappingError;
+use super::remote_snapshot;
+use super::values::{Out, Reader, body_error, chunks};
 use crate::canonical;
 use crate::engine::pull::PassState;
 use crate::engine::push::{Work, lookup, text};
@@ -51,11 +52,11 @@ fn flatten_product(
     category_id: Option<i64>,
 ) -> Fields {
     let mut out = Out::default();
-    out.text("sku", sku);
-    out.text("name", name);
-    out.text("description", description);
-    out.dec("price", price);
-    out.id("category_id", category_id);
+    out.text(SKU, sku);
+    out.text(NAME, name);
+    out.text(DESCRIPTION, description);
+    out.dec(PRICE, price);
+    out.id(CATEGORY_ID, category_id);
     out.0
 }
 
@@ -86,14 +87,11 @@ pub fn product_fields_from_remote(product: &types::Product) -> Fields {
 pub fn product_create_body(fields: &Fields) -> Result<types::ProductCreate, MappingError> {
     let r = Reader::new(EntityKind::Product, fields);
     types::ProductCreate::builder()
-        .name(
-            r.text("name")?
-                .ok_or_else(|| missing(EntityKind::Product, "name"))?,
-        )
-        .sku(r.text("sku")?)
-        .description(r.text("description")?)
-        .price(r.dec("price")?)
-        .category_id(r.id("category_id")?)
+        .name(r.required_text(&NAME)?)
+        .sku(r.text(&SKU)?)
+        .description(r.text(&DESCRIPTION)?)
+        .price(r.dec(&PRICE)?)
+        .category_id(r.id(&CATEGORY_ID)?)
         .try_into()
         .map_err(body_error("ProductCreate"))
 }
@@ -111,16 +109,16 @@ pub fn product_import_batches(products: Vec<types::ProductCreate>) -> Vec<types:
 /// cannot clear them).
 pub fn product_update_body(changed: &Fields) -> Result<types::ProductUpdate, MappingError> {
     let r = Reader::new(EntityKind::Product, changed);
-    let description = match r.text("description")? {
-        None if r.has("description") => Some(String::new()),
+    let description = match r.text(&DESCRIPTION)? {
+        None if r.has(&DESCRIPTION) => Some(String::new()),
         other => other,
     };
     Ok(types::ProductUpdate {
-        name: r.text("name")?,
-        sku: r.text("sku")?,
+        name: r.text(&NAME)?,
+        sku: r.text(&SKU)?,
         description,
-        price: r.dec("price")?,
-        category_id: r.id("category_id")?,
+        price: r.dec(&PRICE)?,
+        category_id: r.id(&CATEGORY_ID)?,
         ..Default::default()
     })
 }
@@ -133,13 +131,11 @@ pub fn product_from_fields(
     let r = Reader::new(EntityKind::Product, fields);
     Ok(CanonicalProduct {
         local_id: local_id.into(),
-        sku: r.text("sku")?,
-        name: r
-            .text("name")?
-            .ok_or_else(|| missing(EntityKind::Product, "name"))?,
-        description: r.text("description")?,
-        price: r.dec("price")?,
-        category_id: r.id("category_id")?,
+        sku: r.text(&SKU)?,
+        name: r.required_text(&NAME)?,
+        description: r.text(&DESCRIPTION)?,
+        price: r.dec(&PRICE)?,
+        category_id: r.id(&CATEGORY_ID)?,
         updated_at: None,
     })
 }
@@ -159,58 +155,14 @@ pub const PRICE: FieldPath = FieldPath::plain("price");
 /// A product's KeyCRM category id.
 pub const CATEGORY_ID: FieldPath = FieldPath::plain("category_id");
 
-impl super::Entity for Product {
-    const KIND: EntityKind = EntityKind::Product;
-    const FIELDS: &'static [FieldPath] = &[SKU, NAME, DESCRIPTION, PRICE, CATEGORY_ID];
-    type Local = CanonicalProduct;
-
-    fn local_id(local: &CanonicalProduct) -> String {
-        local.local_id.clone()
-    }
-
-    fn updated_at(local: &CanonicalProduct) -> Option<Timestamp> {
-        local.updated_at
-    }
-
-    fn fields_from_local(local: &CanonicalProduct, _: &Mappings) -> Result<Fields, MappingError> {
-        Ok(product_fields_from_local(local))
-    }
-
-    fn from_fields(
-        local_id: &str,
-        fields: &Fields,
-        _: &Mappings,
-    ) -> Result<CanonicalProduct, MappingError> {
-        product_from_fields(local_id, fields)
-    }
-
-    fn natural_keys(fields: &Fields) -> Vec<(FieldPath, String)> {
-        super::text_of(fields, &SKU)
-            .map(|sku| (SKU, sku))
-            .into_iter()
-            .collect()
-    }
-}
-
-impl super::RemoteRecord for Product {
-    type Remote = types::Product;
-
-    fn fields_from_remote(remote: &types::Product) -> Result<Fields, MappingError> {
-        Ok(product_fields_from_remote(remote))
-    }
-}
-
-impl super::Bodies for Product {
-    type Create = types::ProductCreate;
-    type Update = types::ProductUpdate;
-
-    fn create_body(fields: &Fields, _: &Mappings) -> Result<types::ProductCreate, MappingError> {
-        product_create_body(fields)
-    }
-
-    fn update_body(changed: &Fields) -> Result<types::ProductUpdate, MappingError> {
-        product_update_body(changed)
-    }
+plain_entity! {
+    Product: Product,
+    local: CanonicalProduct = product_fields_from_local,
+    remote: types::Product = product_fields_from_remote,
+    from_fields: product_from_fields,
+    fields: [SKU, NAME, DESCRIPTION, PRICE, CATEGORY_ID],
+    natural_keys: |fields| super::key_of(fields, SKU),
+    bodies: types::ProductCreate = product_create_body, types::ProductUpdate = product_update_body,
 }
 
 // ------------------------------------------------------------------------------------------
@@ -229,7 +181,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         // offer (`GET /offers?filter[sku]=..&include=product`); the others one by one.
         let (with_sku, without): (Vec<Work>, Vec<Work>) = creates
             .into_iter()
-            .partition(|w| text(&w.local.fields, "sku").is_some());
+            .partition(|w| text(&w.local.fields, &SKU).is_some());
         if self.dry_run() {
             for w in with_sku.iter().chain(&without) {
                 self.would(w, "create product".into()).await?;
@@ -266,13 +218,13 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             for chunk in with_sku.chunks(canonical::MAX_PRODUCT_IMPORT) {
                 let skus: Vec<String> = chunk
                     .iter()
-                    .filter_map(|w| text(&w.local.fields, "sku"))
+                    .filter_map(|w| text(&w.local.fields, &SKU))
                     .collect();
                 let mut known = self.products_by_sku(&skus).await?;
                 let mut bodies = Vec::new();
                 let mut sent: Vec<&Work> = Vec::new();
                 for w in chunk {
-                    let sku = text(&w.local.fields, "sku").unwrap_or_default();
+                    let sku = text(&w.local.fields, &SKU).unwrap_or_default();
                     if let Some(p) = known.get(&sku)
                         && let Some(noted) = Self::noted_create(w)
                     {
@@ -343,7 +295,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     }
                 }
                 for w in chunk {
-                    let sku = text(&w.local.fields, "sku").unwrap_or_default();
+                    let sku = text(&w.local.fields, &SKU).unwrap_or_default();
                     let was_sent = sent.iter().any(|s| s.item.id == w.item.id);
                     if was_sent && !imported.contains(&w.item.id) {
                         continue; // refused or failed above
@@ -455,15 +407,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             quarantine::product_list(),
             &mut state,
             report,
-            |p: &types::Product| {
-                Some((
-                    p.id?,
-                    Ok(canonical::snapshot(
-                        canonical::product_fields_from_remote(p),
-                        p.updated_at,
-                    )),
-                ))
-            },
+            |p: &types::Product| Some((p.id?, remote_snapshot::<Product>(p, p.updated_at))),
         )
         .await?;
         self.finish_pass(kind, state, true, None, report).await
@@ -478,10 +422,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let p = self
             .call(client.product_get().product_id(remote_id).send())
             .await?;
-        Ok(Some(crate::entity::snapshot(
-            product_fields_from_remote(&p),
-            p.updated_at,
-        )))
+        Ok(Some(remote_snapshot::<Product>(&p, p.updated_at)?))
     }
 }
 

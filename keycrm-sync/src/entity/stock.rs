@@ -48,7 +48,7 @@ impl CanonicalStock {
 /// The host's stock level as fields (`quantity`).
 pub fn stock_fields_from_local(stock: &CanonicalStock) -> Fields {
     let mut out = Out::default();
-    out.dec("quantity", Some(stock.quantity));
+    out.dec(QUANTITY, Some(stock.quantity));
     out.0
 }
 
@@ -61,7 +61,7 @@ pub fn stock_fields_from_remote(stock: &types::OfferStock, warehouse_id: i64) ->
         .flatten()
         .find(|w| w.id == Some(warehouse_id))?;
     let mut out = Out::default();
-    out.dec("quantity", Some(row.quantity.unwrap_or(Decimal::ZERO)));
+    out.dec(QUANTITY, Some(row.quantity.unwrap_or(Decimal::ZERO)));
     Some(out.0)
 }
 
@@ -146,8 +146,8 @@ impl super::Entity for Stock {
             sku: sku.to_string(),
             warehouse: warehouse.to_string(),
             quantity: r
-                .dec(&QUANTITY.key())?
-                .ok_or_else(|| missing(EntityKind::Stock, "quantity"))?,
+                .dec(&QUANTITY)?
+                .ok_or_else(|| missing(EntityKind::Stock, &QUANTITY.key()))?,
         })
     }
 
@@ -174,8 +174,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 .mapping
                 .as_ref()
                 .and_then(|m| m.base.as_ref())
-                .and_then(|b| b.fields.get("quantity").cloned());
-            if base_quantity.as_ref() == w.local.fields.get("quantity") {
+                .and_then(|b| QUANTITY.get(&b.fields).cloned());
+            if base_quantity.as_ref() == QUANTITY.get(&w.local.fields) {
                 let fields = w.local.fields.clone();
                 self.record_synced(&w, None, fields).await?;
                 report.unchanged += 1;
@@ -191,7 +191,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             .filter_map(|w| {
                 let (warehouse, sku) = w.item.local_id.split_once('/')?;
                 let quantity: Decimal =
-                    serde_json::from_value(w.local.fields.get("quantity")?.clone()).ok()?;
+                    serde_json::from_value(QUANTITY.get(&w.local.fields)?.clone()).ok()?;
                 Some(CanonicalStock {
                     sku: sku.to_string(),
                     warehouse: warehouse.to_string(),

@@ -1,5 +1,5 @@
 //! Normalised values: building flat [`Fields`] from either side (`Out`) and reading them back
-//! with errors that name the field (`Reader`, `Group`).
+//! with errors that name the field (`Reader`, `Member`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -9,6 +9,7 @@ use keycrm_api::{Decimal, Timestamp};
 use serde_json::Value;
 
 use super::mapping::{MappingError, shape};
+use crate::field::{FieldPath, Group as KeyedGroup};
 use crate::model::{EntityKind, Fields};
 
 // Normalisation
@@ -97,12 +98,13 @@ impl Out {
     }
 
     /// `list.0`, `list.1`, ... for the distinct normalised values.
-    pub(crate) fn list(&mut self, key: &str, values: impl IntoIterator<Item = String>) {
+    pub(crate) fn list(&mut self, list: &'static str, values: impl IntoIterator<Item = String>) {
         let mut seen = BTreeSet::new();
         for v in values {
             if seen.insert(v.clone()) {
                 let n = seen.len() - 1;
-                self.0.insert(format!("{key}.{n}"), Value::String(v));
+                self.0
+                    .insert(FieldPath::item(list, n).into(), Value::String(v));
             }
         }
     }
@@ -218,30 +220,46 @@ impl<'a> Reader<'a> {
         Self { kind, fields }
     }
 
-    pub(crate) fn text(&self, key: &str) -> Result<Option<String>, MappingError> {
-        as_text(self.kind, key, self.fields.get(key))
+    fn get(&self, path: &FieldPath) -> (String, Option<&'a Value>) {
+        let key = path.key().into_owned();
+        let value = self.fields.get(&key);
+        (key, value)
     }
 
-    pub(crate) fn id(&self, key: &str) -> Result<Option<i64>, MappingError> {
-        as_i64(self.kind, key, self.fields.get(key))
+    pub(crate) fn text(&self, path: &FieldPath) -> Result<Option<String>, MappingError> {
+        let (key, value) = self.get(path);
+        as_text(self.kind, &key, value)
     }
 
-    pub(crate) fn dec(&self, key: &str) -> Result<Option<Decimal>, MappingError> {
-        as_dec(self.kind, key, self.fields.get(key))
+    /// [`Reader::text`], failing with [`MappingError::MissingField`] when absent.
+    pub(crate) fn required_text(&self, path: &FieldPath) -> Result<String, MappingError> {
+        self.text(path)?
+            .ok_or_else(|| missing(self.kind, &path.key()))
     }
 
-    pub(crate) fn time(&self, key: &str) -> Result<Option<Timestamp>, MappingError> {
-        as_time(self.kind, key, self.fields.get(key))
+    pub(crate) fn id(&self, path: &FieldPath) -> Result<Option<i64>, MappingError> {
+        let (key, value) = self.get(path);
+        as_i64(self.kind, &key, value)
     }
 
-    /// Whether the key is present (even as `null`, which means "removed").
-    pub(crate) fn has(&self, key: &str) -> bool {
-        self.fields.contains_key(key)
+    pub(crate) fn dec(&self, path: &FieldPath) -> Result<Option<Decimal>, MappingError> {
+        let (key, value) = self.get(path);
+        as_dec(self.kind, &key, value)
     }
 
-    /// The values of `key.0`, `key.1`, ... in index order.
-    pub(crate) fn list(&self, key: &str) -> Result<Vec<String>, MappingError> {
-        let prefix = format!("{key}.");
+    pub(crate) fn time(&self, path: &FieldPath) -> Result<Option<Timestamp>, MappingError> {
+        let (key, value) = self.get(path);
+        as_time(self.kind, &key, value)
+    }
+
+    /// Whether the field is present (even as `null`, which means "removed").
+    pub(crate) fn has(&self, path: &FieldPath) -> bool {
+        self.fields.contains_key(path.key().as_ref())
+    }
+
+    /// The values of `list.0`, `list.1`, ... in index order.
+    pub(crate) fn list(&self, list: &str) -> Result<Vec<String>, MappingError> {
+        let prefix = format!("{list}.");
         let mut items: Vec<(u64, String)> = Vec::new();
         let from = (Bound::Included(prefix.as_str()), Bound::Unbounded);
         for (k, v) in self.fields.range::<str, _>(from) {
@@ -257,47 +275,57 @@ impl<'a> Reader<'a> {
         Ok(items.into_iter().map(|(_, s)| s).collect())
     }
 
-    /// The groups under `prefix` (`lines`, `payments`): group key -> field -> value, `null`
-    /// values left out.
-    pub(crate) fn groups(&self, prefix: &str) -> Groups<'a> {
-        groups(self.fields, prefix)
+    /// The members of `group`: member key -> field -> value, `null` values left out.
+    pub(crate) fn groups(&self, group: KeyedGroup) -> Groups<'a> {
+        groups(self.fields, group)
     }
 }
 
 pub(crate) type Groups<'a> = BTreeMap<&'a str, BTreeMap<&'a str, &'a Value>>;
 
-pub(crate) fn groups<'a>(fields: &'a Fields, prefix: &str) -> Groups<'a> {
-    let prefix = format!("{prefix}.");
-    let mut out: Groups<'a> = BTreeMap::new();
+/// The members of `group` in `fields` (see [`FieldPath::Member`]): member key -> field ->
+/// value, `null` values left out.
+pub(crate) fn groups(fields: &Fields, group: KeyedGroup) -> Groups<'_> {
+    let prefix = format!("{}.", group.as_str());
+    let mut out: Groups<'_> = BTreeMap::new();
     let from = (Bound::Included(prefix.as_str()), Bound::Unbounded);
     for (k, v) in fields.range::<str, _>(from) {
-        let Some(rest) = k.strip_prefix(&prefix) else {
+        if !k.starts_with(&prefix) {
             break;
-        };
-        let Some((group, field)) = rest.rsplit_once('.') else {
+        }
+        // Borrowed from `k`: the member key and field are its middle and its last part.
+        let Some((key, field)) = member_parts(k, group) else {
             continue;
         };
         if !v.is_null() {
-            out.entry(group).or_default().insert(field, v);
+            out.entry(key).or_default().insert(field, v);
         }
     }
     out
 }
 
-/// A group's field, read with the full dotted name in errors.
-pub(crate) struct Group<'a> {
+/// The member key and field of a flat key of `group`, borrowed from it (the parsing of
+/// [`FieldPath::parse`], without copying).
+pub(crate) fn member_parts(flat: &str, group: KeyedGroup) -> Option<(&str, &str)> {
+    flat.strip_prefix(group.as_str())?
+        .strip_prefix('.')?
+        .rsplit_once('.')
+}
+
+/// A group member's fields, read with the member's full path in errors.
+pub(crate) struct Member<'a> {
     pub(crate) kind: EntityKind,
-    pub(crate) prefix: &'a str,
+    pub(crate) group: KeyedGroup,
     pub(crate) key: &'a str,
     pub(crate) fields: &'a BTreeMap<&'a str, &'a Value>,
 }
 
-impl Group<'_> {
-    pub(crate) fn name(&self, field: &str) -> String {
-        format!("{}.{}.{field}", self.prefix, self.key)
+impl Member<'_> {
+    pub(crate) fn name(&self, field: &'static str) -> String {
+        FieldPath::member(self.group, self.key, field).to_string()
     }
 
-    pub(crate) fn text(&self, field: &str) -> Result<Option<String>, MappingError> {
+    pub(crate) fn text(&self, field: &'static str) -> Result<Option<String>, MappingError> {
         as_text(
             self.kind,
             &self.name(field),
@@ -305,7 +333,7 @@ impl Group<'_> {
         )
     }
 
-    pub(crate) fn id(&self, field: &str) -> Result<Option<i64>, MappingError> {
+    pub(crate) fn id(&self, field: &'static str) -> Result<Option<i64>, MappingError> {
         as_i64(
             self.kind,
             &self.name(field),
@@ -313,7 +341,7 @@ impl Group<'_> {
         )
     }
 
-    pub(crate) fn dec(&self, field: &str) -> Result<Option<Decimal>, MappingError> {
+    pub(crate) fn dec(&self, field: &'static str) -> Result<Option<Decimal>, MappingError> {
         as_dec(
             self.kind,
             &self.name(field),
@@ -321,7 +349,11 @@ impl Group<'_> {
         )
     }
 
-    pub(crate) fn required<T>(&self, field: &str, value: Option<T>) -> Result<T, MappingError> {
+    pub(crate) fn required<T>(
+        &self,
+        field: &'static str,
+        value: Option<T>,
+    ) -> Result<T, MappingError> {
         value.ok_or_else(|| missing(self.kind, &self.name(field)))
     }
 }

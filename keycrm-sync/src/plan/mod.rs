@@ -94,6 +94,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::field::prefixes;
 use crate::model::{EntityKind, Fields, Snapshot, content_hash};
 
 /// One of the two systems kept in agreement.
@@ -234,13 +235,7 @@ impl SourceOfTruth {
 
 /// The value of the longest key of `map` equal to `field` or one of its dotted prefixes.
 fn longest_prefix(map: &BTreeMap<String, Side>, field: &str) -> Option<Side> {
-    let mut key = field;
-    loop {
-        if let Some(side) = map.get(key) {
-            return Some(*side);
-        }
-        key = &key[..key.rfind('.')?];
-    }
+    prefixes(field).find_map(|key| map.get(key).copied())
 }
 
 impl Policy {

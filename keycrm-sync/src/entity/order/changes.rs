@@ -6,10 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use keycrm_api::types;
 use serde::{Deserialize, Serialize};
 
-use super::PaymentStatus;
 use super::mapping::{SHIPPING_TEXT, ordered_payments, payment_keys, payment_parts};
+use super::{
+    BUYER, MANAGER_COMMENT, ORDERED_AT, PAYMENT_STATUS, PaymentStatus,
+    SHIPPING_DELIVERY_SERVICE_ID, SHIPPING_TRACKING_CODE, SOURCE_UUID, STATUS_ID,
+};
 use crate::entity::mapping::MappingError;
-use crate::entity::values::{Group, body_error, groups};
+use crate::entity::values::{Member, body_error, groups};
+use crate::field::{FieldPath, Group as KeyedGroup};
 use crate::model::{EntityKind, Fields};
 
 /// A change of an order field that KeyCRM cannot apply to an existing order.
@@ -48,8 +52,8 @@ impl OrderChanges {
 /// a recorded payment, a removed payment.
 pub fn split_order_changes(changed: &Fields, remote: &Fields) -> OrderChanges {
     let mut out = OrderChanges::default();
-    let remote_lines = groups(remote, "lines");
-    let remote_payments = groups(remote, "payments");
+    let remote_lines = groups(remote, KeyedGroup::Lines);
+    let remote_payments = groups(remote, KeyedGroup::Payments);
     let mut new_payments = BTreeSet::new();
     let mut status_payments = BTreeSet::new();
     let mut unsupported = |field: &str, reason: &str| {
@@ -61,62 +65,60 @@ pub fn split_order_changes(changed: &Fields, remote: &Fields) -> OrderChanges {
     let mut update = Fields::new();
     for (key, value) in changed {
         let removed = value.is_null();
-        let group_of = |prefix: &str| {
-            key.strip_prefix(prefix)
-                .and_then(|rest| rest.rsplit_once('.'))
-        };
-        match key.as_str() {
-            "status_id" if removed => unsupported(key, "KeyCRM cannot clear an order's status"),
-            "status_id" | "manager_comment" => {
+        let path = FieldPath::parse(key);
+        if path == STATUS_ID {
+            if removed {
+                unsupported(key, "KeyCRM cannot clear an order's status");
+            } else {
                 update.insert(key.clone(), value.clone());
             }
-            "shipping.delivery_service_id" if removed => {
-                unsupported(key, "KeyCRM cannot clear an order's delivery service")
-            }
-            "shipping.tracking_code"
-                if remote.get(key).is_some_and(|v| !v.is_null()) && !removed =>
-            {
-                unsupported(key, "KeyCRM refuses to replace a tracking code once set")
-            }
-            k if k == "shipping.delivery_service_id" || SHIPPING_TEXT.contains(&k) => {
-                update.insert(key.clone(), value.clone());
-            }
-            "source_uuid" => unsupported(key, "KeyCRM cannot change an order's external number"),
-            "ordered_at" => unsupported(key, "KeyCRM cannot change an order's date"),
-            k if k.starts_with("buyer.") => unsupported(
+        } else if path == MANAGER_COMMENT {
+            update.insert(key.clone(), value.clone());
+        } else if path == SHIPPING_DELIVERY_SERVICE_ID && removed {
+            unsupported(key, "KeyCRM cannot clear an order's delivery service");
+        } else if path == SHIPPING_TRACKING_CODE
+            && remote.get(key).is_some_and(|v| !v.is_null())
+            && !removed
+        {
+            unsupported(key, "KeyCRM refuses to replace a tracking code once set");
+        } else if path == SHIPPING_DELIVERY_SERVICE_ID || SHIPPING_TEXT.contains(&path) {
+            update.insert(key.clone(), value.clone());
+        } else if path == SOURCE_UUID {
+            unsupported(key, "KeyCRM cannot change an order's external number");
+        } else if path == ORDERED_AT {
+            unsupported(key, "KeyCRM cannot change an order's date");
+        } else if path.is_below(BUYER) {
+            unsupported(
                 key,
                 "KeyCRM cannot change an order's buyer; sync the buyer record instead",
-            ),
-            _ => {
-                if let Some((sku, _)) = group_of("lines.") {
-                    if !remote_lines.contains_key(sku) {
-                        if !removed {
-                            unsupported(key, "KeyCRM cannot add a line to an existing order");
-                        }
-                    } else if removed {
-                        unsupported(key, "KeyCRM cannot remove an order line or its values");
-                    } else {
-                        update.insert(key.clone(), value.clone());
-                    }
-                } else if let Some((payment, field)) = group_of("payments.") {
-                    if !remote_payments.contains_key(payment) {
-                        if !removed {
-                            new_payments.insert(payment.to_string());
-                        }
-                    } else if removed {
-                        unsupported(key, "KeyCRM cannot delete a recorded payment or its values");
-                    } else if field == "status" {
-                        status_payments.insert(payment.to_string());
-                    } else {
-                        unsupported(
-                            key,
-                            "KeyCRM cannot change a recorded payment's amount, method or reference",
-                        );
-                    }
-                } else {
-                    unsupported(key, "not an order field KeyCRM knows");
+            );
+        } else if let Some((sku, _)) = path.member_of(KeyedGroup::Lines) {
+            if !remote_lines.contains_key(sku) {
+                if !removed {
+                    unsupported(key, "KeyCRM cannot add a line to an existing order");
                 }
+            } else if removed {
+                unsupported(key, "KeyCRM cannot remove an order line or its values");
+            } else {
+                update.insert(key.clone(), value.clone());
             }
+        } else if let Some((payment, field)) = path.member_of(KeyedGroup::Payments) {
+            if !remote_payments.contains_key(payment) {
+                if !removed {
+                    new_payments.insert(payment.to_string());
+                }
+            } else if removed {
+                unsupported(key, "KeyCRM cannot delete a recorded payment or its values");
+            } else if field == PAYMENT_STATUS {
+                status_payments.insert(payment.to_string());
+            } else {
+                unsupported(
+                    key,
+                    "KeyCRM cannot change a recorded payment's amount, method or reference",
+                );
+            }
+        } else {
+            unsupported(key, "not an order field KeyCRM knows");
         }
     }
     out.update = update;
@@ -131,8 +133,8 @@ pub fn payment_create_bodies(
     local: &Fields,
     remote: &Fields,
 ) -> Result<Vec<types::PaymentCreate>, MappingError> {
-    let local_groups = groups(local, "payments");
-    let remote_groups = groups(remote, "payments");
+    let local_groups = groups(local, KeyedGroup::Payments);
+    let remote_groups = groups(remote, KeyedGroup::Payments);
     let mut out = Vec::new();
     for (key, group) in ordered_payments(&local_groups) {
         if remote_groups.contains_key(key) {
@@ -171,15 +173,15 @@ pub fn payment_update_bodies(
         .filter_map(|(k, p)| Some((k.as_str(), p.id?)))
         .collect();
     let mut out = Vec::new();
-    for (&key, group) in &groups(changed, "payments") {
+    for (&key, group) in &groups(changed, KeyedGroup::Payments) {
         let Some(id) = ids.get(key) else { continue };
-        let g = Group {
+        let g = Member {
             kind: EntityKind::Order,
-            prefix: "payments",
+            group: KeyedGroup::Payments,
             key,
             fields: group,
         };
-        if let Some(status) = g.text("status")? {
+        if let Some(status) = g.text(PAYMENT_STATUS)? {
             let status = match PaymentStatus::parse(&status)? {
                 PaymentStatus::Paid => types::PaymentUpdateStatus::Paid,
                 PaymentStatus::NotPaid => types::PaymentUpdateStatus::NotPaid,

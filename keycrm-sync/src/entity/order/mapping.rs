@@ -8,11 +8,15 @@ use keycrm_api::{Decimal, Timestamp};
 use serde_json::Value;
 
 use super::{
-    CanonicalContact, CanonicalLine, CanonicalOrder, CanonicalPayment, CanonicalShipping,
-    PaymentStatus,
+    BUYER_EMAIL, BUYER_FULL_NAME, BUYER_PHONE, CanonicalContact, CanonicalLine, CanonicalOrder,
+    CanonicalPayment, CanonicalShipping, MANAGER_COMMENT, ORDERED_AT, PAYMENT_AMOUNT,
+    PAYMENT_DESCRIPTION, PAYMENT_METHOD_ID, PAYMENT_STATUS, PaymentStatus, SHIPPING_ADDRESS,
+    SHIPPING_CITY, SHIPPING_DELIVERY_SERVICE_ID, SHIPPING_RECIPIENT_FULL_NAME,
+    SHIPPING_RECIPIENT_PHONE, SHIPPING_TRACKING_CODE, SOURCE_UUID, STATUS_ID,
 };
 use crate::entity::mapping::{MappingError, Mappings};
-use crate::entity::values::{Group, Groups, Out, Reader, body_error, clean, missing};
+use crate::entity::values::{Groups, Member, Out, Reader, body_error, clean, missing};
+use crate::field::{FieldPath, Group as KeyedGroup, LINE_NAME, LINE_PRICE, LINE_QUANTITY};
 use crate::model::{EntityKind, Fields};
 
 // Orders: flattening
@@ -91,11 +95,11 @@ pub(crate) enum Overflow {
 
 pub(crate) fn flatten_order(o: &FlatOrder<'_>, overflow: Overflow) -> Result<Fields, MappingError> {
     let mut out = Out::default();
-    out.text("source_uuid", o.source_uuid);
-    out.id("status_id", o.status_id);
-    out.text("buyer.full_name", o.buyer_name);
-    out.phone("buyer.phone", o.buyer_phone);
-    out.email("buyer.email", o.buyer_email);
+    out.text(SOURCE_UUID, o.source_uuid);
+    out.id(STATUS_ID, o.status_id);
+    out.text(BUYER_FULL_NAME, o.buyer_name);
+    out.phone(BUYER_PHONE, o.buyer_phone);
+    out.email(BUYER_EMAIL, o.buyer_email);
 
     // Lines with the same key are one line: quantities add up, the first name and price stay.
     let mut lines: BTreeMap<String, FlatLine<'_>> = BTreeMap::new();
@@ -116,7 +120,7 @@ pub(crate) fn flatten_order(o: &FlatOrder<'_>, overflow: Overflow) -> Result<Fie
                 None => {
                     return Err(MappingError::InvalidField {
                         kind: EntityKind::Order,
-                        field: format!("lines.{}.quantity", line_key(n, line.sku, line.name)),
+                        field: FieldPath::line_quantity(line_key(n, line.sku, line.name)).into(),
                         value: "quantities whose sum is out of range".to_string(),
                         expected: "a decimal",
                     });
@@ -127,27 +131,27 @@ pub(crate) fn flatten_order(o: &FlatOrder<'_>, overflow: Overflow) -> Result<Fie
         entry.price = entry.price.or(line.price);
     }
     for (key, line) in lines {
-        out.text(format!("lines.{key}.name"), line.name);
-        out.dec(format!("lines.{key}.quantity"), line.quantity);
-        out.dec(format!("lines.{key}.price"), line.price);
+        out.text(FieldPath::line_name(&key), line.name);
+        out.dec(FieldPath::line_quantity(&key), line.quantity);
+        out.dec(FieldPath::line_price(key), line.price);
     }
 
     let keys = payment_keys(o.payments.iter().map(|p| p.reference));
     for (key, p) in keys.iter().zip(&o.payments) {
-        out.dec(format!("payments.{key}.amount"), p.amount);
-        out.text(format!("payments.{key}.status"), p.status);
-        out.id(format!("payments.{key}.payment_method_id"), p.method_id);
-        out.text(format!("payments.{key}.description"), p.reference);
+        out.dec(FieldPath::payment(key, PAYMENT_AMOUNT), p.amount);
+        out.text(FieldPath::payment(key, PAYMENT_STATUS), p.status);
+        out.id(FieldPath::payment(key, PAYMENT_METHOD_ID), p.method_id);
+        out.text(FieldPath::payment(key, PAYMENT_DESCRIPTION), p.reference);
     }
 
-    out.text("shipping.tracking_code", o.tracking_code);
-    out.id("shipping.delivery_service_id", o.delivery_service_id);
-    out.text("shipping.city", o.city);
-    out.text("shipping.address", o.address);
-    out.text("shipping.recipient_full_name", o.recipient_name);
-    out.phone("shipping.recipient_phone", o.recipient_phone);
-    out.text("manager_comment", o.manager_comment);
-    out.time("ordered_at", o.ordered_at);
+    out.text(SHIPPING_TRACKING_CODE, o.tracking_code);
+    out.id(SHIPPING_DELIVERY_SERVICE_ID, o.delivery_service_id);
+    out.text(SHIPPING_CITY, o.city);
+    out.text(SHIPPING_ADDRESS, o.address);
+    out.text(SHIPPING_RECIPIENT_FULL_NAME, o.recipient_name);
+    out.phone(SHIPPING_RECIPIENT_PHONE, o.recipient_phone);
+    out.text(MANAGER_COMMENT, o.manager_comment);
+    out.time(ORDERED_AT, o.ordered_at);
     Ok(out.0)
 }
 
@@ -325,21 +329,21 @@ pub(crate) fn payment_parts(
     key: &str,
     group: &BTreeMap<&str, &Value>,
 ) -> Result<PaymentParts, MappingError> {
-    let g = Group {
+    let g = Member {
         kind: EntityKind::Order,
-        prefix: "payments",
+        group: KeyedGroup::Payments,
         key,
         fields: group,
     };
     Ok(PaymentParts {
-        amount: g.required("amount", g.dec("amount")?)?,
+        amount: g.required(PAYMENT_AMOUNT, g.dec(PAYMENT_AMOUNT)?)?,
         status: g
-            .text("status")?
+            .text(PAYMENT_STATUS)?
             .as_deref()
             .map(PaymentStatus::parse)
             .transpose()?,
-        method_id: g.required("payment_method_id", g.id("payment_method_id")?)?,
-        description: g.text("description")?,
+        method_id: g.required(PAYMENT_METHOD_ID, g.id(PAYMENT_METHOD_ID)?)?,
+        description: g.text(PAYMENT_DESCRIPTION)?,
     })
 }
 
@@ -353,16 +357,16 @@ pub(crate) fn line_parts(
     key: &str,
     group: &BTreeMap<&str, &Value>,
 ) -> Result<LineParts, MappingError> {
-    let g = Group {
+    let g = Member {
         kind: EntityKind::Order,
-        prefix: "lines",
+        group: KeyedGroup::Lines,
         key,
         fields: group,
     };
     Ok(LineParts {
-        name: g.text("name")?,
-        quantity: g.dec("quantity")?,
-        price: g.dec("price")?,
+        name: g.text(LINE_NAME)?,
+        quantity: g.dec(LINE_QUANTITY)?,
+        price: g.dec(LINE_PRICE)?,
     })
 }
 
@@ -375,22 +379,23 @@ pub fn order_from_fields(
     mappings: &Mappings,
 ) -> Result<CanonicalOrder, MappingError> {
     let r = Reader::new(EntityKind::Order, fields);
-    let status = match r.id("status_id")? {
+    let status = match r.id(&STATUS_ID)? {
         Some(id) => Some(mappings.status_name(id)?.to_string()),
         None => None,
     };
     let mut lines = Vec::new();
-    for (key, group) in &r.groups("lines") {
+    for (key, group) in &r.groups(KeyedGroup::Lines) {
         let parts = line_parts(key, group)?;
-        let g = |field: &str| missing(EntityKind::Order, &format!("lines.{key}.{field}"));
+        let g =
+            |field: &'static str| missing(EntityKind::Order, &FieldPath::line(*key, field).key());
         lines.push(CanonicalLine {
             sku: key.to_string(),
             name: parts.name.unwrap_or_default(),
-            quantity: parts.quantity.ok_or_else(|| g("quantity"))?,
-            price: parts.price.ok_or_else(|| g("price"))?,
+            quantity: parts.quantity.ok_or_else(|| g(LINE_QUANTITY))?,
+            price: parts.price.ok_or_else(|| g(LINE_PRICE))?,
         });
     }
-    let payment_groups = r.groups("payments");
+    let payment_groups = r.groups(KeyedGroup::Payments);
     let mut payments = Vec::new();
     for (key, group) in ordered_payments(&payment_groups) {
         let parts = payment_parts(key, group)?;
@@ -403,35 +408,35 @@ pub fn order_from_fields(
     }
     Ok(CanonicalOrder {
         local_id: local_id.into(),
-        number: r.text("source_uuid")?,
+        number: r.text(&SOURCE_UUID)?,
         status,
         buyer: CanonicalContact {
-            name: r.text("buyer.full_name")?,
-            phone: r.text("buyer.phone")?,
-            email: r.text("buyer.email")?,
+            name: r.text(&BUYER_FULL_NAME)?,
+            phone: r.text(&BUYER_PHONE)?,
+            email: r.text(&BUYER_EMAIL)?,
         },
         lines,
         payments,
         shipping: CanonicalShipping {
-            tracking_code: r.text("shipping.tracking_code")?,
-            carrier_service_id: r.id("shipping.delivery_service_id")?,
-            city: r.text("shipping.city")?,
-            address: r.text("shipping.address")?,
-            recipient_name: r.text("shipping.recipient_full_name")?,
-            recipient_phone: r.text("shipping.recipient_phone")?,
+            tracking_code: r.text(&SHIPPING_TRACKING_CODE)?,
+            carrier_service_id: r.id(&SHIPPING_DELIVERY_SERVICE_ID)?,
+            city: r.text(&SHIPPING_CITY)?,
+            address: r.text(&SHIPPING_ADDRESS)?,
+            recipient_name: r.text(&SHIPPING_RECIPIENT_FULL_NAME)?,
+            recipient_phone: r.text(&SHIPPING_RECIPIENT_PHONE)?,
         },
-        comment: r.text("manager_comment")?,
-        ordered_at: r.time("ordered_at")?,
+        comment: r.text(&MANAGER_COMMENT)?,
+        ordered_at: r.time(&ORDERED_AT)?,
         updated_at: None,
     })
 }
 
-pub(crate) const SHIPPING_TEXT: [&str; 5] = [
-    "shipping.tracking_code",
-    "shipping.city",
-    "shipping.address",
-    "shipping.recipient_full_name",
-    "shipping.recipient_phone",
+pub(crate) const SHIPPING_TEXT: [FieldPath; 5] = [
+    SHIPPING_TRACKING_CODE,
+    SHIPPING_CITY,
+    SHIPPING_ADDRESS,
+    SHIPPING_RECIPIENT_FULL_NAME,
+    SHIPPING_RECIPIENT_PHONE,
 ];
 
 /// The shipping part of an order body; `clear` sends `""` for removed text fields.
@@ -439,7 +444,7 @@ pub(crate) fn shipping_input(
     r: &Reader<'_>,
     clear: bool,
 ) -> Result<Option<types::ShippingInput>, MappingError> {
-    let text = |key: &str| -> Result<Option<String>, MappingError> {
+    let text = |key: &FieldPath| -> Result<Option<String>, MappingError> {
         match r.text(key)? {
             Some(v) => Ok(Some(v)),
             None if clear && r.has(key) => Ok(Some(String::new())),
@@ -447,12 +452,12 @@ pub(crate) fn shipping_input(
         }
     };
     let input = types::ShippingInput {
-        tracking_code: text("shipping.tracking_code")?,
-        delivery_service_id: r.id("shipping.delivery_service_id")?,
-        shipping_address_city: text("shipping.city")?,
-        shipping_receive_point: text("shipping.address")?,
-        recipient_full_name: text("shipping.recipient_full_name")?,
-        recipient_phone: text("shipping.recipient_phone")?,
+        tracking_code: text(&SHIPPING_TRACKING_CODE)?,
+        delivery_service_id: r.id(&SHIPPING_DELIVERY_SERVICE_ID)?,
+        shipping_address_city: text(&SHIPPING_CITY)?,
+        shipping_receive_point: text(&SHIPPING_ADDRESS)?,
+        recipient_full_name: text(&SHIPPING_RECIPIENT_FULL_NAME)?,
+        recipient_phone: text(&SHIPPING_RECIPIENT_PHONE)?,
         ..Default::default()
     };
     Ok((input != types::ShippingInput::default()).then_some(input))
@@ -468,15 +473,15 @@ pub fn order_create_body(
 ) -> Result<types::OrderCreate, MappingError> {
     let r = Reader::new(EntityKind::Order, fields);
     let buyer = types::OrderBuyerInput {
-        full_name: r.text("buyer.full_name")?,
-        phone: r.text("buyer.phone")?,
-        email: r.text("buyer.email")?,
+        full_name: r.text(&BUYER_FULL_NAME)?,
+        phone: r.text(&BUYER_PHONE)?,
+        email: r.text(&BUYER_EMAIL)?,
     };
     if buyer == types::OrderBuyerInput::default() {
         return Err(MappingError::MissingBuyer);
     }
     let mut products = Vec::new();
-    for (key, group) in &r.groups("lines") {
+    for (key, group) in &r.groups(KeyedGroup::Lines) {
         let parts = line_parts(key, group)?;
         products.push(types::OrderProductInput {
             sku: Some(key.to_string()),
@@ -486,7 +491,7 @@ pub fn order_create_body(
             ..Default::default()
         });
     }
-    let payment_groups = r.groups("payments");
+    let payment_groups = r.groups(KeyedGroup::Payments);
     let mut payments: Vec<types::OrderPaymentInput> = Vec::new();
     for (key, group) in ordered_payments(&payment_groups) {
         let p = payment_parts(key, group)?;
@@ -506,13 +511,13 @@ pub fn order_create_body(
     }
     types::OrderCreate::builder()
         .source_id(mappings.source_id()?)
-        .source_uuid(r.text("source_uuid")?)
+        .source_uuid(r.text(&SOURCE_UUID)?)
         .buyer(buyer)
         .products(products)
         .payments(payments)
         .shipping(shipping_input(&r, false)?)
-        .manager_comment(r.text("manager_comment")?)
-        .ordered_at(r.time("ordered_at")?)
+        .manager_comment(r.text(&MANAGER_COMMENT)?)
+        .ordered_at(r.time(&ORDERED_AT)?)
         .try_into()
         .map_err(body_error("OrderCreate"))
 }
@@ -529,7 +534,7 @@ pub fn order_create_body(
 pub fn order_update_body(changed: &Fields) -> Result<types::OrderUpdate, MappingError> {
     let r = Reader::new(EntityKind::Order, changed);
     let mut products = Vec::new();
-    for (key, group) in &r.groups("lines") {
+    for (key, group) in &r.groups(KeyedGroup::Lines) {
         let parts = line_parts(key, group)?;
         products.push(types::OrderProductUpdateInput {
             sku: Some(key.to_string()),
@@ -539,12 +544,12 @@ pub fn order_update_body(changed: &Fields) -> Result<types::OrderUpdate, Mapping
             ..Default::default()
         });
     }
-    let manager_comment = match r.text("manager_comment")? {
-        None if r.has("manager_comment") => Some(String::new()),
+    let manager_comment = match r.text(&MANAGER_COMMENT)? {
+        None if r.has(&MANAGER_COMMENT) => Some(String::new()),
         other => other,
     };
     Ok(types::OrderUpdate {
-        status_id: r.id("status_id")?,
+        status_id: r.id(&STATUS_ID)?,
         manager_comment,
         shipping: shipping_input(&r, true)?,
         products,

@@ -159,6 +159,8 @@ pub struct Order;
 pub const SOURCE_UUID: FieldPath = FieldPath::plain("source_uuid");
 /// The order's KeyCRM status id.
 pub const STATUS_ID: FieldPath = FieldPath::plain(ORDER_STATUS_FIELD);
+/// The prefix of the buyer's fields on an order (`buyer.*`).
+pub const BUYER: &str = "buyer";
 /// The buyer's full name.
 pub const BUYER_FULL_NAME: FieldPath = FieldPath::plain("buyer.full_name");
 /// The buyer's phone.
@@ -237,10 +239,7 @@ impl super::Entity for Order {
     }
 
     fn natural_keys(fields: &Fields) -> Vec<(FieldPath, String)> {
-        super::text_of(fields, &SOURCE_UUID)
-            .map(|uuid| (SOURCE_UUID, uuid))
-            .into_iter()
-            .collect()
+        super::key_of(fields, SOURCE_UUID)
     }
 }
 

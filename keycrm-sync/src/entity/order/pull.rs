@@ -2,13 +2,14 @@
 
 use keycrm_api::types;
 
-use crate::canonical;
+use super::{Order, SOURCE_UUID};
 use crate::engine::pull::PassState;
 use crate::engine::quarantine::{self};
 use crate::engine::{RunReport, SyncEngine, SyncError};
+use crate::entity::remote_snapshot;
 use crate::host::Host;
-use crate::model::{EntityKind, Snapshot};
-use crate::store::Store;
+use crate::model::{EntityKind, Fields, Snapshot};
+use crate::store::{Mapping, Store};
 
 impl<S: Store, H: Host> SyncEngine<S, H> {
     pub(crate) async fn pull_orders(
@@ -34,11 +35,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 list = list.param(filter, w.clone());
             }
             self.apply_all(kind, pass, list, &mut state, report, |o: &types::Order| {
-                Some((
-                    o.id?,
-                    canonical::try_order_fields_from_remote(o)
-                        .map(|fields| canonical::snapshot(fields, o.updated_at)),
-                ))
+                Some((o.id?, remote_snapshot::<Order>(o, o.updated_at)))
             })
             .await?;
         }
@@ -58,10 +55,27 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     .send(),
             )
             .await?;
-        Ok(Some(canonical::snapshot(
-            canonical::try_order_fields_from_remote(&o)?,
-            o.updated_at,
-        )))
+        Ok(Some(remote_snapshot::<Order>(&o, o.updated_at)?))
+    }
+
+    /// The mapping of an order the host created: the engine noted its number (the
+    /// source_uuid) before sending the create, so a create whose answer was lost is found
+    /// again even when the host's ids differ from its numbers.
+    pub(crate) async fn noted_order_mapping(
+        &self,
+        remote: &Fields,
+    ) -> Result<Option<Mapping>, SyncError> {
+        let kind = EntityKind::Order;
+        let Some(uuid) = SOURCE_UUID.get(remote).and_then(|v| v.as_str()) else {
+            return Ok(None);
+        };
+        let noted = self
+            .inner
+            .store
+            .get_cursor(kind, &source_uuid_key(uuid))
+            .await?;
+        let local_id = noted.unwrap_or_else(|| uuid.to_string());
+        self.mapping(kind, &local_id).await
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use futures_util::StreamExt;
 use keycrm_api::{Paginate, types};
 
-use super::{ORDER_INCLUDE, source_uuid_key};
+use super::{ORDER_INCLUDE, SOURCE_UUID, source_uuid_key};
 use crate::canonical;
 use crate::engine::push::{Work, lookup, text};
 use crate::engine::{RunReport, SyncEngine, SyncError, SyncEvent, batch, now};
@@ -78,7 +78,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     ) -> Result<(), SyncError> {
         let mut pending = Vec::new();
         for w in creates {
-            match text(&w.local.fields, "source_uuid") {
+            match text(&w.local.fields, &SOURCE_UUID) {
                 Some(uuid) => pending.push((uuid, w)),
                 None => {
                     self.fail(
