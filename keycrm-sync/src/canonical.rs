@@ -1,5 +1,5 @@
 //! The ready-made canonical model: plain host records for orders, buyers, products, offers and
-//! stock, their mapping to and from KeyCRM, and the flat [`Fields`] the planner compares.
+//! stock, their mapping to and from KeyCRM, and the flat [`Fields`](crate::model::Fields) the planner compares.
 //!
 //! A host whose records fit these structs writes almost no mapping code: it converts its own
 //! rows into [`CanonicalOrder`], [`CanonicalBuyer`], ... and lets this module do the rest. A host
@@ -11,7 +11,7 @@
 //!
 //! # One vocabulary for both sides
 //!
-//! Both sides are flattened into the same [`Fields`], named in KeyCRM's terms, so the pure
+//! Both sides are flattened into the same [`Fields`](crate::model::Fields), named in KeyCRM's terms, so the pure
 //! planner ([`crate::plan`]) can compare them key by key and an unchanged record hashes equal
 //! on both sides ([`crate::model::content_hash`]):
 //!
@@ -44,7 +44,7 @@
 //! # Configuration
 //!
 //! Host names that KeyCRM knows by id (order statuses, payment methods, warehouses, the order
-//! source) are translated by [`Mappings`], built from [`SyncConfig`]. An unmapped value is a
+//! source) are translated by [`Mappings`], built from [`SyncConfig`](crate::config::SyncConfig). An unmapped value is a
 //! [`MappingError`] that names it and the setting to add it to.
 //!
 //! # What KeyCRM cannot change

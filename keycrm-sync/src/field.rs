@@ -1,6 +1,6 @@
 //! [`FieldPath`]: the typed name of one canonical field.
 //!
-//! The planner compares records as flat [`Fields`](crate::model::Fields) maps keyed by dotted
+//! The planner compares records as flat [`Fields`] maps keyed by dotted
 //! names (`status_id`, `shipping.city`, `lines.SKU-1.quantity`, `phone.0`); that stays, since
 //! flat maps make three-way merges per field simple. Code that builds or reads those keys
 //! goes through a `FieldPath` instead of writing or splitting the strings by hand: a path
@@ -144,7 +144,7 @@ impl FieldPath {
         FieldPath::Plain(Cow::Owned(flat.to_string()))
     }
 
-    /// The flat key this path is stored under in [`Fields`](crate::model::Fields).
+    /// The flat key this path is stored under in [`Fields`].
     pub fn key(&self) -> Cow<'_, str> {
         match self {
             FieldPath::Plain(name) => Cow::Borrowed(name),

@@ -68,7 +68,7 @@ impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
         self
     }
 
-    /// The conflict policy of a kind (default: [`default_policy`]; for orders the status only
+    /// The conflict policy of a kind (default: [`default_policy`](super::default_policy); for orders the status only
     /// moves forward, ranked by KeyCRM's status groups, read once from the account).
     pub fn policy(mut self, kind: EntityKind, policy: Policy) -> Self {
         self.policies.insert(kind, policy);

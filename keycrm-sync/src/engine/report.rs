@@ -221,7 +221,7 @@ pub struct ApiHealth {
     pub mean_latency_ms: f64,
 }
 
-/// The time the outbox is scheduled by (see [`SyncEngineBuilder::outbox_clock`]).
+/// The time the outbox is scheduled by (see [`SyncEngineBuilder::outbox_clock`](super::SyncEngineBuilder::outbox_clock)).
 pub type OutboxClock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// A run's start or end, as told to run observers (the service layer's metrics and alerts).
@@ -241,5 +241,5 @@ pub enum RunPhase<'a> {
     },
 }
 
-/// A function told when runs start and end (see [`SyncEngine::observe_runs`]).
+/// A function told when runs start and end (see [`SyncEngine::observe_runs`](super::SyncEngine::observe_runs)).
 pub type RunObserver = Arc<dyn Fn(RunPhase<'_>) + Send + Sync>;

@@ -28,7 +28,7 @@ pub struct UnsupportedChange {
 /// A planned change of an existing order, sorted by the KeyCRM call that can carry it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OrderChanges {
-    /// What `PUT /order/{id}` carries: pass it to [`order_update_body`].
+    /// What `PUT /order/{id}` carries: pass it to [`order_update_body`](super::order_update_body).
     pub update: Fields,
     /// Keys of payments the order lacks (pass the local fields to [`payment_create_bodies`]).
     pub create_payments: Vec<String>,

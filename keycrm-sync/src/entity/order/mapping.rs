@@ -523,13 +523,13 @@ pub fn order_create_body(
 }
 
 /// The changed fields of an existing order (the planner's `to_remote`, or the `update` part of
-/// [`split_order_changes`]) as a KeyCRM `OrderUpdate`: `status_id`, `manager_comment`,
+/// [`split_order_changes`](super::split_order_changes)) as a KeyCRM `OrderUpdate`: `status_id`, `manager_comment`,
 /// shipping (tracking included) and changes of existing lines by SKU. A removed text field
 /// (`null`) is sent as `""` to clear it.
 ///
 /// Everything else in `changed` is left out, and KeyCRM cannot do it through this call: add
 /// or remove lines (a line SKU missing from the order is ignored by KeyCRM), change the buyer,
-/// the number or the order date, or touch payments. Run [`split_order_changes`] first to know
+/// the number or the order date, or touch payments. Run [`split_order_changes`](super::split_order_changes) first to know
 /// which changes those are.
 pub fn order_update_body(changed: &Fields) -> Result<types::OrderUpdate, MappingError> {
     let r = Reader::new(EntityKind::Order, changed);

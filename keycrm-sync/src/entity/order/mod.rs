@@ -53,7 +53,7 @@ pub struct CanonicalOrder {
     pub comment: Option<String>,
     /// When the order was placed (UTC).
     pub ordered_at: Option<Timestamp>,
-    /// When the host last changed the order (UTC); not a field, it feeds [`Snapshot::updated_at`].
+    /// When the host last changed the order (UTC); not a field, it feeds [`Snapshot::updated_at`](crate::model::Snapshot::updated_at).
     pub updated_at: Option<Timestamp>,
 }
 
