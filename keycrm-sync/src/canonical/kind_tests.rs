@@ -3,9 +3,14 @@
 use super::tests::{dec, fields, local_order, mappings, ts};
 use super::*;
 use crate::config::SyncConfig;
+use crate::entity::{
+    self, Bodies, Entity, buyer::Buyer, offer::Offer, order::Order, product::Product, stock::Stock,
+};
+use crate::field::FieldPath;
+use crate::model::Fields;
 use keycrm_api::Decimal;
 use keycrm_api::types;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[test]
 fn stock_rows_split_at_ten_thousand_per_warehouse() {
@@ -295,4 +300,111 @@ fn canonical_records_are_plain_serde() {
     let minimal: CanonicalBuyer =
         serde_json::from_value(json!({"local_id": "1", "name": "A"})).unwrap();
     assert_eq!(minimal.phones, Vec::<String>::new());
+}
+
+/// Every key a kind's mapping writes lies under a field path the kind says it owns.
+fn owns_its_keys<K: Entity>(fields: &Fields) {
+    assert!(!fields.is_empty());
+    for key in fields.keys() {
+        let path = FieldPath::parse(key);
+        assert!(
+            K::FIELDS.iter().any(|owned| path.is_under(&owned.key())),
+            "{} does not own `{key}`",
+            K::KIND
+        );
+    }
+}
+
+/// The kind maps its record to fields and back to the same fields.
+fn round_trips<K: Entity>(local: &K::Local, m: &Mappings) -> Fields {
+    let fields = K::fields_from_local(local, m).unwrap();
+    owns_its_keys::<K>(&fields);
+    let back = K::from_fields(&K::local_id(local), &fields, m).unwrap();
+    assert_eq!(K::fields_from_local(&back, m).unwrap(), fields);
+    assert_eq!(K::snapshot(local, m).unwrap().fields, fields);
+    fields
+}
+
+fn json_of(value: impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap()
+}
+
+#[test]
+fn each_kind_owns_its_keys_and_maps_both_ways_through_the_trait() {
+    let m = mappings();
+
+    let order = local_order();
+    let fields = round_trips::<Order>(&order, &m);
+    assert_eq!(fields, order_fields_from_local(&order, &m).unwrap());
+    assert_eq!(
+        Order::natural_keys(&fields),
+        vec![(entity::order::SOURCE_UUID, "WEB-1001".to_string())]
+    );
+    assert_eq!(
+        json_of(Order::create_body(&fields, &m).unwrap()),
+        json_of(order_create_body(&fields, &m).unwrap())
+    );
+
+    let buyer = CanonicalBuyer {
+        local_id: "b1".into(),
+        name: "Olena Petrenko".into(),
+        phones: vec!["+38 (067) 123-45-67".into()],
+        emails: vec![" Olena@Example.com ".into()],
+        note: Some("regular".into()),
+        updated_at: Some(ts("2024-05-01 10:00:00")),
+    };
+    let fields = round_trips::<Buyer>(&buyer, &m);
+    assert_eq!(
+        Buyer::natural_keys(&fields),
+        vec![
+            (FieldPath::item("phone", 0), "+380671234567".to_string()),
+            (FieldPath::item("email", 0), "olena@example.com".to_string()),
+        ]
+    );
+    assert_eq!(
+        json_of(Buyer::update_body(&fields).unwrap()),
+        json_of(buyer_update_body(&fields).unwrap())
+    );
+
+    let product = CanonicalProduct {
+        local_id: "p1".into(),
+        sku: Some("TEA-1".into()),
+        name: "Green tea".into(),
+        description: None,
+        price: Some(dec("120.50")),
+        category_id: Some(3),
+        updated_at: None,
+    };
+    let fields = round_trips::<Product>(&product, &m);
+    assert_eq!(
+        Product::natural_keys(&fields),
+        vec![(entity::product::SKU, "TEA-1".to_string())]
+    );
+
+    let offer = CanonicalOffer {
+        local_id: "o1".into(),
+        sku: "TEA-1".into(),
+        product_sku: None,
+        price: Some(dec("120.5")),
+        purchased_price: Some(dec("80")),
+        updated_at: None,
+    };
+    let fields = round_trips::<Offer>(&offer, &m);
+    assert_eq!(
+        Offer::natural_keys(&fields),
+        vec![(entity::offer::SKU, "TEA-1".to_string())]
+    );
+
+    let stock = CanonicalStock {
+        sku: "TEA-1".into(),
+        warehouse: "main".into(),
+        quantity: dec("4.50"),
+    };
+    assert_eq!(Stock::local_id(&stock), "main/TEA-1");
+    let fields = round_trips::<Stock>(&stock, &m);
+    assert!(Stock::natural_keys(&fields).is_empty());
+    assert!(matches!(
+        Stock::from_fields("TEA-1", &fields, &m),
+        Err(MappingError::InvalidField { .. })
+    ));
 }
