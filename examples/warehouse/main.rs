@@ -18,8 +18,9 @@
 //! and prints a report; it exits 0 only when both sides agree record for record.
 //!
 //! With `KEYCRM_API_KEY` it syncs a real account with the warehouse database
-//! (`--db`, default `warehouse.db`) in dry-run (the engine's `dry_run`: every write is planned
-//! and logged, none is sent) unless `--apply` is given.
+//! (`--db`, default `warehouse.db`) in dry-run (the engine's `dry_run`: every write to KeyCRM is
+//! planned and logged, none is sent; KeyCRM's records are still applied to the warehouse
+//! database) unless `--apply` is given. It reads only what the engine reads.
 
 mod db;
 mod report;
@@ -372,7 +373,7 @@ async fn real_account(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         config.base_url,
         args.db.as_deref().unwrap_or("warehouse.db"),
         if config.dry_run {
-            "dry run: nothing is written to KeyCRM or the warehouse; --apply writes"
+            "dry run: no write is sent to KeyCRM (its records are applied to the warehouse database); --apply sends them"
         } else {
             "applying"
         }

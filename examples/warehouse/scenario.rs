@@ -100,7 +100,7 @@ pub async fn seed(wh: &Warehouse, crm: &Client, sizes: &Sizes) -> keycrm::Result
     for (i, b) in buyers.iter().take(linked).enumerate() {
         let fields = canonical::buyer_fields_from_remote(b);
         let mut customer =
-            canonical::buyer_from_fields(&format!("C-{i:04}"), &fields).expect("a KeyCRM buyer");
+            canonical::buyer_from_fields(format!("C-{i:04}"), &fields).expect("a KeyCRM buyer");
         customer.updated_at = None;
         let phones = serde_json::json!(customer.phones).to_string();
         let emails = serde_json::json!(customer.emails).to_string();
