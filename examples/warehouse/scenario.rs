@@ -354,11 +354,18 @@ pub async fn activity<S: keycrm::sync::store::Store>(
         if share >= 1.0 {
             break;
         }
-        // Milestones, once each: an unknown SKU, a fault burst, a conflict, the repair.
-        let milestone = [0.1, 0.3, 0.4, 0.5, 0.65]
-            .iter()
-            .filter(|m| share >= **m)
-            .count();
+        // Milestones, once each: an unknown SKU, a fault burst, a conflict (by time); then,
+        // once the refused stock row is a dead letter (or late in the run), the warehouse adds
+        // the article and the operator retries the dead letter.
+        let mut milestone = [0.1, 0.3, 0.4].iter().filter(|m| share >= **m).count();
+        if step >= 3 {
+            let dead = service.dead_letters().await.unwrap_or_default();
+            milestone = match step {
+                3 if !dead.is_empty() || share >= 0.8 => 4,
+                4 if !dead.is_empty() => 5,
+                _ => step,
+            };
+        }
         while step < milestone {
             step += 1;
             match step {
@@ -403,15 +410,7 @@ pub async fn activity<S: keycrm::sync::store::Store>(
                     conn.execute("INSERT INTO articles (id, sku, product_sku, price) VALUES ('A-GHOST', ?1, ?1, '10')", [GHOST_SKU])
                         .expect("ghost article");
                 }
-                _ => {
-                    let dead = service.dead_letters().await.unwrap_or_default();
-                    for letter in &dead {
-                        if service.retry_dead_letter(letter.id.0).await.is_ok() {
-                            done.retried += 1;
-                        }
-                    }
-                    println!("  the operator retries {} dead letters", done.retried);
-                }
+                _ => done.retried += retry_dead_letters(service).await,
             }
         }
         match rng.below(6) {
@@ -484,5 +483,25 @@ pub async fn activity<S: keycrm::sync::store::Store>(
             }
         }
     }
+    // Whatever is still dead-lettered (the article is there now) gets one more try.
+    if step >= 4 {
+        done.retried += retry_dead_letters(service).await;
+    }
     done
+}
+
+/// The operator's "retry" on every dead letter; how many were queued again.
+async fn retry_dead_letters<S: keycrm::sync::store::Store>(
+    service: &keycrm::sync::http::Service<S, crate::Host>,
+) -> usize {
+    let mut retried = 0;
+    for letter in service.dead_letters().await.unwrap_or_default() {
+        if service.retry_dead_letter(letter.id.0).await.is_ok() {
+            retried += 1;
+        }
+    }
+    if retried > 0 {
+        println!("  the operator retries {retried} dead letters");
+    }
+    retried
 }
