@@ -27,6 +27,75 @@
 //! `YYYY-MM-DD HH:MM:SS` and ISO-8601, [`Decimal`] takes numbers and numeric strings,
 //! unknown fields and unknown enum-like values (`payment_status`) are accepted, and every
 //! list answers a [`Page`]. Failures are one [`Error`] that never shows the key or bodies.
+//!
+//! # Building a client
+//!
+//! [`Client::from_env`] reads `KEYCRM_API_KEY` (and `KEYCRM_BASE_URL`); [`Client::builder`]
+//! sets everything by hand. The client paces itself to the account's quota (60 requests per
+//! minute per key unless told otherwise) and retries what is safe to retry (429 after its
+//! `Retry-After`, 5xx and transport errors on idempotent calls) with backoff.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! # fn demo() -> keycrm_api::Result<()> {
+//! let client = keycrm_api::Client::builder()
+//!     .api_key("your-key")
+//!     .requests_per_minute(60)
+//!     .max_retries(4)
+//!     .timeout(Duration::from_secs(20))
+//!     .application("my-warehouse/1.0")
+//!     .build()?;
+//! println!("{} requests so far", client.stats().requests);
+//! # Ok(()) }
+//! ```
+//!
+//! # Pagination
+//!
+//! Every list request is also a [`Paginate`] stream: `.pages()` yields whole [`Page`]s,
+//! `.items()` the records one by one, fetching the next page as needed and stopping at the
+//! last one (or failing with [`Error::PageNotAdvancing`] rather than looping).
+//!
+//! ```no_run
+//! use futures_util::TryStreamExt;
+//! use keycrm_api::Paginate;
+//!
+//! # async fn demo(client: keycrm_api::Client) -> keycrm_api::Result<()> {
+//! let mut buyers = std::pin::pin!(client.buyer_list().limit(50).items());
+//! while let Some(buyer) = buyers.try_next().await? {
+//!     println!("{:?}", buyer.id);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Errors
+//!
+//! One [`Error`] type, by what went wrong rather than by endpoint: [`Error::Validation`]
+//! carries KeyCRM's per-field messages (`orders.0.source_id`), [`Error::RateLimited`] and
+//! [`Error::Server`] come after the retries gave up, [`Error::is_retryable`] tells whether a
+//! later attempt may succeed. Messages name the operation and status, never the API key or a
+//! request or response body.
+//!
+//! ```no_run
+//! # async fn demo(client: keycrm_api::Client) {
+//! match client.order_get().order_id(42).send().await {
+//!     Ok(order) => println!("{:?}", order.into_inner().status_id),
+//!     Err(keycrm_api::Error::NotFound { .. }) => println!("no order 42"),
+//!     Err(keycrm_api::Error::Validation { errors, .. }) => println!("refused: {errors:?}"),
+//!     Err(e) if e.is_retryable() => println!("try again later: {e}"),
+//!     Err(e) => println!("failed: {e}"),
+//! }
+//! # }
+//! ```
+//!
+//! # Testing with the simulator
+//!
+//! With the `mock` feature, `mock::KeyCrmMock` is a stateful KeyCRM on loopback: the same
+//! routes, validation, quota and webhooks, seeded with deterministic Ukrainian test data, with
+//! fault injection (429 bursts, 5xx, lost responses, latency) and a request log.
+//! `mock::reference` lists its fixed reference ids (statuses, payment methods, sources,
+//! warehouses). The `keycrm` facade's docs show a test written against it; the `keycrm-mock`
+//! binary serves it to tests in other languages.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

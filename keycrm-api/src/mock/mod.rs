@@ -115,7 +115,7 @@ use serde_json::Value;
 use wiremock::{Mock, MockServer};
 
 pub use quota::{Quota, QuotaAnswer, QuotaCounter, Window};
-pub use seed::{SeedConfig, Seeded};
+pub use seed::{SeedConfig, Seeded, reference};
 pub use webhooks::WebhookDelivery;
 
 use crate::{Client, ClientBuilder};

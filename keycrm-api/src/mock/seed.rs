@@ -14,6 +14,73 @@ use super::model::*;
 use super::state::{State, take};
 use super::wire::{self, Time};
 
+/// The simulator's reference ids, the same in every simulator (seeded or not): what a
+/// configuration for the simulator maps its names to (`status_ids`, `payment_method_ids`,
+/// `warehouse_ids`, `source_id` in `keycrm-sync.toml`). [`KeyCrmMock::reference`] answers
+/// the whole reference data (names, aliases, groups) as JSON.
+///
+/// | kind | id | alias | name |
+/// |---|---|---|---|
+/// | order status | 1 | `new` | Новий (group 1, reserves stock) |
+/// | order status | 2 | `approved` | Погоджено (group 2) |
+/// | order status | 3 | `packing` | Комплектується (group 2) |
+/// | order status | 4 | `shipped` | Відправлено (group 4, writes stock off) |
+/// | order status | 5 | `completed` | Виконано (group 5, closing) |
+/// | order status | 6 | `canceled` | Скасовано (group 6, closing) |
+/// | payment method | 1 | `cod` | Накладений платіж |
+/// | payment method | 2 | `fop_invoice` | Оплата на рахунок ФОП |
+/// | payment method | 3 | `liqpay` | Картка онлайн (LiqPay) |
+/// | payment method | 4 | `apple_pay` | Apple Pay |
+/// | payment method | 5 | `cash` | Готівка |
+/// | source | 1 | `website` | Інтернет-магазин (opencart) |
+/// | source | 2 | `rozetka` | Rozetka |
+/// | source | 3 | `promua` | Prom.ua |
+/// | source | 4 | `instagram` | Instagram |
+/// | source | 5 | `phone` | Телефон |
+/// | warehouse | 1 | | Основний склад (Київ) |
+/// | warehouse | 2 | | Склад Львів |
+/// | delivery service | 1..=4 | `novaposhta`, `ukrposhta`, `meest`, `pickup` | |
+///
+/// [`KeyCrmMock::reference`]: super::KeyCrmMock::reference
+pub mod reference {
+    /// Order status `new`.
+    pub const STATUS_NEW: i64 = 1;
+    /// Order status `approved`.
+    pub const STATUS_APPROVED: i64 = 2;
+    /// Order status `packing`.
+    pub const STATUS_PACKING: i64 = 3;
+    /// Order status `shipped`.
+    pub const STATUS_SHIPPED: i64 = 4;
+    /// Order status `completed` (closing).
+    pub const STATUS_COMPLETED: i64 = 5;
+    /// Order status `canceled` (closing).
+    pub const STATUS_CANCELED: i64 = 6;
+    /// Payment method `cod` (cash on delivery).
+    pub const PAYMENT_COD: i64 = 1;
+    /// Payment method `fop_invoice` (bank transfer to an invoice).
+    pub const PAYMENT_FOP_INVOICE: i64 = 2;
+    /// Payment method `liqpay` (card online).
+    pub const PAYMENT_LIQPAY: i64 = 3;
+    /// Payment method `apple_pay`.
+    pub const PAYMENT_APPLE_PAY: i64 = 4;
+    /// Payment method `cash`.
+    pub const PAYMENT_CASH: i64 = 5;
+    /// Order source `website` (an online shop).
+    pub const SOURCE_WEBSITE: i64 = 1;
+    /// Order source `rozetka`.
+    pub const SOURCE_ROZETKA: i64 = 2;
+    /// Order source `promua`.
+    pub const SOURCE_PROMUA: i64 = 3;
+    /// Order source `instagram`.
+    pub const SOURCE_INSTAGRAM: i64 = 4;
+    /// Order source `phone`.
+    pub const SOURCE_PHONE: i64 = 5;
+    /// The main warehouse (Kyiv).
+    pub const WAREHOUSE_KYIV: i64 = 1;
+    /// The Lviv warehouse.
+    pub const WAREHOUSE_LVIV: i64 = 2;
+}
+
 /// splitmix64: a tiny, fast, deterministic generator (not for cryptography).
 #[derive(Clone, Debug)]
 pub(crate) struct SplitMix64(u64);
@@ -916,6 +983,59 @@ mod tests {
         let ys: Vec<u64> = (0..5).map(|_| b.next_u64()).collect();
         assert_eq!(xs, ys);
         assert!((0..1000).all(|_| a.next_f64() < 1.0));
+    }
+
+    #[test]
+    fn the_reference_ids_are_the_simulators() {
+        let reference = crate::mock::admin::reference(&State::new(false));
+        let id = |list: &str, key: &str, value: &str| {
+            reference[list]
+                .as_array()
+                .and_then(|rows| rows.iter().find(|r| r[key] == value))
+                .and_then(|r| r["id"].as_i64())
+                .unwrap_or_else(|| panic!("{list} has no {key} {value}"))
+        };
+        use super::reference::*;
+        let statuses = [
+            ("new", STATUS_NEW),
+            ("approved", STATUS_APPROVED),
+            ("packing", STATUS_PACKING),
+            ("shipped", STATUS_SHIPPED),
+            ("completed", STATUS_COMPLETED),
+            ("canceled", STATUS_CANCELED),
+        ];
+        for (alias, want) in statuses {
+            assert_eq!(id("order_statuses", "alias", alias), want, "status {alias}");
+        }
+        let methods = [
+            ("cod", PAYMENT_COD),
+            ("fop_invoice", PAYMENT_FOP_INVOICE),
+            ("liqpay", PAYMENT_LIQPAY),
+            ("apple_pay", PAYMENT_APPLE_PAY),
+            ("cash", PAYMENT_CASH),
+        ];
+        for (alias, want) in methods {
+            assert_eq!(
+                id("payment_methods", "alias", alias),
+                want,
+                "method {alias}"
+            );
+        }
+        let sources = [
+            ("website", SOURCE_WEBSITE),
+            ("rozetka", SOURCE_ROZETKA),
+            ("promua", SOURCE_PROMUA),
+            ("instagram", SOURCE_INSTAGRAM),
+            ("phone", SOURCE_PHONE),
+        ];
+        for (alias, want) in sources {
+            assert_eq!(id("sources", "alias", alias), want, "source {alias}");
+        }
+        assert_eq!(
+            id("warehouses", "name", "Основний склад (Київ)"),
+            WAREHOUSE_KYIV
+        );
+        assert_eq!(id("warehouses", "name", "Склад Львів"), WAREHOUSE_LVIV);
     }
 
     #[test]
