@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use keycrm_api::PacingMode;
 use keycrm_api::mock::{Quota, QuotaCounter, QuotaServer, Window};
-use keycrm_api::{Client, PacingMode};
 use tokio::time::Instant;
 
 const KEY: &str = "bench-key";
@@ -39,6 +39,14 @@ impl Scenario {
             Scenario::Reads30 => (1, 30),
             Scenario::Mixed68 => (1, 68),
             Scenario::Concurrent600 => (8, 600),
+        }
+    }
+
+    fn letter(self) -> &'static str {
+        match self {
+            Scenario::Reads30 => "(a)",
+            Scenario::Mixed68 => "(b)",
+            Scenario::Concurrent600 => "(c)",
         }
     }
 
@@ -208,6 +216,95 @@ fn cell(o: &Outcome) -> String {
     )
 }
 
+/// One row of the table: a server model, with or without headers, and each contender's
+/// outcome (in the order of `CONTENDERS`).
+struct Row {
+    scenario: Scenario,
+    model: Window,
+    headers: bool,
+    outcomes: Vec<Outcome>,
+}
+
+const CONTENDERS: [(&str, Contender); 4] = [
+    ("adaptive", Contender::Ours(PacingMode::Adaptive, 1)),
+    ("even", Contender::Ours(PacingMode::Even, 1)),
+    ("naive burst", Contender::Naive),
+    ("adaptive b=60", Contender::Ours(PacingMode::Adaptive, 60)),
+];
+const ADAPTIVE: usize = 0;
+const NAIVE: usize = 2;
+const ADAPTIVE_B60: usize = 3;
+
+impl Row {
+    fn name(&self) -> String {
+        let headers = if self.headers {
+            "+headers"
+        } else {
+            "no headers"
+        };
+        format!("{:?} {headers}", self.model)
+    }
+
+    /// `who`'s wall time over the naive client's.
+    fn ratio(&self, who: usize) -> f64 {
+        self.outcomes[who].wall.as_secs_f64() / self.outcomes[NAIVE].wall.as_secs_f64().max(1e-9)
+    }
+
+    /// The least time 600 requests need at the quota (540 s) over `who`'s wall time.
+    fn pace(&self, who: usize) -> f64 {
+        100.0 * 540.0 / self.outcomes[who].wall.as_secs_f64()
+    }
+}
+
+/// Which of issue 17's goals the table meets, for `who`, and where it does not.
+fn goals(rows: &[Row], who: usize) {
+    let name = CONTENDERS[who].0;
+    let short: Vec<_> = rows
+        .iter()
+        .filter(|r| !matches!(r.scenario, Scenario::Concurrent600) && r.ratio(who) > 1.1)
+        .map(|r| format!("{} {} {:.2}x", r.scenario.letter(), r.name(), r.ratio(who)))
+        .collect();
+    let with_429: Vec<_> = rows
+        .iter()
+        .filter(|r| r.headers && r.outcomes[who].rejected > 0)
+        .map(|r| format!("{} {}", r.scenario.letter(), r.name()))
+        .collect();
+    let slow: Vec<_> = rows
+        .iter()
+        .filter(|r| matches!(r.scenario, Scenario::Concurrent600) && r.pace(who) < 95.0)
+        .map(|r| format!("{} {:.1} %", r.name(), r.pace(who)))
+        .collect();
+    let more_429: Vec<_> = rows
+        .iter()
+        .filter(|r| r.outcomes[who].rejected > r.outcomes[NAIVE].rejected)
+        .map(|r| format!("{} {}", r.scenario.letter(), r.name()))
+        .collect();
+    let verdict = |misses: &[String]| {
+        if misses.is_empty() {
+            "met".to_string()
+        } else {
+            format!("NOT met: {}", misses.join("; "))
+        }
+    };
+    println!("{name}:");
+    println!(
+        "  (a), (b) within 1.1x of the naive client: {}",
+        verdict(&short)
+    );
+    println!(
+        "  0 x 429 whenever headers are sent:        {}",
+        verdict(&with_429)
+    );
+    println!(
+        "  (c) at >= 95 % of the quota's pace:       {}",
+        verdict(&slow)
+    );
+    println!(
+        "  never more 429s than the naive client:    {}",
+        verdict(&more_429)
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -224,12 +321,7 @@ fn main() {
             "quota use: requests passed / requests the model lets through within the wall time;"
         );
         println!("pace: 540 s (the least time 600 requests need at 60/min) / wall time");
-        let contenders = [
-            ("adaptive", Contender::Ours(PacingMode::Adaptive, 1)),
-            ("even", Contender::Ours(PacingMode::Even, 1)),
-            ("naive burst", Contender::Naive),
-            ("adaptive b=60", Contender::Ours(PacingMode::Adaptive, 60)),
-        ];
+        let mut rows = Vec::new();
         for scenario in [
             Scenario::Reads30,
             Scenario::Mixed68,
@@ -238,7 +330,7 @@ fn main() {
             println!();
             println!("{}", scenario.title());
             let mut header = format!("{:<22}", "server");
-            for (name, _) in &contenders {
+            for (name, _) in &CONTENDERS {
                 header.push_str(&format!(" | {name:^19}"));
             }
             if matches!(scenario, Scenario::Concurrent600) {
@@ -249,35 +341,46 @@ fn main() {
             println!("{header}");
             for model in [Window::Fixed, Window::Rolling, Window::TokenBucket] {
                 for headers in [true, false] {
-                    let name = format!(
-                        "{model:?} {}",
-                        if headers { "+headers" } else { "no headers" }
-                    );
-                    let mut row = format!("{name:<22}");
                     let mut outcomes = Vec::new();
-                    for (_, who) in contenders {
-                        let o = measure(model, headers, scenario, who).await;
-                        row.push_str(&format!(" | {}", cell(&o)));
-                        outcomes.push(o);
+                    for (_, who) in CONTENDERS {
+                        outcomes.push(measure(model, headers, scenario, who).await);
                     }
-                    let adaptive = outcomes[0];
-                    let naive = outcomes[2];
+                    let row = Row {
+                        scenario,
+                        model,
+                        headers,
+                        outcomes,
+                    };
+                    let mut line = format!("{:<22}", row.name());
+                    for o in &row.outcomes {
+                        line.push_str(&format!(" | {}", cell(o)));
+                    }
                     if matches!(scenario, Scenario::Concurrent600) {
                         let quota = Quota::per_minute(LIMIT).with_model(model);
-                        row.push_str(&format!(
+                        line.push_str(&format!(
                             " | {:>5.1} % {:>5.1} %",
-                            quota_use(quota, &adaptive),
-                            100.0 * 540.0 / adaptive.wall.as_secs_f64()
+                            quota_use(quota, &row.outcomes[ADAPTIVE]),
+                            row.pace(ADAPTIVE)
                         ));
                     } else {
-                        row.push_str(&format!(
-                            " | {:>6.2}x",
-                            adaptive.wall.as_secs_f64() / naive.wall.as_secs_f64().max(1e-9)
-                        ));
+                        line.push_str(&format!(" | {:>6.2}x", row.ratio(ADAPTIVE)));
                     }
-                    println!("{row}");
+                    println!("{line}");
+                    rows.push(row);
                 }
             }
         }
+        println!();
+        println!("goals of issue 17 (every server model allows the bursts of (a) and (b)):");
+        goals(&rows, ADAPTIVE);
+        goals(&rows, ADAPTIVE_B60);
+        println!(
+            "why: without rate-limit headers nothing says how the server counts, so `adaptive`\n\
+             paces evenly at the configured burst (default 1), as `even` does: a burst that a\n\
+             60-s window allows is refused by a shorter window or a smaller limit. Where the\n\
+             quota is known (KeyCRM documents 60 per minute), `burst(60)` opts into the burst;\n\
+             without headers the client still cannot learn a token bucket's refill, so (b) on\n\
+             a bucket stays a window's wait behind a client that bursts into 429s."
+        );
     });
 }
