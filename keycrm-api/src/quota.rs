@@ -305,6 +305,12 @@ mod tests {
         Duration::from_secs(s)
     }
 
+    /// An open quota on a virtual clock at zero.
+    fn fresh() -> (Arc<VirtualClock>, InProcessQuota) {
+        let clock = Arc::new(VirtualClock::new());
+        (clock.clone(), InProcessQuota::new(clock))
+    }
+
     fn granted(r: Reservation) -> Duration {
         match r {
             Reservation::Granted { wait } => wait,
@@ -314,8 +320,7 @@ mod tests {
 
     #[tokio::test]
     async fn slots_follow_the_rate_after_the_burst() {
-        let clock = Arc::new(VirtualClock::new());
-        let quota = InProcessQuota::new(clock.clone());
+        let (clock, quota) = fresh();
         let request = QuotaRequest::new(secs(1), 2);
         let mut waits = Vec::new();
         for _ in 0..4 {
@@ -332,8 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_gate_holds_every_reservation_booked_after_it() {
-        let clock = Arc::new(VirtualClock::new());
-        let quota = InProcessQuota::new(clock.clone());
+        let (clock, quota) = fresh();
         let request = QuotaRequest::new(secs(1), 1);
         granted(quota.reserve(request).await.unwrap());
         quota.close_gate(secs(5)).await.unwrap();
@@ -349,8 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn slots_booked_beyond_a_short_gate_stay_booked() {
-        let clock = Arc::new(VirtualClock::new());
-        let quota = InProcessQuota::new(clock.clone());
+        let (_clock, quota) = fresh();
         let request = QuotaRequest::new(secs(1), 1);
         for expected in [0, 1, 2] {
             assert_eq!(
@@ -370,8 +373,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_slot_beyond_max_wait_is_refused_without_booking_it() {
-        let clock = Arc::new(VirtualClock::new());
-        let quota = InProcessQuota::new(clock.clone());
+        let (_clock, quota) = fresh();
         let request = QuotaRequest::new(secs(1), 1);
         granted(quota.reserve(request).await.unwrap());
         let hurried = request.max_wait(Duration::from_millis(500));
@@ -393,8 +395,7 @@ mod tests {
 
     #[tokio::test]
     async fn huge_waits_saturate() {
-        let clock = Arc::new(VirtualClock::new());
-        let quota = InProcessQuota::new(clock.clone());
+        let (_clock, quota) = fresh();
         quota.close_gate(Duration::MAX).await.unwrap();
         let request = QuotaRequest::new(Duration::MAX, u32::MAX);
         assert_eq!(

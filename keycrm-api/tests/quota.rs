@@ -189,18 +189,20 @@ fn busiest(arrivals: &[Arrival], window: Duration) -> usize {
         .unwrap_or(0)
 }
 
+/// Two separate clients of `server`'s key (a web process and a worker, say) on one
+/// in-process shared quota, on the paused clock.
+fn sharing_clients(server: &QuotaServer) -> (Client, Client) {
+    let shared = Arc::new(InProcessQuota::new(Arc::new(TokioClock::new())));
+    let build = |quota: Arc<InProcessQuota>| server.client(KEY).shared_quota(quota).build();
+    (build(shared.clone()).unwrap(), build(shared).unwrap())
+}
+
 #[tokio::test(start_paused = true)]
 async fn separate_clients_sharing_a_quota_never_exceed_its_rate_together() {
     for headers in [false, true] {
         let model = Window::Rolling;
         let server = QuotaServer::start(quota(model, headers)).await;
-        let shared = Arc::new(InProcessQuota::new(Arc::new(TokioClock::new())));
-        let web = server
-            .client(KEY)
-            .shared_quota(shared.clone())
-            .build()
-            .unwrap();
-        let worker = server.client(KEY).shared_quota(shared).build().unwrap();
+        let (web, worker) = sharing_clients(&server);
         let start = Instant::now();
         two_clients(&web, &worker, 4, 75).await;
         let arrivals = server.arrivals();
@@ -243,13 +245,7 @@ async fn a_429_seen_by_one_client_holds_the_other() {
         let server = QuotaServer::start(quota(model, false)).await;
         // Another process, not on the shared quota, spent the whole window.
         server.spend_elsewhere(60);
-        let shared = Arc::new(InProcessQuota::new(Arc::new(TokioClock::new())));
-        let web = server
-            .client(KEY)
-            .shared_quota(shared.clone())
-            .build()
-            .unwrap();
-        let worker = server.client(KEY).shared_quota(shared).build().unwrap();
+        let (web, worker) = sharing_clients(&server);
         // Eight tasks book their shared slots; only the first leaves at once and sees the
         // 429. The others, asleep for their slots (on both clients), book again after the
         // shared gate.
