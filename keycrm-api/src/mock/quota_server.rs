@@ -11,7 +11,7 @@
 //! every request, whatever its path, is counted by a [`QuotaCounter`]; an allowed one is
 //! answered 200 with a one-item page (`{"current_page":1,"last_page":1,"data":[...]}`, which
 //! the list operations of reference data decode), a refused one 429 with Laravel's message;
-//! both with the quota's headers ([`QuotaAnswer::headers`]).
+//! both with the quota's headers ([`QuotaAnswer::headers`](super::QuotaAnswer::headers)).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -22,8 +22,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-#[cfg(doc)]
-use super::quota::QuotaAnswer;
 use super::quota::{Quota, QuotaCounter};
 use crate::{Client, ClientBuilder};
 
@@ -45,8 +43,14 @@ pub struct Arrival {
     pub allowed: bool,
 }
 
-/// A loopback server enforcing a [`Quota`] on the runtime's (possibly paused) tokio clock
-/// (see the [module docs](self)). Dropping it stops it.
+/// A loopback server enforcing a [`Quota`] on the runtime's (possibly paused) tokio clock.
+///
+/// It runs as tasks of the runtime that starts it (wiremock answers from a thread of its
+/// own, which a paused clock does not reach), so that server and client read the same time
+/// and a minute of quota costs no real time. Every request, whatever its path, is counted;
+/// an allowed one is answered 200 with a one-item page (which the list operations of
+/// reference data decode), a refused one 429 with Laravel's message, both with the quota's
+/// headers ([`QuotaAnswer::headers`](super::QuotaAnswer::headers)). Dropping it stops it.
 ///
 /// ```
 /// use std::time::Duration;

@@ -218,7 +218,7 @@ impl Client {
 
     /// Counters of this client and all its clones: requests, retries, quota waits, 429s.
     ///
-    /// They also say which [`PacingMode`] is in force, the rate-limit budget the server
+    /// They also say which [`PacingMode`](crate::PacingMode) is in force, the rate-limit budget the server
     /// last reported, and the burst allowed now.
     pub fn stats(&self) -> ClientStats {
         let shared = &self.inner().shared;
