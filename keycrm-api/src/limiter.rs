@@ -21,6 +21,8 @@ pub(crate) struct Counters {
     pub(crate) rate_limited: AtomicU64,
     pub(crate) server_errors: AtomicU64,
     pub(crate) transport_errors: AtomicU64,
+    pub(crate) shared_waits: AtomicU64,
+    pub(crate) shared_waited_micros: AtomicU64,
 }
 
 /// How the client paces its requests (see [`ClientBuilder::pacing`](crate::ClientBuilder::pacing)).
@@ -29,15 +31,23 @@ pub(crate) struct Counters {
 pub enum PacingMode {
     /// The default. When answers carry `X-RateLimit-Limit` and `X-RateLimit-Remaining`,
     /// the client trusts them: it spends the remaining budget at once (never more requests
-    /// out than the budget left), spreads the last tenth of it until the budget's expected
-    /// renewal, and once it is spent waits until a full window (60 s) has passed since the
-    /// answer to the request `limit` places back, which no fixed window, rolling window or
-    /// token bucket of that limit refuses. Without those headers it paces evenly like
-    /// [`Even`](Self::Even), never sends more than `requests_per_minute` within 60 s of
-    /// its own answers, and adapts the burst to 429s: halved on each 429, one back per
-    /// minute without one, up to the configured burst (additive increase, multiplicative
-    /// decrease: a server that punishes bursts is left alone quickly, and probed again
-    /// slowly).
+    /// out than the budget left, at most 16 at a time). Once it is spent, if the budget
+    /// was seen coming back steadily within a minute of finding it fresh (which no fixed
+    /// or rolling window does, and a token bucket does), it sends at the bucket's refill
+    /// rate, `limit` per 60 s (1 % slower), counted from the latest answer; otherwise it
+    /// waits until a full window (60 s) has passed since the answer to the request
+    /// `limit` places back, which no fixed window, rolling window or token bucket of that
+    /// limit refuses. A 429 makes it forget the refill rate.
+    ///
+    /// Without those headers it paces evenly like [`Even`](Self::Even), with the
+    /// configured burst (default 1): nothing then says how the server counts, and a burst
+    /// that a 60-s window of `requests_per_minute` allows is refused by a shorter window
+    /// or a smaller limit, so the client stays safe unless told otherwise (for example
+    /// `burst(60)` for KeyCRM's documented 60 per minute). It never sends more than
+    /// `requests_per_minute` within 60 s of its own answers, and adapts the burst to
+    /// 429s: halved on each 429, one back per minute without one, up to the configured
+    /// burst (additive increase, multiplicative decrease: a server that punishes bursts is
+    /// left alone quickly, and probed again slowly).
     #[default]
     Adaptive,
     /// Exactly the pacing of earlier versions: requests evenly spaced at
@@ -80,6 +90,12 @@ pub struct ClientStats {
     pub budget: Option<RateLimitBudget>,
     /// The burst allowed now when pacing evenly (after the adjustments to 429s).
     pub burst: u32,
+    /// Whether a [`SharedQuota`](crate::quota::SharedQuota) paces this client too.
+    pub shared_quota: bool,
+    /// Attempts that waited for their slot of the shared quota (also counted in `waits`).
+    pub shared_waits: u64,
+    /// Total time spent waiting for the shared quota (also counted in `waited`).
+    pub shared_waited: Duration,
 }
 
 impl Counters {
@@ -92,6 +108,8 @@ impl Counters {
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
             server_errors: self.server_errors.load(Ordering::Relaxed),
             transport_errors: self.transport_errors.load(Ordering::Relaxed),
+            shared_waits: self.shared_waits.load(Ordering::Relaxed),
+            shared_waited: Duration::from_micros(self.shared_waited_micros.load(Ordering::Relaxed)),
             ..ClientStats::default()
         }
     }
@@ -168,6 +186,12 @@ struct State {
     probe: bool,
     /// Requests sent and not answered yet.
     in_flight: u32,
+    /// The budget was seen to come back steadily, as a token bucket refills (see
+    /// [`Limiter::learn_refill`]): once spent, it is spent again at the refill rate.
+    refills: bool,
+    /// When the request that found the budget fresh (`limit - 1` left) was sent: no fixed
+    /// or rolling window gives anything back within a window of it.
+    fresh_since: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -175,6 +199,8 @@ struct Entry {
     /// When it was answered (or, while `done` is false, sent).
     at: Duration,
     done: bool,
+    /// Answered 429: the server did not count it.
+    refused: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -183,6 +209,8 @@ struct Budget {
     remaining: u32,
     /// The sequence number of the request whose answer reported it.
     seq: u64,
+    /// When that answer arrived.
+    at: Duration,
 }
 
 /// What the log of our own requests allows for the next one.
@@ -271,6 +299,8 @@ impl Limiter {
                 last_send: None,
                 probe: false,
                 in_flight: 0,
+                refills: false,
+                fresh_since: None,
             }),
             gate_closed: Notify::new(),
             progress: Notify::new(),
@@ -295,6 +325,12 @@ impl Limiter {
             remaining: b.remaining,
         });
         stats.burst = state.burst;
+    }
+
+    /// What this limiter asks of a shared quota for one attempt: its interval (zero when
+    /// pacing is off) and the burst in force.
+    pub(crate) fn shared_request(&self) -> crate::quota::QuotaRequest {
+        crate::quota::QuotaRequest::new(self.interval.unwrap_or(Duration::ZERO), self.state().burst)
     }
 
     fn adaptive(&self) -> bool {
@@ -405,28 +441,30 @@ impl Limiter {
             }
             let n = state.sent;
             let since = n.saturating_sub(budget.seq.saturating_add(1));
-            let available = i64::from(budget.remaining) - i64::try_from(since).unwrap_or(i64::MAX);
+            let since = i64::try_from(since).unwrap_or(i64::MAX);
+            let refill = refill_interval(budget.limit);
+            let refilled = if state.refills {
+                tokens(now.saturating_sub(budget.at), refill)
+            } else {
+                0
+            };
+            let left = (i64::from(budget.remaining) + refilled).min(i64::from(budget.limit));
+            let available = left - since;
             let slot = if state.in_flight >= MAX_IN_FLIGHT {
                 // Bounded concurrency: wait for an answer.
                 None
-            } else if available > 0 {
-                let low = i64::from((budget.limit / 10).max(1));
-                if available <= low {
-                    // The last tenth: spread it until the budget is expected to renew.
-                    let beyond = n.saturating_add(available.unsigned_abs());
-                    let renew = match self.log_slot(&state, beyond, budget.limit) {
-                        LogSlot::At(at) => at,
-                        _ => now.saturating_add(WINDOW),
-                    };
-                    let parts = u32::try_from(available + 1).unwrap_or(u32::MAX);
-                    let spacing = renew.saturating_sub(now) / parts;
-                    let paced = state.last_send.map_or(now, |l| l.saturating_add(spacing));
-                    Some(earliest.max(paced))
-                } else {
-                    Some(earliest)
-                }
-            } else if state.probe {
+            } else if available > 0 || state.probe {
                 Some(earliest)
+            } else if state.refills {
+                // A bucket: the next token, counted from the answer that reported the budget.
+                let needed = since - i64::from(budget.remaining) + 1;
+                if needed > i64::from(budget.limit) {
+                    // More out than a full bucket holds: wait for their answers.
+                    None
+                } else {
+                    let needed = u32::try_from(needed.max(1)).unwrap_or(u32::MAX);
+                    Some(earliest.max(budget.at.saturating_add(refill.saturating_mul(needed))))
+                }
             } else {
                 match self.log_slot(&state, n, budget.limit) {
                     LogSlot::At(at) => Some(earliest.max(at)),
@@ -491,6 +529,7 @@ impl Limiter {
             state.log.push_back(Entry {
                 at: now,
                 done: false,
+                refused: false,
             });
             let keep = state
                 .budget
@@ -531,11 +570,16 @@ impl Limiter {
             let now = self.clock.now();
             state.in_flight = state.in_flight.saturating_sub(1);
             let base = state.sent - state.log.len() as u64;
+            let mut sent_at = None;
             if seq >= base
                 && let Some(entry) = state.log.get_mut((seq - base) as usize)
             {
+                if !entry.done {
+                    sent_at = Some(entry.at);
+                }
                 entry.at = now;
                 entry.done = true;
+                entry.refused = signal.rate_limited;
             }
             if self.adaptive() {
                 if let Some((limit, remaining)) = signal.budget {
@@ -545,11 +589,23 @@ impl Limiter {
                         state.tat = None;
                         void = true;
                     }
+                    if signal.rate_limited {
+                        // Whatever was learnt about refills, the server says otherwise.
+                        state.refills = false;
+                    } else {
+                        if let Some(prev) = state.budget {
+                            Self::learn_refill(&mut state, prev, seq, remaining, now);
+                        }
+                        if remaining.saturating_add(1) >= limit {
+                            state.fresh_since = sent_at.or(Some(now));
+                        }
+                    }
                     if state.budget.is_none_or(|b| seq >= b.seq) {
                         state.budget = Some(Budget {
                             limit,
                             remaining,
                             seq,
+                            at: now,
                         });
                     }
                 } else if state.budget.is_none() {
@@ -570,6 +626,45 @@ impl Limiter {
             self.gate_closed.notify_waiters();
         }
         self.progress.notify_waiters();
+    }
+
+    /// Learns whether the budget refills steadily, from request `seq`'s answer (`remaining`
+    /// left, at `now`) and the budget reported before it (`prev`).
+    ///
+    /// Between the two answers the server counted the requests answered meanwhile (not
+    /// 429s) plus request `seq`; requests still on the wire may not have arrived yet, so
+    /// they are assumed uncounted. Whatever comes back beyond that was given back. Within a
+    /// window of a request that found the budget fresh, neither a fixed window (it opened
+    /// with that request) nor a rolling one (nothing older is in it) gives anything back,
+    /// so budget coming back then is a bucket refilling, if it is no more than a bucket of
+    /// `limit` per 60 s refills in that time (a larger jump is a shorter window renewing).
+    fn learn_refill(state: &mut State, prev: Budget, seq: u64, remaining: u32, now: Duration) {
+        if seq <= prev.seq || state.refills {
+            return;
+        }
+        let Some(fresh) = state.fresh_since else {
+            return;
+        };
+        if now.saturating_sub(fresh) >= WINDOW {
+            return;
+        }
+        let base = state.sent - state.log.len() as u64;
+        if prev.seq < base {
+            return;
+        }
+        let between = (prev.seq + 1 - base) as usize..(seq - base) as usize;
+        let answered = state
+            .log
+            .range(between)
+            .filter(|e| e.done && !e.refused)
+            .count();
+        let counted = i64::try_from(answered).unwrap_or(i64::MAX) + 1;
+        let gain = i64::from(remaining) - (i64::from(prev.remaining) - counted);
+        let elapsed = now.saturating_sub(prev.at);
+        let plausible = tokens(elapsed, refill_interval(prev.limit)) + 1;
+        if gain > 0 && gain <= plausible {
+            state.refills = true;
+        }
     }
 
     /// The earliest slot at `now` (not booked yet) and what it waits for.
@@ -616,6 +711,17 @@ impl Limiter {
         }
         self.gate_closed.notify_waiters();
     }
+}
+
+/// How often a bucket of `limit` per window gives one back (1 % slower, as pacing is).
+fn refill_interval(limit: u32) -> Duration {
+    (WINDOW / limit.max(1)).mul_f64(PACING_MARGIN)
+}
+
+/// Whole intervals in `elapsed`.
+fn tokens(elapsed: Duration, interval: Duration) -> i64 {
+    let n = elapsed.as_nanos() / interval.as_nanos().max(1);
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// What a call was waiting for when its deadline ran out.
@@ -862,10 +968,95 @@ mod tests {
                 success: true,
             });
         }
-        // The last third is spread until the expected renewal (60.6 s after the first
-        // answer): the third request left at 30.3 s.
+        // The budget is spent at once; nothing came back, so the fourth waits a window
+        // after the answer to the first.
         let fourth = limiter.acquire_wait(None).await.unwrap();
         assert_eq!(start.elapsed().as_millis(), 60_600, "waited {fourth:?}");
+    }
+
+    /// Sends one request now and answers it with `remaining` of `limit` (or a 429).
+    async fn answered(limiter: &Limiter, limit: u32, remaining: u32, rate_limited: bool) {
+        let ticket = limiter.acquire(None).await.unwrap();
+        ticket.observe(Signal {
+            budget: Some((limit, remaining)),
+            rate_limited,
+            success: !rate_limited,
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_that_comes_back_steadily_is_spent_again_at_the_refill_rate() {
+        let limiter = limiter(60, 1);
+        let start = Instant::now();
+        for remaining in (1..60).rev() {
+            answered(&limiter, 60, remaining, false).await;
+        }
+        assert!(!limiter.state().refills);
+        // Two seconds later one request finds two left: a bucket gave two back.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        answered(&limiter, 60, 2, false).await;
+        assert!(limiter.state().refills);
+        for remaining in [1, 0] {
+            answered(&limiter, 60, remaining, false).await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(2), "spent at once");
+        let waited = limiter.acquire_wait(None).await.unwrap();
+        assert_eq!(
+            waited,
+            Duration::from_millis(1010),
+            "the next token, 60 s / 60 later (1 % slower)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_renewing_at_once_is_no_bucket_and_a_429_forgets_the_rate() {
+        let window = limiter(60, 1);
+        for remaining in (30..60).rev() {
+            answered(&window, 60, remaining, false).await;
+        }
+        // A shorter window renews: 30 back at once is more than a bucket refills in 1 s.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        answered(&window, 60, 59, false).await;
+        assert!(!window.state().refills);
+        for remaining in (0..59).rev() {
+            answered(&window, 60, remaining, false).await;
+        }
+        let waited = window.acquire_wait(None).await.unwrap();
+        assert!(
+            waited >= Duration::from_secs(60),
+            "a window after the answer the 61st places back: {waited:?}"
+        );
+
+        // A bucket learnt, then a 429: the rate is forgotten.
+        let bucket = limiter(60, 1);
+        answered(&bucket, 60, 59, false).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        answered(&bucket, 60, 59, false).await;
+        assert!(bucket.state().refills);
+        answered(&bucket, 60, 0, true).await;
+        assert!(!bucket.state().refills);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_still_on_the_wire_are_not_taken_for_a_refill() {
+        let limiter = limiter(60, 1);
+        answered(&limiter, 60, 59, false).await;
+        // Two out at once; the second is answered first and the server may not have
+        // counted the first yet: 58 left is no refill.
+        let first = limiter.acquire(None).await.unwrap();
+        let second = limiter.acquire(None).await.unwrap();
+        second.observe(Signal {
+            budget: Some((60, 58)),
+            rate_limited: false,
+            success: true,
+        });
+        assert!(!limiter.state().refills);
+        first.observe(Signal {
+            budget: Some((60, 57)),
+            rate_limited: false,
+            success: true,
+        });
+        assert!(!limiter.state().refills);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,16 +1,18 @@
 //! The client runtime against wiremock: quota pacing, the 429 gate, retries that never
 //! duplicate, idempotent order creation, pagination streams, error mapping, tracing, secrets.
 //!
-//! Waits run on a `VirtualClock` (instant, but recorded), except where a real server's own
-//! clock is the point (the shared-quota test) or a real timeout must fire.
+//! Waits run on a `VirtualClock` (instant, but recorded), or on tokio's paused clock where
+//! a server's own quota is the point (the shared-quota test), except where a real timeout
+//! must fire.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use keycrm_api::clock::{Clock, VirtualClock};
+use keycrm_api::mock::{Quota, QuotaServer, Window};
 use keycrm_api::{Client, Error, Paginate, types};
 use serde_json::{Value, json};
 use wiremock::matchers::{any, header, method, path, query_param};
@@ -526,61 +528,24 @@ async fn a_page_that_does_not_advance_is_an_error_not_a_loop() {
     );
 }
 
-/// A loopback server that enforces its own quota: at most `limit` requests in any sliding
-/// window of `window`, 429 beyond that.
-struct QuotaServer {
-    limit: usize,
-    window: Duration,
-    seen: Mutex<VecDeque<Instant>>,
-    rejected: Mutex<usize>,
-}
-
-struct QuotaResponder(Arc<QuotaServer>);
-
-impl Respond for QuotaResponder {
-    fn respond(&self, _: &Request) -> ResponseTemplate {
-        let quota = &self.0;
-        let now = Instant::now();
-        let mut seen = quota.seen.lock().unwrap();
-        while seen
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= quota.window)
-        {
-            seen.pop_front();
-        }
-        if seen.len() >= quota.limit {
-            *quota.rejected.lock().unwrap() += 1;
-            return ResponseTemplate::new(429).insert_header("Retry-After", "1");
-        }
-        seen.push_back(now);
-        ResponseTemplate::new(200).set_body_json(page(vec![json!({"id": 1, "name": "x"})], 1, 1))
-    }
-}
-
-/// Real time on purpose: the server's own clock enforces the quota. 80 requests at
-/// 1,200/min take about 4 s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The server enforces its own quota (at most 40 requests in any sliding window of 2 s,
+/// 429 beyond, no rate-limit headers) on tokio's paused clock, which the client shares: 80
+/// requests at 1,200/min take about 4 s of that clock and no real time.
+#[tokio::test(start_paused = true)]
 async fn eight_tasks_on_clones_share_the_quota_and_never_see_a_429() {
-    let server = MockServer::start().await;
-    let quota = Arc::new(QuotaServer {
-        limit: 40,
-        window: Duration::from_secs(2),
-        seen: Mutex::new(VecDeque::new()),
-        rejected: Mutex::new(0),
-    });
-    Mock::given(method("GET"))
-        .and(path("/order/source"))
-        .respond_with(QuotaResponder(quota.clone()))
-        .mount(&server)
-        .await;
-    let client = Client::builder()
-        .api_key(KEY)
-        .base_url(server.uri())
+    let server = QuotaServer::start(
+        Quota::new(40, Duration::from_secs(2))
+            .with_model(Window::Rolling)
+            .headers(false),
+    )
+    .await;
+    let client = server
+        .client(KEY)
         .requests_per_minute(1200)
         .max_retries(0)
         .build()
         .unwrap();
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let c = client.clone();
@@ -597,7 +562,8 @@ async fn eight_tasks_on_clones_share_the_quota_and_never_see_a_429() {
         t.await.unwrap();
     }
     let elapsed = started.elapsed();
-    assert_eq!(*quota.rejected.lock().unwrap(), 0);
+    assert_eq!(server.rejected(), 0);
+    assert_eq!(server.arrivals().len(), 80);
     let stats = client.stats();
     assert_eq!((stats.requests, stats.rate_limited), (80, 0));
     assert!(stats.waits >= 70, "paced, not burst: {stats:?}");
