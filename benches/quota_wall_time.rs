@@ -5,8 +5,8 @@
 //! Scenarios: (a) 30 reads, (b) 68 mixed reads (order statuses and sources), (c) 600
 //! requests shared by 8 concurrent tasks. Quota: 60 per minute, as KeyCRM's.
 //!
-//! Everything runs on tokio's paused clock: the quota is the simulator's `QuotaCounter`
-//! served by a small HTTP/1.1 loop inside the bench's runtime (wiremock answers from a
+//! Everything runs on tokio's paused clock: the quota is the simulator's `QuotaServer`,
+//! which runs inside the bench's runtime and counts on its clock (wiremock answers from a
 //! thread of its own, which a paused clock does not reach), each answer takes 20 ms of
 //! simulated latency, and waiting costs no real time. Wall times are simulated seconds.
 //!
@@ -14,102 +14,17 @@
 //! cargo bench --bench quota_wall_time
 //! ```
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keycrm_api::mock::{Quota, QuotaCounter, Window};
+use keycrm_api::mock::{Quota, QuotaCounter, QuotaServer, Window};
 use keycrm_api::{Client, PacingMode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 const KEY: &str = "bench-key";
 const LATENCY: Duration = Duration::from_millis(20);
 const LIMIT: u32 = 60;
-
-/// The quota server: counts every request, answers after `LATENCY`.
-struct Server {
-    addr: SocketAddr,
-    rejected: Arc<AtomicU64>,
-}
-
-async fn serve(quota: Quota) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let counter = Arc::new(Mutex::new(QuotaCounter::new(quota)));
-    let rejected = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let (c, r) = (counter.clone(), rejected.clone());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(connection(stream, c.clone(), r.clone(), start));
-        }
-    });
-    Server { addr, rejected }
-}
-
-async fn connection(
-    mut stream: TcpStream,
-    counter: Arc<Mutex<QuotaCounter>>,
-    rejected: Arc<AtomicU64>,
-    start: Instant,
-) {
-    let mut buffer = Vec::new();
-    loop {
-        let head_end = loop {
-            if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
-        let body_len = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        while buffer.len() < head_end + body_len {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buffer.drain(..head_end + body_len);
-        // Counted on arrival, answered after the latency.
-        let now = start.elapsed();
-        let answer = counter.lock().unwrap().hit(now);
-        tokio::time::sleep(LATENCY).await;
-        let (status, body) = if answer.allowed {
-            (
-                200,
-                r#"{"current_page":1,"last_page":1,"data":[{"id":1,"name":"new"}]}"#,
-            )
-        } else {
-            rejected.fetch_add(1, Ordering::Relaxed);
-            (429, r#"{"message":"Too Many Attempts."}"#)
-        };
-        let wall = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + now;
-        let mut out = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in answer.headers(wall) {
-            out.push_str(&format!("{name}: {value}\r\n"));
-        }
-        out.push_str("\r\n");
-        out.push_str(body);
-        if stream.write_all(out.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
 
 #[derive(Clone, Copy)]
 enum Scenario {
@@ -149,10 +64,9 @@ enum Contender {
     Naive,
 }
 
-async fn ours(server: &Server, mode: PacingMode, burst: u32, scenario: Scenario) -> Outcome {
-    let client = Client::builder()
-        .api_key(KEY)
-        .base_url(format!("http://{}", server.addr))
+async fn ours(server: &QuotaServer, mode: PacingMode, burst: u32, scenario: Scenario) -> Outcome {
+    let client = server
+        .client(KEY)
         .pacing(mode)
         .burst(burst)
         .max_retries(10)
@@ -192,7 +106,7 @@ async fn ours(server: &Server, mode: PacingMode, burst: u32, scenario: Scenario)
 }
 
 /// The peer: bursts, and on a 429 sleeps `Retry-After` and sends the same request again.
-async fn naive(server: &Server, scenario: Scenario) -> Outcome {
+async fn naive(server: &QuotaServer, scenario: Scenario) -> Outcome {
     let http = reqwest::Client::new();
     let (tasks, total) = scenario.shape();
     let next = Arc::new(AtomicUsize::new(0));
@@ -201,7 +115,7 @@ async fn naive(server: &Server, scenario: Scenario) -> Outcome {
     let mut handles = Vec::new();
     for _ in 0..tasks {
         let (http, next, sent) = (http.clone(), next.clone(), sent.clone());
-        let base = format!("http://{}", server.addr);
+        let base = server.uri();
         handles.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -243,20 +157,20 @@ async fn naive(server: &Server, scenario: Scenario) -> Outcome {
     Outcome {
         wall: start.elapsed(),
         requests: sent.load(Ordering::Relaxed),
-        rejected: server.rejected.load(Ordering::Relaxed),
+        rejected: server.rejected() as u64,
     }
 }
 
 async fn measure(model: Window, headers: bool, scenario: Scenario, who: Contender) -> Outcome {
     let quota = Quota::per_minute(LIMIT).with_model(model).headers(headers);
-    let server = serve(quota).await;
+    let server = QuotaServer::start_with_latency(quota, LATENCY).await;
     let outcome = match who {
         Contender::Ours(mode, burst) => ours(&server, mode, burst, scenario).await,
         Contender::Naive => naive(&server, scenario).await,
     };
     assert_eq!(
         outcome.rejected,
-        server.rejected.load(Ordering::Relaxed),
+        server.rejected() as u64,
         "client and server agree on the 429s"
     );
     outcome

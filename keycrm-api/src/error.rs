@@ -205,6 +205,18 @@ pub enum Error {
         /// What is wrong with the input.
         message: String,
     },
+    /// The [shared quota](crate::quota::SharedQuota) could not book a slot (for example its
+    /// database is down); nothing was sent. `message` is the quota's own error.
+    #[error(
+        "the shared request quota failed, nothing was sent: {message}{}",
+        Ctx(meta)
+    )]
+    Quota {
+        /// What the shared quota reported.
+        message: String,
+        /// Request context.
+        meta: ErrorMeta,
+    },
     /// The client configuration is not usable (empty key, bad URL, missing environment variable).
     #[error("invalid KeyCRM client configuration: {message}")]
     Config {
@@ -243,7 +255,8 @@ impl Error {
             | Error::Transport { meta, .. }
             | Error::DeadlineExceeded { meta, .. }
             | Error::ResponseTooLarge { meta, .. }
-            | Error::Decode { meta, .. } => Some(meta),
+            | Error::Decode { meta, .. }
+            | Error::Quota { meta, .. } => Some(meta),
             Error::InvalidRequest { .. }
             | Error::Config { .. }
             | Error::PageNotAdvancing { .. } => None,
@@ -276,6 +289,7 @@ impl Error {
                 | Error::Timeout { .. }
                 | Error::Transport { .. }
                 | Error::DeadlineExceeded { .. }
+                | Error::Quota { .. }
         )
     }
 

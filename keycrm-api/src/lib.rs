@@ -54,6 +54,7 @@ mod limiter;
 pub mod mock;
 mod page;
 mod paginate;
+pub mod quota;
 mod raw;
 mod respond;
 mod runtime;
@@ -68,6 +69,7 @@ pub use error::{Error, ErrorMeta, Result};
 pub use limiter::{ClientStats, PacingMode, RateLimitBudget, WaitPhase};
 pub use page::Page;
 pub use paginate::{DEFAULT_STREAM_LIMIT, ListRequest, Paginate};
+pub use quota::{InProcessQuota, SharedQuota};
 pub use respond::decode;
 pub use runtime::{
     ApiKey, CORRELATION_HEADER, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_MAX_ERROR_BODY_BYTES,

@@ -21,6 +21,8 @@ pub(crate) struct Counters {
     pub(crate) rate_limited: AtomicU64,
     pub(crate) server_errors: AtomicU64,
     pub(crate) transport_errors: AtomicU64,
+    pub(crate) shared_waits: AtomicU64,
+    pub(crate) shared_waited_micros: AtomicU64,
 }
 
 /// How the client paces its requests (see [`ClientBuilder::pacing`](crate::ClientBuilder::pacing)).
@@ -80,6 +82,12 @@ pub struct ClientStats {
     pub budget: Option<RateLimitBudget>,
     /// The burst allowed now when pacing evenly (after the adjustments to 429s).
     pub burst: u32,
+    /// Whether a [`SharedQuota`](crate::quota::SharedQuota) paces this client too.
+    pub shared_quota: bool,
+    /// Attempts that waited for their slot of the shared quota (also counted in `waits`).
+    pub shared_waits: u64,
+    /// Total time spent waiting for the shared quota (also counted in `waited`).
+    pub shared_waited: Duration,
 }
 
 impl Counters {
@@ -92,6 +100,8 @@ impl Counters {
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
             server_errors: self.server_errors.load(Ordering::Relaxed),
             transport_errors: self.transport_errors.load(Ordering::Relaxed),
+            shared_waits: self.shared_waits.load(Ordering::Relaxed),
+            shared_waited: Duration::from_micros(self.shared_waited_micros.load(Ordering::Relaxed)),
             ..ClientStats::default()
         }
     }
@@ -295,6 +305,12 @@ impl Limiter {
             remaining: b.remaining,
         });
         stats.burst = state.burst;
+    }
+
+    /// What this limiter asks of a shared quota for one attempt: its interval (zero when
+    /// pacing is off) and the burst in force.
+    pub(crate) fn shared_request(&self) -> crate::quota::QuotaRequest {
+        crate::quota::QuotaRequest::new(self.interval.unwrap_or(Duration::ZERO), self.state().burst)
     }
 
     fn adaptive(&self) -> bool {

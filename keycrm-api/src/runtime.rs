@@ -17,6 +17,7 @@ use crate::Client;
 use crate::clock::{Clock, TokioClock};
 use crate::error::{Error, ErrorMeta, Failure, Result, retry_after};
 use crate::limiter::{ClientStats, Counters, Limiter, PacingMode, Refusal, Signal, WaitPhase};
+use crate::quota::{Reservation, SharedQuota};
 
 /// The production base URL of the KeyCRM Open API.
 pub const DEFAULT_BASE_URL: &str = "https://openapi.keycrm.app/v1";
@@ -104,6 +105,8 @@ struct Shared {
     auth: HeaderValue,
     user_agent: String,
     limiter: Limiter,
+    /// The quota shared with other clients on the same key, when one is set.
+    shared_quota: Option<Arc<dyn SharedQuota>>,
     counters: Counters,
     retry: RetryPolicy,
     correlation_ids: bool,
@@ -249,6 +252,7 @@ pub struct ClientBuilder {
     allow_insecure_http: bool,
     correlation_ids: bool,
     clock: Option<Arc<dyn Clock>>,
+    shared_quota: Option<Arc<dyn SharedQuota>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -271,6 +275,7 @@ impl fmt::Debug for ClientBuilder {
             .field("max_error_body_bytes", &self.max_error_body_bytes)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("correlation_ids", &self.correlation_ids)
+            .field("shared_quota", &self.shared_quota.is_some())
             .finish()
     }
 }
@@ -296,6 +301,7 @@ impl Default for ClientBuilder {
             allow_insecure_http: false,
             correlation_ids: false,
             clock: None,
+            shared_quota: None,
         }
     }
 }
@@ -435,6 +441,25 @@ impl ClientBuilder {
         self
     }
 
+    /// A quota shared with other clients that use the same API key, in this process or in
+    /// others (see [`SharedQuota`]; [`InProcessQuota`](crate::quota::InProcessQuota) for
+    /// clients of one process). Default: none.
+    ///
+    /// It comes **on top of** the client's own limiter, which keeps working as without
+    /// it (its pacing mode, its burst, its 429 gate for every clone): each attempt first
+    /// gets its slot from the client's limiter, then books one from the shared quota at
+    /// the client's rate (`requests_per_minute`, 1 % wider, and the burst in force) and
+    /// waits for it. Several processes configured with the same rate thus never exceed
+    /// it together. A 429 closes the client's own gate and the shared one, so it holds
+    /// every client on the quota; an attempt that waited for its shared slot asks again
+    /// when a gate closed meanwhile. The call's deadline covers the shared wait; a
+    /// failure of the shared quota fails the call with [`Error::Quota`] before sending.
+    /// [`Client::stats`] counts the shared waits.
+    pub fn shared_quota(mut self, quota: Arc<dyn SharedQuota>) -> Self {
+        self.shared_quota = Some(quota);
+        self
+    }
+
     /// Validates the configuration and builds the client.
     pub fn build(self) -> Result<Client> {
         let key = self
@@ -485,6 +510,7 @@ impl ClientBuilder {
                     self.pacing,
                     self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
                 ),
+                shared_quota: self.shared_quota,
                 counters: Counters::default(),
                 retry: RetryPolicy {
                     max_retries: self.max_retries,
@@ -634,6 +660,7 @@ impl Client {
         let shared = &self.inner().shared;
         let mut stats = shared.counters.snapshot();
         shared.limiter.report(&mut stats);
+        stats.shared_quota = shared.shared_quota.is_some();
         stats
     }
 
@@ -807,10 +834,34 @@ impl Client {
                 Ok(ticket) => ticket,
                 Err(Refusal::Deadline(phase)) => return Err(past_deadline(phase, attempt)),
             };
-            if !ticket.waited.is_zero() {
+            let mut waited = ticket.waited;
+            if let Some(quota) = &shared.shared_quota {
+                match self.reserve_shared(&**quota, deadline_at).await {
+                    Ok(wait) => {
+                        if !wait.is_zero() {
+                            counters.shared_waits.fetch_add(1, Ordering::Relaxed);
+                            counters.shared_waited_micros.fetch_add(
+                                u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
+                                Ordering::Relaxed,
+                            );
+                        }
+                        waited = waited.saturating_add(wait);
+                    }
+                    Err(SharedRefusal::Deadline(phase)) => {
+                        return Err(past_deadline(phase, attempt));
+                    }
+                    Err(SharedRefusal::Failed(message)) => {
+                        return Err(Error::Quota {
+                            message,
+                            meta: meta(attempt),
+                        });
+                    }
+                }
+            }
+            if !waited.is_zero() {
                 counters.waits.fetch_add(1, Ordering::Relaxed);
                 counters.waited_micros.fetch_add(
-                    u64::try_from(ticket.waited.as_micros()).unwrap_or(u64::MAX),
+                    u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
                     Ordering::Relaxed,
                 );
             }
@@ -903,6 +954,13 @@ impl Client {
                             });
                         let gate = wait.min(policy.max_retry_wait);
                         shared.limiter.close_gate(clock.now().saturating_add(gate));
+                        if let Some(quota) = &shared.shared_quota
+                            && let Err(e) = quota.close_gate(gate).await
+                        {
+                            // The local gate holds this client; the others will see
+                            // their own 429s.
+                            tracing::warn!(target: "keycrm", error = %e, "the shared quota's gate could not be closed");
+                        }
                         if wait > policy.max_retry_wait || !can_retry {
                             return match self.answer(response, attempt, stamp, Some(wait)).await {
                                 Ok(answer) => Ok(answer),
@@ -969,6 +1027,36 @@ impl Client {
         }
     }
 
+    /// Books this attempt's slot from the shared quota and waits for it; books again when
+    /// a gate closed while it waited. Returns the time waited.
+    async fn reserve_shared(
+        &self,
+        quota: &dyn SharedQuota,
+        deadline_at: Option<Duration>,
+    ) -> std::result::Result<Duration, SharedRefusal> {
+        let shared = &self.inner().shared;
+        let clock = shared.limiter.clock();
+        let started = clock.now();
+        loop {
+            let mut request = shared.limiter.shared_request();
+            if let Some(deadline) = deadline_at {
+                request = request.max_wait(deadline.saturating_sub(clock.now()));
+            }
+            match quota.reserve(request).await.map_err(failed)? {
+                Reservation::Granted { wait } if wait.is_zero() => {
+                    return Ok(clock.now().saturating_sub(started));
+                }
+                Reservation::Granted { wait } => {
+                    clock.sleep(wait).await;
+                    if quota.gate().await.map_err(failed)?.is_none() {
+                        return Ok(clock.now().saturating_sub(started));
+                    }
+                }
+                Reservation::Refused { phase, .. } => return Err(SharedRefusal::Deadline(phase)),
+            }
+        }
+    }
+
     /// Reads a final answer's body within its limit and rebuilds the response around it,
     /// stamped for `Error::from`.
     async fn answer(
@@ -1032,6 +1120,18 @@ impl Client {
         }
         Ok(reqwest::Response::from(rebuilt))
     }
+}
+
+/// Why the shared quota let no attempt out.
+enum SharedRefusal {
+    /// The slot lies beyond the call's deadline.
+    Deadline(WaitPhase),
+    /// The shared quota failed; its message.
+    Failed(String),
+}
+
+fn failed(e: crate::quota::QuotaError) -> SharedRefusal {
+    SharedRefusal::Failed(e.to_string())
 }
 
 /// What the runtime stamps on a final answer.

@@ -1,147 +1,20 @@
 //! Adaptive pacing against each window model of the simulator's quota, on tokio's paused
-//! clock.
+//! clock; and a quota shared by separate clients.
 //!
-//! wiremock answers from its own runtime thread, whose clock a paused test clock does not
-//! reach, so the quota here is the simulator's [`QuotaCounter`] served by a small HTTP/1.1
-//! loop inside the test's runtime: server and client read the same paused clock, and a
-//! minute of quota takes no real time.
+//! The server is the simulator's [`QuotaServer`]: it runs inside the test's runtime and
+//! counts the quota on its paused clock, so a minute of quota takes no real time.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use keycrm_api::mock::{Quota, QuotaCounter, Window};
-use keycrm_api::{Client, ClientBuilder, PacingMode, RateLimitBudget};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use keycrm_api::clock::TokioClock;
+use keycrm_api::mock::{Arrival, Quota, QuotaServer, Window};
+use keycrm_api::quota::InProcessQuota;
+use keycrm_api::{Client, PacingMode, RateLimitBudget};
 use tokio::time::Instant;
 
 const KEY: &str = "sk-test-quota";
 const MODELS: [Window; 3] = [Window::Fixed, Window::Rolling, Window::TokenBucket];
-
-/// What the quota server saw.
-#[derive(Default)]
-struct Seen {
-    /// Arrival times (since the server started) and whether each passed.
-    arrivals: Vec<(Duration, bool)>,
-}
-
-struct QuotaServer {
-    addr: SocketAddr,
-    counter: Arc<Mutex<QuotaCounter>>,
-    seen: Arc<Mutex<Seen>>,
-    start: Instant,
-}
-
-impl QuotaServer {
-    async fn start(quota: Quota) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let counter = Arc::new(Mutex::new(QuotaCounter::new(quota)));
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let start = Instant::now();
-        let (c, s) = (counter.clone(), seen.clone());
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(connection(stream, c.clone(), s.clone(), start));
-            }
-        });
-        Self {
-            addr,
-            counter,
-            seen,
-            start,
-        }
-    }
-
-    fn client(&self) -> ClientBuilder {
-        Client::builder()
-            .api_key(KEY)
-            .base_url(format!("http://{}", self.addr))
-    }
-
-    fn rejected(&self) -> usize {
-        self.seen
-            .lock()
-            .unwrap()
-            .arrivals
-            .iter()
-            .filter(|(_, ok)| !ok)
-            .count()
-    }
-
-    fn arrivals(&self) -> Vec<(Duration, bool)> {
-        self.seen.lock().unwrap().arrivals.clone()
-    }
-
-    /// Another user of the same key spends `n` requests now.
-    fn spend_elsewhere(&self, n: u32) {
-        let now = self.start.elapsed();
-        let mut counter = self.counter.lock().unwrap();
-        for _ in 0..n {
-            counter.hit(now);
-        }
-    }
-}
-
-async fn connection(
-    mut stream: TcpStream,
-    counter: Arc<Mutex<QuotaCounter>>,
-    seen: Arc<Mutex<Seen>>,
-    start: Instant,
-) {
-    let mut buffer = Vec::new();
-    loop {
-        let head_end = loop {
-            if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
-        let body_len = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        while buffer.len() < head_end + body_len {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buffer.drain(..head_end + body_len);
-        let now = start.elapsed();
-        let answer = counter.lock().unwrap().hit(now);
-        seen.lock().unwrap().arrivals.push((now, answer.allowed));
-        let (status, body) = if answer.allowed {
-            (
-                200,
-                r#"{"current_page":1,"last_page":1,"data":[{"id":1,"name":"new"}]}"#,
-            )
-        } else {
-            (429, r#"{"message":"Too Many Attempts."}"#)
-        };
-        let wall = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + now;
-        let mut out = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in answer.headers(wall) {
-            out.push_str(&format!("{name}: {value}\r\n"));
-        }
-        out.push_str("\r\n");
-        out.push_str(body);
-        if stream.write_all(out.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
 
 /// `tasks` tasks share `total` requests; returns when all are answered. Every call must
 /// succeed.
@@ -178,7 +51,7 @@ fn quota(model: Window, headers: bool) -> Quota {
 async fn with_headers_a_small_job_runs_at_once_and_a_large_one_never_sees_a_429() {
     for model in MODELS {
         let server = QuotaServer::start(quota(model, true)).await;
-        let client = server.client().build().unwrap();
+        let client = server.client(KEY).build().unwrap();
         let start = Instant::now();
         run(&client, 1, 30).await;
         assert!(
@@ -210,7 +83,7 @@ async fn without_headers_at_most_one_429_per_window() {
     for model in MODELS {
         let server = QuotaServer::start(quota(model, false)).await;
         // A burst the server punishes: the adaptive limiter halves it on each 429.
-        let client = server.client().burst(20).build().unwrap();
+        let client = server.client(KEY).burst(20).build().unwrap();
         let start = Instant::now();
         run(&client, 8, 200).await;
         let elapsed = start.elapsed();
@@ -236,12 +109,12 @@ async fn without_headers_the_even_rate_never_sends_a_window_too_many() {
     for model in MODELS {
         let server = QuotaServer::start(quota(model, false)).await;
         // A burst larger than the window: only the log of our own answers keeps it in.
-        let client = server.client().burst(200).build().unwrap();
+        let client = server.client(KEY).burst(200).build().unwrap();
         run(&client, 8, 130).await;
         assert_eq!(server.rejected(), 0, "{model:?}: {:?}", server.arrivals());
         let even = QuotaServer::start(quota(model, false)).await;
         let client = even
-            .client()
+            .client(KEY)
             .burst(200)
             .pacing(PacingMode::Even)
             .build()
@@ -255,7 +128,7 @@ async fn without_headers_the_even_rate_never_sends_a_window_too_many() {
 #[tokio::test(start_paused = true)]
 async fn even_mode_ignores_the_headers() {
     let server = QuotaServer::start(quota(Window::Fixed, true)).await;
-    let client = server.client().pacing(PacingMode::Even).build().unwrap();
+    let client = server.client(KEY).pacing(PacingMode::Even).build().unwrap();
     let start = Instant::now();
     run(&client, 1, 5).await;
     assert_eq!(
@@ -270,7 +143,7 @@ async fn even_mode_ignores_the_headers() {
 async fn in_budget_mode_a_429_still_holds_every_task_until_the_gate_opens() {
     for model in MODELS {
         let server = QuotaServer::start(quota(model, true)).await;
-        let client = server.client().build().unwrap();
+        let client = server.client(KEY).build().unwrap();
         run(&client, 1, 1).await;
         let known = client.stats().budget.expect("the budget is known");
         assert_eq!((known.limit, known.remaining), (60, 59), "{model:?}");
@@ -278,21 +151,128 @@ async fn in_budget_mode_a_429_still_holds_every_task_until_the_gate_opens() {
         server.spend_elsewhere(59);
         run(&client, 8, 24).await;
         let arrivals = server.arrivals();
-        let refused: Vec<_> = arrivals.iter().filter(|(_, ok)| !ok).collect();
+        let refused: Vec<_> = arrivals.iter().filter(|a| !a.allowed).collect();
         assert!(!refused.is_empty(), "{model:?}");
-        let first_refusal = refused[0].0;
+        let first_refusal = refused[0].at;
         let gate = first_refusal + Duration::from_secs(1);
         // Requests already on the wire when the 429 came back may be refused too; after
         // that, nobody arrives before the gate opens, and every later request passes.
-        let after: Vec<_> = arrivals
-            .iter()
-            .filter(|(t, _)| *t > first_refusal)
-            .collect();
+        let after: Vec<_> = arrivals.iter().filter(|a| a.at > first_refusal).collect();
         assert!(
-            after.iter().all(|(t, ok)| *t >= gate && *ok),
+            after.iter().all(|a| a.at >= gate && a.allowed),
             "{model:?}: {arrivals:?}"
         );
         assert!(refused.len() <= 8, "{model:?}: one per task at most");
-        assert!(refused.iter().all(|(t, _)| *t == first_refusal));
+        assert!(refused.iter().all(|a| a.at == first_refusal));
+    }
+}
+
+/// Two separate clients (not clones) of one key, each with `tasks` tasks, `per_client`
+/// calls each; every call must succeed.
+async fn two_clients(a: &Client, b: &Client, tasks: usize, per_client: usize) {
+    let (first, second) = tokio::join!(calls(a, tasks, per_client), calls(b, tasks, per_client));
+    assert_eq!((first, second), (per_client, per_client));
+}
+
+/// The most requests within any span of `window` among `arrivals`.
+fn busiest(arrivals: &[Arrival], window: Duration) -> usize {
+    arrivals
+        .iter()
+        .enumerate()
+        .map(|(i, first)| {
+            arrivals[i..]
+                .iter()
+                .take_while(|a| a.at < first.at + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn separate_clients_sharing_a_quota_never_exceed_its_rate_together() {
+    for headers in [false, true] {
+        let model = Window::Rolling;
+        let server = QuotaServer::start(quota(model, headers)).await;
+        let shared = Arc::new(InProcessQuota::new(Arc::new(TokioClock::new())));
+        let web = server
+            .client(KEY)
+            .shared_quota(shared.clone())
+            .build()
+            .unwrap();
+        let worker = server.client(KEY).shared_quota(shared).build().unwrap();
+        let start = Instant::now();
+        two_clients(&web, &worker, 4, 75).await;
+        let arrivals = server.arrivals();
+        assert_eq!(server.rejected(), 0, "headers {headers}: {arrivals:?}");
+        assert_eq!(arrivals.len(), 150);
+        assert!(
+            busiest(&arrivals, Duration::from_secs(60)) <= 60,
+            "headers {headers}: at most 60 in any minute, together"
+        );
+        for pair in arrivals.windows(2) {
+            assert!(
+                pair[1].at - pair[0].at >= Duration::from_millis(1010),
+                "evenly spaced at the shared rate: {arrivals:?}"
+            );
+        }
+        assert!(start.elapsed() >= Duration::from_millis(149 * 1010));
+        for client in [&web, &worker] {
+            let stats = client.stats();
+            assert!(stats.shared_quota, "{stats:?}");
+            assert_eq!((stats.requests, stats.rate_limited), (75, 0));
+            assert!(stats.shared_waits > 0 && stats.shared_waited > Duration::ZERO);
+            assert!(stats.waited >= stats.shared_waited, "{stats:?}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_shared_quota_the_same_clients_see_429s() {
+    let server = QuotaServer::start(quota(Window::Rolling, false)).await;
+    let web = server.client(KEY).max_retries(10).build().unwrap();
+    let worker = server.client(KEY).max_retries(10).build().unwrap();
+    two_clients(&web, &worker, 4, 75).await;
+    assert!(server.rejected() > 0, "each paces alone: twice the rate");
+    assert!(!web.stats().shared_quota);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_seen_by_one_client_holds_the_other() {
+    for model in MODELS {
+        let server = QuotaServer::start(quota(model, false)).await;
+        // Another process, not on the shared quota, spent the whole window.
+        server.spend_elsewhere(60);
+        let shared = Arc::new(InProcessQuota::new(Arc::new(TokioClock::new())));
+        let web = server
+            .client(KEY)
+            .shared_quota(shared.clone())
+            .build()
+            .unwrap();
+        let worker = server.client(KEY).shared_quota(shared).build().unwrap();
+        // Eight tasks book their shared slots; only the first leaves at once and sees the
+        // 429. The others, asleep for their slots (on both clients), book again after the
+        // shared gate.
+        two_clients(&web, &worker, 4, 8).await;
+        let arrivals = server.arrivals();
+        assert_eq!(server.rejected(), 1, "{model:?}: {arrivals:?}");
+        assert_eq!(arrivals[0].at, Duration::ZERO);
+        assert!(!arrivals[0].allowed);
+        let gate = match model {
+            Window::TokenBucket => Duration::from_secs(1),
+            _ => Duration::from_secs(60),
+        };
+        assert!(
+            arrivals[1..].iter().all(|a| a.allowed && a.at >= gate),
+            "{model:?}: nobody before the gate opens at {gate:?}: {arrivals:?}"
+        );
+        let limited = web.stats().rate_limited + worker.stats().rate_limited;
+        assert_eq!(limited, 1, "{model:?}");
+        let held = if web.stats().rate_limited == 1 {
+            worker.stats()
+        } else {
+            web.stats()
+        };
+        assert!(held.shared_waited >= gate, "{model:?}: {held:?}");
     }
 }

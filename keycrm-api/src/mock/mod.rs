@@ -100,6 +100,7 @@ mod orders;
 mod people;
 mod pipelines;
 mod quota;
+mod quota_server;
 mod routes;
 mod seed;
 mod server;
@@ -115,6 +116,7 @@ use serde_json::Value;
 use wiremock::{Mock, MockServer};
 
 pub use quota::{Quota, QuotaAnswer, QuotaCounter, Window};
+pub use quota_server::{Arrival, QuotaServer};
 pub use seed::{SeedConfig, Seeded};
 pub use webhooks::WebhookDelivery;
 
