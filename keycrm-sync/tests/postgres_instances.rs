@@ -27,7 +27,6 @@ use keycrm_sync::store::{PostgresStore, Store};
 const ORDERS: u32 = 1_000;
 /// The simulator's quota for the one API key all instances share.
 const QUOTA_PER_MINUTE: u32 = 6_000;
-const INSTANCES: u32 = 3;
 
 fn url() -> String {
     std::env::var("KEYCRM_TEST_DATABASE_URL")
@@ -93,7 +92,7 @@ impl Schema {
 
 type Engine = SyncEngine<PostgresStore, MemoryHost>;
 
-/// One instance: its own client (a third of the quota), its own pool, the shared schema.
+/// One instance: its own client and pool, the shared schema and the shared quota row.
 async fn instance(
     mock: &KeyCrmMock,
     schema: &Schema,
@@ -101,13 +100,6 @@ async fn instance(
     n: u32,
     skew: &Arc<AtomicI64>,
 ) -> Engine {
-    let client = mock
-        .client_builder()
-        .requests_per_minute(QUOTA_PER_MINUTE / INSTANCES)
-        .backoff(Duration::from_millis(5), Duration::from_millis(20))
-        .max_retries(2)
-        .build()
-        .unwrap();
     let store = PostgresStore::builder(url())
         .schema(&schema.0)
         .instance_id(format!("instance-{n}"))
@@ -117,6 +109,15 @@ async fn instance(
         .pool_size(4)
         .connect()
         .await
+        .unwrap();
+    // Every instance books its requests from the one quota row of the API key.
+    let client = mock
+        .client_builder()
+        .requests_per_minute(QUOTA_PER_MINUTE)
+        .shared_quota(Arc::new(store.quota(mock.api_key())))
+        .backoff(Duration::from_millis(5), Duration::from_millis(20))
+        .max_retries(2)
+        .build()
         .unwrap();
     let clock = skew.clone();
     SyncEngine::builder()

@@ -63,7 +63,7 @@ pub use batch::{WriteBatch, WriteOp};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{
-    DEFAULT_CLAIM_LIMIT, DEFAULT_LEASE, POSTGRES_SCHEMA_VERSION, PostgresStore,
+    DEFAULT_CLAIM_LIMIT, DEFAULT_LEASE, POSTGRES_SCHEMA_VERSION, PostgresQuota, PostgresStore,
     PostgresStoreBuilder,
 };
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};

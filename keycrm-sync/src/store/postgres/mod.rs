@@ -10,6 +10,9 @@
 //! an expiry in the database's clock). Other instances skip leased rows until the lease runs out,
 //! so the work of an instance that dies is taken over after [`PostgresStoreBuilder::lease`].
 //! Completing, failing or marking a row ends its lease.
+//!
+//! One request quota per API key across instances: [`PostgresQuota`] (from
+//! [`PostgresStore::quota`]) implements [`keycrm_api::SharedQuota`] with one row per key.
 
 use std::fmt;
 use std::time::Duration;
@@ -19,7 +22,10 @@ use tokio_postgres::NoTls;
 
 use super::StoreError;
 
+pub use quota::PostgresQuota;
+
 mod codec;
+mod quota;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -32,10 +38,16 @@ struct Migration {
 }
 
 /// The schema steps, oldest first. Append new steps; never edit a released one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("migrations/0002_quota.sql"),
+    },
+];
 
 /// The schema version this build writes (the newest row of `keycrm_schema_version`).
 pub const POSTGRES_SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

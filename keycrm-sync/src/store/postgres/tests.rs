@@ -264,3 +264,52 @@ async fn migrations_run_once_and_newer_schemas_are_refused() {
         .unwrap_err();
     assert!(bad.to_string().contains("schema name"), "{bad}");
 }
+
+#[tokio::test]
+async fn the_quota_row_paces_every_instance_and_a_429_holds_them_all() {
+    use keycrm_api::quota::{QuotaRequest, Reservation, SharedQuota};
+    let schema = TempSchema::new("quota");
+    let (a, b) = two(&schema, Duration::from_secs(600)).await;
+    let (qa, qb) = (a.quota("key-1"), b.quota("key-1"));
+    assert!(!format!("{qa:?}").contains("key-1"), "the key is not shown");
+    let second = Duration::from_secs(1);
+    let request = QuotaRequest::new(second, 1);
+    assert_eq!(
+        qa.reserve(request).await.unwrap(),
+        Reservation::granted(Duration::ZERO)
+    );
+    // The other instance's next slot is one interval later (less the time that passed).
+    let Reservation::Granted { wait } = qb.reserve(request).await.unwrap() else {
+        panic!("refused");
+    };
+    assert!(
+        wait > Duration::from_millis(500) && wait <= second,
+        "{wait:?}"
+    );
+    // Another key has its own schedule.
+    assert_eq!(
+        a.quota("key-2").reserve(request).await.unwrap(),
+        Reservation::granted(Duration::ZERO)
+    );
+    // A slot beyond the caller's limit is refused, not booked.
+    let impatient = request.max_wait(Duration::from_millis(100));
+    assert!(matches!(
+        qa.reserve(impatient).await.unwrap(),
+        Reservation::Refused { .. }
+    ));
+    // A 429 seen by one instance closes the gate for the other.
+    assert_eq!(qb.gate().await.unwrap(), None);
+    qa.close_gate(Duration::from_secs(30)).await.unwrap();
+    let gate = qb.gate().await.unwrap().expect("closed");
+    assert!(
+        gate > Duration::from_secs(29) && gate <= Duration::from_secs(30),
+        "{gate:?}"
+    );
+    let Reservation::Granted { wait } = qb.reserve(request).await.unwrap() else {
+        panic!("refused");
+    };
+    assert!(wait > Duration::from_secs(29), "{wait:?} after a gate of {gate:?}");
+    // A shorter gate does not reopen it earlier.
+    qb.close_gate(Duration::from_secs(1)).await.unwrap();
+    assert!(qa.gate().await.unwrap().unwrap() > Duration::from_secs(28));
+}
