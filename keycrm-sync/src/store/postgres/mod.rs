@@ -20,6 +20,8 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+#[cfg(doc)]
+use super::Store;
 use super::StoreError;
 
 pub use quota::PostgresQuota;

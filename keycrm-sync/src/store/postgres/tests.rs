@@ -308,7 +308,10 @@ async fn the_quota_row_paces_every_instance_and_a_429_holds_them_all() {
     let Reservation::Granted { wait } = qb.reserve(request).await.unwrap() else {
         panic!("refused");
     };
-    assert!(wait > Duration::from_secs(29), "{wait:?} after a gate of {gate:?}");
+    assert!(
+        wait > Duration::from_secs(29),
+        "{wait:?} after a gate of {gate:?}"
+    );
     // A shorter gate does not reopen it earlier.
     qb.close_gate(Duration::from_secs(1)).await.unwrap();
     assert!(qa.gate().await.unwrap().unwrap() > Duration::from_secs(28));
