@@ -51,6 +51,7 @@ use crate::model::EntityKind;
 mod batch;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod encode;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -4,7 +4,6 @@
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
@@ -19,25 +18,7 @@ use crate::store::{
 /// skewed clocks agree).
 pub(super) const DB_NOW: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)";
 
-pub(super) fn ts(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
-pub(super) fn ts_opt(t: Option<DateTime<Utc>>) -> Option<i64> {
-    t.map(ts)
-}
-
-pub(super) fn json(v: &Value) -> String {
-    v.to_string()
-}
-
-pub(super) fn json_opt(v: Option<&Value>) -> Option<String> {
-    v.map(json)
-}
-
-pub(super) fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
+pub(super) use crate::store::encode::{json, json_opt, limit, ts, ts_opt};
 
 fn corrupt(column: &str, what: &str) -> StoreError {
     StoreError::Corrupt(format!("column {column}: {what}"))

@@ -2,27 +2,7 @@
 
 use super::*;
 
-// ---- encoding ----
-
-pub(super) fn ts(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
-pub(super) fn ts_opt(t: Option<DateTime<Utc>>) -> Option<i64> {
-    t.map(ts)
-}
-
-pub(super) fn json(v: &Value) -> String {
-    v.to_string()
-}
-
-pub(super) fn json_opt(v: Option<&Value>) -> Option<String> {
-    v.map(json)
-}
-
-pub(super) fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
+pub(super) use crate::store::encode::{json, json_opt, limit, ts, ts_opt};
 
 // ---- decoding (errors name the column, never the value) ----
 
