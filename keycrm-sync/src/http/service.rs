@@ -258,10 +258,8 @@ impl<S: Store, H: Host> Service<S, H> {
     }
 
     async fn oldest_webhook(&self) -> Result<Option<Duration>, HttpError> {
-        let pending = self.shared.engine.store().inbox_pending(1).await?;
-        Ok(pending
-            .first()
-            .map(|item| (Utc::now() - item.received_at).to_std().unwrap_or_default()))
+        let oldest = self.shared.engine.store().oldest_pending_inbox().await?;
+        Ok(oldest.map(|received_at| (Utc::now() - received_at).to_std().unwrap_or_default()))
     }
 
     /// `GET /sync/conflicts`: the most recent conflicts, with both values and the winner.

@@ -251,6 +251,23 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<InboxItem>, StoreError>> + Send;
 
+    /// When the oldest pending item was received, without claiming it: for status pages and
+    /// alerts, which only look. A store that claims in [`Store::inbox_pending`] (PostgreSQL's
+    /// leases) must override this; the default reads through `inbox_pending(1)`, which is a
+    /// plain read for single-writer stores.
+    fn oldest_pending_inbox(
+        &self,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send {
+        async move {
+            Ok(self
+                .inbox_pending(1)
+                .await?
+                .into_iter()
+                .next()
+                .map(|item| item.received_at))
+        }
+    }
+
     /// Sets an item's status and error. `processed_at` becomes `now`, or empty when the status
     /// is [`InboxStatus::Pending`] (which puts the item back in the queue). Returns whether the
     /// item exists.

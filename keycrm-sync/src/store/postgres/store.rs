@@ -292,6 +292,19 @@ impl Store for PostgresStore {
         Ok(items)
     }
 
+    /// A plain read: looking at the oldest pending row must not lease it away from the
+    /// instance that will process it.
+    async fn oldest_pending_inbox(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let found = self
+            .read(
+                "SELECT min(received_at) FROM inbox WHERE status = 'pending'",
+                &[],
+            )
+            .await?;
+        let micros: Option<i64> = found.first().and_then(|row| row.get(0));
+        Ok(micros.and_then(DateTime::from_timestamp_micros))
+    }
+
     async fn inbox_mark(
         &self,
         id: InboxId,

@@ -163,6 +163,23 @@ async fn an_expired_lease_is_taken_over() {
 }
 
 #[tokio::test]
+async fn looking_at_the_oldest_pending_row_claims_nothing() {
+    let schema = TempSchema::new("peek");
+    let (a, b) = two(&schema, Duration::from_secs(600)).await;
+    assert_eq!(a.oldest_pending_inbox().await.unwrap(), None);
+    for i in [3, 1, 2] {
+        a.inbox_insert(&format!("k{i}"), "order.change", json!({"id": i}), t(i))
+            .await
+            .unwrap();
+    }
+    // A status page on one instance looks; the other instance still gets every row.
+    assert_eq!(a.oldest_pending_inbox().await.unwrap(), Some(t(1)));
+    assert_eq!(b.inbox_pending(100).await.unwrap().len(), 3);
+    // Claimed rows are still pending: they still count as the oldest waiting.
+    assert_eq!(a.oldest_pending_inbox().await.unwrap(), Some(t(1)));
+}
+
+#[tokio::test]
 async fn inbox_rows_are_claimed_and_released_by_marking() {
     let schema = TempSchema::new("inbox");
     let (a, b) = two(&schema, Duration::from_secs(600)).await;
