@@ -233,3 +233,170 @@ impl Warehouse {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use keycrm::api::{Decimal, Timestamp};
+    use keycrm::sync::canonical::{
+        CanonicalBuyer, CanonicalContact, CanonicalLine, CanonicalOffer, CanonicalOrder,
+        CanonicalPayment, CanonicalProduct, CanonicalShipping, CanonicalStock, PaymentStatus,
+    };
+    use keycrm::sync::host::{ChangeLog, NaturalKey, Repository};
+    use keycrm::sync::model::EntityKind;
+
+    use super::*;
+
+    fn dec(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn order() -> CanonicalOrder {
+        let line = |sku: &str, qty: &str| CanonicalLine {
+            sku: sku.into(),
+            name: format!("Item {sku}"),
+            quantity: dec(qty),
+            price: dec("12.50"),
+        };
+        CanonicalOrder {
+            local_id: "O-1".into(),
+            number: Some("WH-1".into()),
+            status: Some("new".into()),
+            buyer: CanonicalContact {
+                name: Some("Olena".into()),
+                phone: Some("+380501234567".into()),
+                email: None,
+            },
+            lines: vec![line("A", "2"), line("B", "1.5")],
+            payments: vec![CanonicalPayment {
+                method: "card".into(),
+                amount: dec("90247.69"),
+                status: PaymentStatus::NotPaid,
+                reference: Some("INV-1".into()),
+            }],
+            shipping: CanonicalShipping {
+                tracking_code: Some("TTN-1".into()),
+                carrier_service_id: Some(7),
+                city: Some("Kyiv".into()),
+                ..Default::default()
+            },
+            comment: Some("fragile".into()),
+            ordered_at: Some("2026-01-02 03:04:05".parse::<Timestamp>().unwrap()),
+            updated_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_round_trips_and_its_child_rows_are_replaced() {
+        let wh = Warehouse::open(":memory:").unwrap();
+        let mut o = order();
+        wh.store(o.clone()).await.unwrap();
+        assert_eq!(
+            Repository::<CanonicalOrder>::get(&wh, "O-1").await.unwrap(),
+            Some(o.clone())
+        );
+
+        o.lines.truncate(1);
+        o.payments.clear();
+        o.shipping = CanonicalShipping::default();
+        o.buyer.email = Some("olena@example.com".into());
+        wh.store(o.clone()).await.unwrap();
+        assert_eq!(
+            Repository::<CanonicalOrder>::get(&wh, "O-1").await.unwrap(),
+            Some(o)
+        );
+        let shipping: Vec<Row> = wh.rows("SELECT * FROM shipping", &[]).unwrap();
+        assert!(shipping.is_empty(), "a default shipping leaves no row");
+
+        let key = NaturalKey::Number("WH-1".into());
+        let found = Repository::<CanonicalOrder>::find(&wh, &key).await.unwrap();
+        assert_eq!(found.as_deref(), Some("O-1"));
+        assert!(
+            Repository::<CanonicalOrder>::remove(&wh, "O-1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !Repository::<CanonicalOrder>::remove(&wh, "O-1")
+                .await
+                .unwrap()
+        );
+        let lines: Vec<Row> = wh.rows("SELECT * FROM order_lines", &[]).unwrap();
+        assert!(lines.is_empty(), "lines go with their order");
+    }
+
+    #[tokio::test]
+    async fn catalogue_buyers_and_stock_round_trip() {
+        let wh = Warehouse::open(":memory:").unwrap();
+        let buyer = CanonicalBuyer {
+            local_id: "C-1".into(),
+            name: "Taras".into(),
+            phones: vec!["+380671112233".into()],
+            emails: vec!["taras@example.com".into()],
+            note: Some("VIP".into()),
+            updated_at: Some("2026-01-02 03:04:05".parse().unwrap()),
+        };
+        let product = CanonicalProduct {
+            local_id: "P-1".into(),
+            sku: Some("SKU-1".into()),
+            name: "Kettle".into(),
+            description: None,
+            price: Some(dec("100.00")),
+            category_id: Some(3),
+            updated_at: None,
+        };
+        let offer = CanonicalOffer {
+            local_id: "A-1".into(),
+            sku: "SKU-1".into(),
+            product_sku: Some("SKU-1".into()),
+            price: Some(dec("0.1")),
+            purchased_price: Some(dec("0.07")),
+            updated_at: None,
+        };
+        let stock = CanonicalStock {
+            sku: "SKU-1".into(),
+            warehouse: "KYIV".into(),
+            quantity: dec("4"),
+        };
+        wh.store(buyer.clone()).await.unwrap();
+        wh.store(product.clone()).await.unwrap();
+        wh.store(offer.clone()).await.unwrap();
+        wh.store(stock.clone()).await.unwrap();
+        let stored = Repository::<CanonicalBuyer>::get(&wh, "C-1").await.unwrap();
+        assert_eq!(stored, Some(buyer));
+        let stored = Repository::<CanonicalProduct>::get(&wh, "P-1")
+            .await
+            .unwrap();
+        assert_eq!(stored, Some(product));
+        let stored = Repository::<CanonicalOffer>::get(&wh, "A-1").await.unwrap();
+        assert_eq!(stored, Some(offer));
+        let stored = Repository::<CanonicalStock>::get(&wh, "KYIV/SKU-1")
+            .await
+            .unwrap();
+        assert_eq!(stored, Some(stock.clone()));
+
+        let moved = CanonicalStock {
+            quantity: dec("1"),
+            ..stock
+        };
+        wh.store(moved.clone()).await.unwrap();
+        let stored = Repository::<CanonicalStock>::get(&wh, "KYIV/SKU-1")
+            .await
+            .unwrap();
+        assert_eq!(stored, Some(moved));
+
+        let contact = NaturalKey::Contact {
+            phone: Some("+380000000000".into()),
+            email: Some("taras@example.com".into()),
+        };
+        let found = Repository::<CanonicalBuyer>::find(&wh, &contact)
+            .await
+            .unwrap();
+        assert_eq!(found.as_deref(), Some("C-1"));
+        let sku = NaturalKey::Sku("SKU-1".into());
+        let found = Repository::<CanonicalOffer>::find(&wh, &sku).await.unwrap();
+        assert_eq!(found.as_deref(), Some("A-1"));
+        let changed = wh.changed_after(EntityKind::Stock, 0).await.unwrap();
+        assert_eq!(changed.len(), 1, "one id, its last change: {changed:?}");
+        assert_eq!(changed[0].1, "KYIV/SKU-1");
+    }
+}
