@@ -3,8 +3,9 @@
 //!
 //! The warehouse has its own SQLite schema (`schema.sql`: orders with lines, payments and
 //! shipping; customers; products and articles; stock per warehouse). Its host (`db.rs`) is the
-//! SQL mapping of that schema behind `CanonicalHost`'s repository traits; the engine, the
-//! service layer (router, dashboard, inbox worker, alerts) and a SQLite store do the rest.
+//! SQL mapping of that schema behind `CanonicalHost`'s repository traits, over the database
+//! plumbing in `sql.rs`; the engine, the service layer (router, dashboard, inbox worker,
+//! alerts) and a SQLite store do the rest.
 //!
 //! ```text
 //! cargo run --example warehouse                      # the simulated scenario, 30 s
@@ -25,6 +26,7 @@
 mod db;
 mod report;
 mod scenario;
+mod sql;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -41,8 +43,8 @@ use keycrm::sync::model::EntityKind;
 use keycrm::sync::store::SqliteStore;
 use keycrm::sync::{CancellationToken, SyncEngine, SyncEvent};
 
-use db::Warehouse;
 use scenario::{PAYMENT_METHODS, STATUSES, Sizes, WAREHOUSES};
+use sql::Warehouse;
 
 type Host = CanonicalHost<Warehouse>;
 type Engine = SyncEngine<SqliteStore, Host>;

@@ -13,7 +13,7 @@ use keycrm::sync::model::{EntityKind, Fields, content_hash};
 use keycrm::sync::{SyncEngine, SyncEvent};
 use serde_json::Value;
 
-use crate::db::Warehouse;
+use crate::sql::Warehouse;
 
 /// The order fields KeyCRM answers with (what the engine reads).
 const ORDER_INCLUDE: &str = "buyer,products.offer,payments,shipping";

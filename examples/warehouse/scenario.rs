@@ -7,7 +7,7 @@ use keycrm::api::mock::{KeyCrmMock, reference};
 use keycrm::sync::canonical::{self, normalize_phone};
 use rusqlite::params;
 
-use crate::db::Warehouse;
+use crate::sql::Warehouse;
 
 /// The warehouse codes and their KeyCRM ids (the simulator's warehouses).
 pub const WAREHOUSES: [(&str, i64); 2] = [
