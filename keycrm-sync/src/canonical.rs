@@ -605,7 +605,8 @@ impl Out {
     }
 
     fn phone(&mut self, key: impl Into<String>, value: Option<&str>) {
-        if let Some(v) = value.and_then(normalize_phone) {
+        // requests: E.164 with the home country (Ukraine) for national numbers.
+        if let Some(v) = value.and_then(crate::phone::normalize) {
             self.0.insert(key.into(), Value::String(v));
         }
     }
@@ -1576,7 +1577,10 @@ fn flatten_buyer(
 ) -> Fields {
     let mut out = Out::default();
     out.text("full_name", name);
-    out.list("phone", phones.iter().filter_map(|p| normalize_phone(p)));
+    out.list(
+        "phone",
+        phones.iter().filter_map(|p| crate::phone::normalize(p)),
+    );
     out.list("email", emails.iter().filter_map(|e| normalize_email(e)));
     out.text("note", note);
     out.0

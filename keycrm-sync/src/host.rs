@@ -412,7 +412,7 @@ impl Host for MemoryHost {
                     .map(|o| o.local_id.clone())
             }),
             EntityKind::Buyer => {
-                let phone = text("phone.0").and_then(|p| canonical::normalize_phone(&p));
+                let phone = text("phone.0").and_then(|p| crate::phone::normalize(&p));
                 let email = text("email.0").and_then(|e| canonical::normalize_email(&e));
                 s.buyers
                     .values()
@@ -420,7 +420,7 @@ impl Host for MemoryHost {
                         phone.as_ref().is_some_and(|p| {
                             b.phones
                                 .iter()
-                                .any(|x| canonical::normalize_phone(x).as_ref() == Some(p))
+                                .any(|x| crate::phone::normalize(x).as_ref() == Some(p))
                         }) || email.as_ref().is_some_and(|e| {
                             b.emails
                                 .iter()

@@ -7,6 +7,7 @@
 //! - [`store`]: the durable state (SQLite or memory);
 //! - [`config`]: what an operator configures;
 //! - [`model`]: the shared vocabulary;
+//! - [`phone`]: phone numbers in E.164, as buyers are matched and stored;
 //! - [`webhook`]: typed KeyCRM webhook events and the framework-agnostic receiver;
 //! - `http`, `alert`, `metrics` (feature `service`; the axum router with feature `axum`):
 //!   the service layer a host mounts.
@@ -22,6 +23,7 @@ pub mod http;
 #[cfg(feature = "service")]
 pub mod metrics;
 pub mod model;
+pub mod phone;
 pub mod plan;
 pub mod store;
 pub mod webhook;

@@ -13,6 +13,13 @@ use crate::model::{EntityKind, Fields, Snapshot};
 use crate::plan::{PlanInput, plan};
 use crate::store::{Mapping, OutboxItem, Store, StoreError, SyncState};
 
+// requests: buyers in batches and order updates without reads (own files, children of
+// this module for its helpers).
+#[path = "buyer_batch.rs"]
+mod buyer_batch;
+#[path = "writes.rs"]
+mod writes;
+
 /// Stock pushes smaller than this are never held back by the mass-zeroing guard.
 pub const GUARD_MIN_ROWS: usize = 10;
 
@@ -502,6 +509,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     }
 
     async fn update_order(&self, w: &Work, report: &mut RunReport) -> Result<(), SyncError> {
+        // requests: no read first when the base is proven current (writes.rs).
+        if let Some(result) = self.update_order_unread(w, report).await {
+            return result;
+        }
         let remote_id = w.remote_id().expect("updates are mapped");
         let order = self
             .call(
@@ -661,103 +672,17 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         if planned.to_local.is_empty() {
             done.local = w.local.clone();
         }
-        self.done(&done, Some(remote_id), base_after, report).await
+        self.done(&done, Some(remote_id), base_after, report)
+            .await?;
+        // requests: the base's KeyCRM time, so the next update needs no read (writes.rs).
+        self.note_order_seen(
+            w,
+            order.updated_at.map(keycrm_api::Timestamp::into_datetime),
+        )
+        .await
     }
 
-    // ---------------------------------------------------------------------------------------
-    // Buyers
-
-    async fn push_buyers(&self, work: Vec<Work>, report: &mut RunReport) -> Result<(), SyncError> {
-        for w in work {
-            if let Err(e) = self.push_buyer(&w, report).await {
-                self.fail(&w.item, &e.to_string(), report).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A new buyer is matched by phone, then e-mail, before it is created; a known one is
-    /// updated with the whole agreed record (KeyCRM replaces phone and e-mail lists).
-    async fn push_buyer(&self, w: &Work, report: &mut RunReport) -> Result<(), SyncError> {
-        let kind = EntityKind::Buyer;
-        let client = &self.inner.client;
-        let (remote_id, base) = match w.remote_id() {
-            Some(id) => (Some(id), w.mapping.as_ref().and_then(|m| m.base.clone())),
-            None => {
-                let mut found = None;
-                if let Some(phone) = text(&w.local.fields, "phone.0") {
-                    found = self
-                        .call(client.buyer_list().filter_buyer_phone(phone).send())
-                        .await?
-                        .into_inner()
-                        .data
-                        .into_iter()
-                        .next();
-                }
-                if found.is_none()
-                    && let Some(email) = text(&w.local.fields, "email.0")
-                {
-                    found = self
-                        .call(client.buyer_list().filter_buyer_email(email).send())
-                        .await?
-                        .into_inner()
-                        .data
-                        .into_iter()
-                        .next();
-                }
-                match found {
-                    Some(b) => {
-                        let id = b.id.ok_or(SyncError::Answer {
-                            operation: "GET /buyer",
-                            problem: "a buyer without id",
-                        })?;
-                        // A buyer this engine created before it could note the answer: the
-                        // body it sent is the base (see `note_create`).
-                        let base = Self::noted_create(w).unwrap_or_else(|| {
-                            Snapshot::new(canonical::buyer_fields_from_remote(&b), None)
-                        });
-                        (Some(id), Some(base))
-                    }
-                    None => (None, None),
-                }
-            }
-        };
-        let Some(remote_id) = remote_id else {
-            if self.dry_run() {
-                return self.would(w, "create buyer".into()).await;
-            }
-            let body = canonical::buyer_create_body(&w.local.fields)?;
-            self.note_create(w).await?;
-            let created = self
-                .call(client.buyer_create().body(body).send())
-                .await?
-                .into_inner();
-            let id = created.id.ok_or(SyncError::Answer {
-                operation: "POST /buyer",
-                problem: "a created buyer without id",
-            })?;
-            let base = canonical::buyer_fields_from_remote(&created);
-            return self.done(w, Some(id), base, report).await;
-        };
-        let base = base.unwrap_or_default();
-        let policy = self.policy(kind);
-        let planned = plan(&PlanInput {
-            kind,
-            base: Some(&base),
-            local: Some(&w.local),
-            remote: Some(&base),
-            policy: &policy,
-        });
-        if !planned.to_remote.is_empty() {
-            if self.dry_run() {
-                return self.would(w, format!("update buyer {remote_id}")).await;
-            }
-            let body = canonical::buyer_update_body(&planned.merged)?;
-            self.call(client.buyer_update().buyer_id(remote_id).body(body).send())
-                .await?;
-        }
-        self.done(w, Some(remote_id), planned.merged, report).await
-    }
+    // Buyers: see `buyer_batch` (matched, imported and read back in batches).
 
     // ---------------------------------------------------------------------------------------
     // Products
