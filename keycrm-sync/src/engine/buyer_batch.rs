@@ -1,7 +1,9 @@
 //! Buyers in batches: new buyers are matched by comma lists of their phones and e-mails
 //! (`GET /buyer?filter[buyer_phone]=…`, at most 50 values and a bounded URL per request),
 //! the missing ones imported 50 per `POST /buyer/import`, and their new ids read back with
-//! the same filters (KeyCRM's import answers `{"status": true}`, no ids).
+//! the same filters (KeyCRM's import answers `{"status": true}`, no ids). An import and its
+//! read-back are two requests, so one or two buyers are created by `POST /buyer` instead,
+//! whose answer carries the id.
 //!
 //! Nothing is created twice: every create notes its body as the record's base before it is
 //! sent, so a batch whose answer was lost is found by the next attempt's look-up and linked.
@@ -329,13 +331,15 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         for (by, rows) in by_key {
             let mut rows = rows.into_iter().peekable();
             while rows.peek().is_some() {
-                let mut chunk: Vec<(New, types::BuyerCreate)> =
+                let chunk: Vec<(New, types::BuyerCreate)> =
                     rows.by_ref().take(IMPORT_BATCH).collect();
-                if chunk.len() == 1 {
-                    // One buyer: `POST /buyer` answers its id, no read-back needed.
-                    let (n, body) = chunk.remove(0);
-                    let result = self.create_one(&n.work, body, report).await;
-                    self.item_result(&n.work.item, result, report).await?;
+                if chunk.len() <= 2 {
+                    // An import costs two requests (it and its read-back); `POST /buyer`
+                    // answers the id, so one or two buyers are created one by one.
+                    for (n, body) in chunk {
+                        let result = self.create_one(&n.work, body, report).await;
+                        self.item_result(&n.work.item, result, report).await?;
+                    }
                 } else {
                     self.import_chunk(by, chunk, report).await?;
                 }
