@@ -8,9 +8,10 @@
 //! ```
 //!
 //! Workload:
-//! - (a) first sync of N orders, N buyers, N products (one offer each, price set) and their
-//!   stock in 2 warehouses; 20 % of the buyers and products already exist in KeyCRM and must
-//!   be linked, not created again;
+//! - (a) first sync of N orders, N buyers, N offers with prices (their products: the 80 %
+//!   new ones created, the 20 % existing ones KeyCRM's, linked through their offers' SKUs)
+//!   and their stock in 2 warehouses; 20 % of the buyers already exist in KeyCRM and must be
+//!   linked, not created again;
 //! - (b) M updates of each kind, one run per kind: order status, order comment, a new payment,
 //!   a tracking code, offer price, stock level (half in each warehouse);
 //! - (c) an idle run right after (b);
@@ -257,13 +258,16 @@ async fn main() {
             phones: vec![format!("093{i:07}")],
             ..CanonicalBuyer::default()
         });
-        host.put_product(CanonicalProduct {
-            local_id: format!("P-{i}"),
-            sku: Some(sku(i)),
-            name: format!("Товар {i}"),
-            price: Some(Decimal::from(200 + i as i64)),
-            ..CanonicalProduct::default()
-        });
+        // The existing 20 % are KeyCRM's products already: their offers are linked by SKU.
+        if i >= existing {
+            host.put_product(CanonicalProduct {
+                local_id: format!("P-{i}"),
+                sku: Some(sku(i)),
+                name: format!("Товар {i}"),
+                price: Some(Decimal::from(200 + i as i64)),
+                ..CanonicalProduct::default()
+            });
+        }
         host.put_offer(CanonicalOffer {
             local_id: format!("O-{i}"),
             sku: sku(i),
@@ -301,12 +305,17 @@ async fn main() {
         3 * pages(new, 50),
     );
     table.row(
-        "products (20 % linked, create)",
+        "products (80 % new, create)",
         get(&a, "products"),
         n,
         pages(new, 50) + pages(new, 100) + pages(new, 50),
     );
-    table.row("offer prices", get(&a, "prices"), n, pages(n, 10_000));
+    table.row(
+        "offer prices (20 % linked by SKU)",
+        get(&a, "prices"),
+        n,
+        pages(n, 10_000),
+    );
     table.row(
         "stock (2 warehouses)",
         get(&a, "stock"),

@@ -10,9 +10,11 @@ use std::time::Duration;
 use chrono::Utc;
 use keycrm_api::clock::VirtualClock;
 use keycrm_api::mock::{KeyCrmMock, Quota, RecordedRequest};
-use keycrm_api::{Client, Paginate, types};
+use keycrm_api::{Client, Decimal, Paginate, types};
 use keycrm_sync::SyncEngine;
-use keycrm_sync::canonical::{CanonicalBuyer, Mappings};
+use keycrm_sync::canonical::{
+    CanonicalBuyer, CanonicalContact, CanonicalLine, CanonicalOrder, Mappings,
+};
 use keycrm_sync::config::{Secret, SyncConfig};
 use keycrm_sync::host::MemoryHost;
 use keycrm_sync::model::EntityKind;
@@ -22,7 +24,11 @@ fn config() -> SyncConfig {
     SyncConfig {
         api_key: Secret::new("test"),
         source_id: Some(1),
-        status_ids: BTreeMap::from([("new".to_string(), 1)]),
+        status_ids: BTreeMap::from([
+            ("new".to_string(), 1),
+            ("approved".to_string(), 2),
+            ("shipped".to_string(), 4),
+        ]),
         warehouse_ids: BTreeMap::from([("main".to_string(), 1)]),
         ..SyncConfig::default()
     }
@@ -350,4 +356,126 @@ async fn a_buyer_without_contacts_is_created_once_even_when_the_answer_is_lost()
     rig.engine.run_once().await.unwrap();
     assert_eq!(rig.mock.count("buyer_create"), 1, "never sent twice");
     assert_eq!(rig.remote_buyers().await.len(), 1);
+}
+
+fn order(i: usize) -> CanonicalOrder {
+    CanonicalOrder {
+        local_id: format!("WMS-{i}"),
+        number: Some(format!("WMS-{i}")),
+        status: Some("new".into()),
+        buyer: CanonicalContact {
+            name: Some(format!("Покупець {i}")),
+            phone: Some(format!("+38050{i:07}")),
+            email: None,
+        },
+        lines: vec![CanonicalLine {
+            sku: format!("ONE-OFF-{i}"),
+            name: "Чай".into(),
+            quantity: Decimal::from(1),
+            price: Decimal::from(100),
+        }],
+        ..CanonicalOrder::default()
+    }
+}
+
+/// Orders the engine created and linked, with their KeyCRM ids (host id -> remote id).
+async fn pushed_orders(rig: &Rig, count: usize) -> Vec<(String, i64)> {
+    for i in 0..count {
+        rig.host.put_order(order(i));
+    }
+    let report = rig.engine.run_once().await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    let mut out = Vec::new();
+    for i in 0..count {
+        let local = format!("WMS-{i}");
+        let id = rig
+            .engine
+            .store()
+            .get_mapping(EntityKind::Order, &local)
+            .await
+            .unwrap()
+            .and_then(|m| m.remote_id)
+            .expect("linked");
+        out.push((local, id));
+    }
+    out
+}
+
+/// A status change and a comment on 30 orders the engine wrote: one `PUT /order/{id}` each,
+/// carrying only the changed fields, and no read first (the last reconciliation proves
+/// KeyCRM's copy equals the base).
+#[tokio::test]
+async fn order_updates_send_one_put_each_without_a_read_first() {
+    let rig = rig().await;
+    let orders = pushed_orders(&rig, 30).await;
+    // A run that reconciles (the engine's own writes come back): the bases are current.
+    rig.engine.run_once().await.unwrap();
+    for (local, _) in &orders {
+        rig.host.edit_order(local, |o| {
+            o.status = Some("approved".into());
+            o.comment = Some("пакувати".into());
+        });
+    }
+    rig.mock.clear_log();
+    let report = rig.engine.run_once().await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(rig.mock.count("order_update"), 30);
+    assert_eq!(rig.mock.count("order_get"), 0, "no read before an update");
+    for (_, id) in &orders {
+        let remote = rig.mock.crm().order(*id).unwrap();
+        assert_eq!(remote["status_id"], serde_json::json!(2));
+        assert_eq!(remote["manager_comment"], serde_json::json!("пакувати"));
+    }
+}
+
+/// A manager moves 120 orders to "shipped": the events' statuses reach the host before any
+/// request, and the orders are read in pages of 50 (`updated_between` and the events'
+/// statuses), not one `GET /order/{id}` each.
+#[tokio::test]
+async fn a_webhook_burst_costs_pages_not_one_read_each() {
+    let rig = rig().await;
+    let orders = pushed_orders(&rig, 120).await;
+    rig.engine.run_once().await.unwrap();
+    for (_, id) in &orders {
+        rig.mock.crm().set_order_status(*id, 4);
+    }
+    rig.mock.clear_log();
+    for (_, id) in &orders {
+        let context = rig.mock.crm().order(*id).unwrap();
+        let body = serde_json::json!({"event": "order.change_order_status", "context": context});
+        assert!(rig.engine.ingest_webhook(&body).await.unwrap());
+    }
+    let report = rig.engine.apply_inbox().await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(rig.mock.count("order_get"), 0, "no read per event");
+    assert_eq!(rig.mock.count("order_list"), 3, "120 orders in pages of 50");
+    assert_eq!(rig.mock.request_count(), 3);
+    for (local, _) in &orders {
+        assert_eq!(
+            rig.host.order(local).unwrap().status.as_deref(),
+            Some("shipped"),
+            "{local}"
+        );
+    }
+}
+
+/// One event is one `GET /order/{id}`: no list read is cheaper.
+#[tokio::test]
+async fn a_single_webhook_costs_one_read() {
+    let rig = rig().await;
+    let orders = pushed_orders(&rig, 3).await;
+    rig.engine.run_once().await.unwrap();
+    let (local, id) = &orders[1];
+    rig.mock.crm().set_order_status(*id, 4);
+    rig.mock.clear_log();
+    let context = rig.mock.crm().order(*id).unwrap();
+    let body = serde_json::json!({"event": "order.change_order_status", "context": context});
+    rig.engine.ingest_webhook(&body).await.unwrap();
+    rig.engine.apply_inbox().await.unwrap();
+    assert_eq!(rig.mock.request_count(), 1);
+    assert_eq!(rig.mock.count("order_get"), 1);
+    assert_eq!(
+        rig.host.order(local).unwrap().status.as_deref(),
+        Some("shipped")
+    );
 }
