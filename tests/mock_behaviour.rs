@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+use support::direct_client;
+
 /// A simulator without a quota, for tests about other things.
 async fn unlimited() -> KeyCrmMock {
     KeyCrmMock::builder()
@@ -19,15 +22,6 @@ async fn unlimited() -> KeyCrmMock {
         .webhook_retry_delay(Duration::from_millis(20))
         .start()
         .await
-}
-
-/// A client that neither paces nor retries.
-fn direct_client(mock: &KeyCrmMock) -> Client {
-    mock.client_builder()
-        .requests_per_minute(0)
-        .max_retries(0)
-        .build()
-        .expect("a valid client")
 }
 
 fn dec(text: &str) -> Decimal {

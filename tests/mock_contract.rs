@@ -4,11 +4,14 @@
 
 use std::collections::BTreeSet;
 
+use keycrm::api::Decimal;
 use keycrm::api::mock::{KeyCrmMock, Quota, SeedConfig, operations};
 use keycrm::api::types::{self, PipelineCardGetResponse};
-use keycrm::api::{Client, Decimal};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+
+mod support;
+use support::direct_client;
 
 /// A generated body type from JSON.
 fn body<T: DeserializeOwned>(value: Value) -> T {
@@ -17,15 +20,6 @@ fn body<T: DeserializeOwned>(value: Value) -> T {
 
 fn dec(text: &str) -> Decimal {
     text.parse().expect("a decimal literal")
-}
-
-/// A client that neither paces nor retries: the simulator's answers come through as they are.
-fn direct_client(mock: &KeyCrmMock) -> Client {
-    mock.client_builder()
-        .requests_per_minute(0)
-        .max_retries(0)
-        .build()
-        .expect("a valid client")
 }
 
 /// The status of the last request the simulator answered.

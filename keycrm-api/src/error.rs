@@ -605,8 +605,13 @@ fn redact_values(message: &str) -> String {
     };
     let mut out = String::with_capacity(message.len());
     let mut quote: Option<char> = None;
+    let mut escaped = false;
     for c in message.chars() {
         match quote {
+            // serde quotes strings with Rust escapes (`"say \"hi\""`): an escaped quote
+            // does not end the value.
+            Some(_) if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
             Some(q) if c == q => quote = None,
             Some(_) => {}
             None if c == '"' || c == '`' => {
@@ -748,6 +753,23 @@ mod tests {
         let msg = redact_values(&err.to_string());
         assert!(!msg.contains("Olena"), "{msg}");
         assert!(msg.contains("expected i64"), "{msg}");
+    }
+
+    #[test]
+    fn escaped_quotes_inside_a_value_do_not_end_it() {
+        let json = r#"{"id": "Olena \"Lena\" Kovalenko, tel 0501234567"}"#;
+        let err = serde_json::from_str::<Item>(json).unwrap_err();
+        let msg = redact_values(&err.to_string());
+        for secret in ["Olena", "Lena", "Kovalenko", "0501234567"] {
+            assert!(!msg.contains(secret), "{msg}");
+        }
+        assert!(msg.contains("expected i64"), "{msg}");
+        assert_eq!(
+            redact_values(
+                r#"invalid value: string "a \"b\" c", expected "d\\" at line 1 column 9"#
+            ),
+            "invalid value: string, expected"
+        );
     }
 
     #[test]

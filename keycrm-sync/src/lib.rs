@@ -17,6 +17,8 @@ pub mod alert;
 pub mod canonical;
 pub mod config;
 pub mod engine;
+pub mod entity;
+pub mod field;
 pub mod host;
 #[cfg(feature = "service")]
 pub mod http;

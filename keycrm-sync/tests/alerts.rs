@@ -1,23 +1,24 @@
 //! Alerts against the simulator on a virtual clock: each fires once per episode and resolves
 //! once, to the event stream, the metrics and the notifiers (the built-in one POSTs JSON).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use keycrm_api::Decimal;
 use keycrm_api::clock::VirtualClock;
-use keycrm_api::mock::{KeyCrmMock, Quota};
+use keycrm_api::mock::KeyCrmMock;
 use keycrm_sync::alert::{AlertTransition, Notifier, NotifyFuture, WebhookNotifier};
-use keycrm_sync::canonical::{CanonicalContact, CanonicalLine, CanonicalOrder, Mappings};
-use keycrm_sync::config::{Secret, SyncConfig};
+use keycrm_sync::canonical::CanonicalOrder;
+use keycrm_sync::config::SyncConfig;
 use keycrm_sync::host::MemoryHost;
 use keycrm_sync::http::{HttpOptions, Service};
 use keycrm_sync::store::MemoryStore;
 use keycrm_sync::{RunPhase, SyncEngine, SyncEvent};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+mod support;
+use support::{config_with, engine_on, line, no_retry_client, simulator};
 
 #[derive(Clone, Default)]
 struct Collect(Arc<Mutex<Vec<(String, bool)>>>);
@@ -35,21 +36,9 @@ impl Notifier for Collect {
 
 fn order(n: u32, status: &str) -> CanonicalOrder {
     CanonicalOrder {
-        local_id: format!("WMS-{n}"),
-        number: Some(format!("WMS-{n}")),
         status: Some(status.into()),
-        buyer: CanonicalContact {
-            name: Some(format!("Покупець {n}")),
-            phone: Some(format!("+38050{n:07}")),
-            email: None,
-        },
-        lines: vec![CanonicalLine {
-            sku: format!("SKU-{n}"),
-            name: "Чай".into(),
-            quantity: Decimal::from(1),
-            price: "10".parse().unwrap(),
-        }],
-        ..CanonicalOrder::default()
+        lines: vec![line(format!("SKU-{n}"), "Чай", 1, "10")],
+        ..support::order(n)
     }
 }
 
@@ -64,31 +53,12 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
-    let mock = KeyCrmMock::builder()
-        .quota(Quota::unlimited())
-        .start()
-        .await;
-    let client = mock
-        .client_builder()
-        .requests_per_minute(0)
-        .max_retries(0)
-        .build()
-        .unwrap();
+    let mock = simulator().await;
     let config = SyncConfig {
-        api_key: Secret::new("test"),
-        source_id: Some(1),
         retry_attempts: 1,
-        status_ids: BTreeMap::from([("new".to_string(), 1), ("approved".to_string(), 2)]),
-        ..SyncConfig::default()
+        ..config_with(&["new", "approved"], &[], &[])
     };
-    let host = MemoryHost::new(Mappings::from_config(&config));
-    let engine = SyncEngine::builder()
-        .client(client)
-        .store(MemoryStore::new())
-        .host(host.clone())
-        .config(config)
-        .build()
-        .unwrap();
+    let (host, engine) = engine_on(no_retry_client(&mock), MemoryStore::new(), config);
     let hook = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/alerts"))

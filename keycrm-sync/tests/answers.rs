@@ -5,14 +5,8 @@
 //! come back as `{}` (a proxy, a changed API, a hostile server). Each such answer is a typed,
 //! retried failure of that record, never a panic of the sync task.
 
-use std::collections::BTreeMap;
-
-use keycrm_api::Decimal;
-use keycrm_api::mock::{KeyCrmMock, Quota, SeedConfig};
-use keycrm_sync::canonical::{
-    CanonicalBuyer, CanonicalContact, CanonicalLine, CanonicalOrder, CanonicalProduct, Mappings,
-};
-use keycrm_sync::config::{Secret, SyncConfig};
+use keycrm_sync::canonical::{CanonicalBuyer, CanonicalOrder, CanonicalProduct, Mappings};
+use keycrm_sync::config::SyncConfig;
 use keycrm_sync::host::MemoryHost;
 use keycrm_sync::model::{EntityKind, Snapshot};
 use keycrm_sync::store::{Mapping, MemoryStore, SqliteStore, Store, SyncState};
@@ -21,34 +15,21 @@ use serde_json::json;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+use support::{
+    config_with, contact, engine_on, line, seed, simulator, unpaced_client, wiremock_client,
+};
+
 fn config() -> SyncConfig {
-    SyncConfig {
-        api_key: Secret::new("test"),
-        source_id: Some(1),
-        status_ids: BTreeMap::from([("new".to_string(), 1), ("approved".to_string(), 2)]),
-        warehouse_ids: BTreeMap::from([("main".to_string(), 1)]),
-        ..SyncConfig::default()
-    }
+    config_with(&["new", "approved"], &[], &["main"])
 }
 
 fn order(n: u32) -> CanonicalOrder {
     CanonicalOrder {
-        local_id: format!("WMS-{n}"),
-        number: Some(format!("WMS-{n}")),
-        status: Some("new".into()),
-        buyer: CanonicalContact {
-            name: Some(format!("Buyer {n}")),
-            phone: Some(format!("+38050{n:07}")),
-            email: None,
-        },
-        lines: vec![CanonicalLine {
-            sku: format!("SKU-{n}"),
-            name: "Tea".into(),
-            quantity: Decimal::from(1),
-            price: "10.00".parse().unwrap(),
-        }],
+        buyer: contact("Buyer", n),
+        lines: vec![line(format!("SKU-{n}"), "Tea", 1, "10.00")],
         comment: Some(format!("note {n}")),
-        ..CanonicalOrder::default()
+        ..support::order(n)
     }
 }
 
@@ -76,15 +57,8 @@ async fn server(verb: &str, route: &str, answer: serde_json::Value) -> MockServe
 }
 
 fn engine(server: &MockServer, host: &MemoryHost) -> SyncEngine<MemoryStore, MemoryHost> {
-    let client = keycrm_api::Client::builder()
-        .api_key("test")
-        .base_url(server.uri())
-        .requests_per_minute(0)
-        .max_retries(0)
-        .build()
-        .unwrap();
     SyncEngine::builder()
-        .client(client)
+        .client(wiremock_client(server))
         .store(MemoryStore::new())
         .host(host.clone())
         .config(config())
@@ -264,24 +238,9 @@ async fn a_product_read_back_without_id_is_a_typed_failure() {
 
 #[tokio::test]
 async fn syncing_an_id_the_host_does_not_have_is_not_found_and_changes_nothing() {
-    let mock = KeyCrmMock::builder()
-        .quota(Quota::unlimited())
-        .start()
-        .await;
-    let host = MemoryHost::new(Mappings::from_config(&config()));
+    let mock = simulator().await;
+    let (host, engine) = engine_on(unpaced_client(&mock), MemoryStore::new(), config());
     host.put_order(order(1));
-    let client = mock
-        .client_builder()
-        .requests_per_minute(0)
-        .build()
-        .unwrap();
-    let engine = SyncEngine::builder()
-        .client(client)
-        .store(MemoryStore::new())
-        .host(host.clone())
-        .config(config())
-        .build()
-        .unwrap();
     engine.run_once().await.unwrap();
     let audit_before = engine.store().list_audit(1000).await.unwrap().len();
     mock.clear_log();
@@ -328,23 +287,12 @@ async fn syncing_an_id_the_host_does_not_have_is_not_found_and_changes_nothing()
 /// in a default `#[tokio::test]` thread (2 MiB) in a debug build leaves the stack to the host.
 #[tokio::test]
 async fn engine_futures_are_small() {
-    let mock = KeyCrmMock::builder()
-        .quota(Quota::unlimited())
-        .start()
-        .await;
-    let host = MemoryHost::new(Mappings::from_config(&config()));
-    let engine = SyncEngine::builder()
-        .client(
-            mock.client_builder()
-                .requests_per_minute(0)
-                .build()
-                .unwrap(),
-        )
-        .store(SqliteStore::open_in_memory().unwrap())
-        .host(host)
-        .config(config())
-        .build()
-        .unwrap();
+    let mock = simulator().await;
+    let (_host, engine) = engine_on(
+        unpaced_client(&mock),
+        SqliteStore::open_in_memory().unwrap(),
+        config(),
+    );
     let sizes = [
         ("run_once", std::mem::size_of_val(&engine.run_once())),
         ("full_resync", std::mem::size_of_val(&engine.full_resync())),
@@ -363,36 +311,16 @@ async fn engine_futures_are_small() {
 /// `#[tokio::test]`: current-thread runtime on the test thread's default stack.
 #[tokio::test]
 async fn a_full_sync_runs_on_a_default_test_thread() {
-    let mock = KeyCrmMock::builder()
-        .quota(Quota::unlimited())
-        .start()
-        .await;
-    mock.seed(SeedConfig {
-        products: 20,
-        orders: 30,
-        buyers: 20,
-        companies: 0,
-        cards: 0,
-        calls: 0,
-        transactions: 0,
-        ..SeedConfig::default()
-    });
-    let host = MemoryHost::new(Mappings::from_config(&config()));
+    let mock = simulator().await;
+    mock.seed(seed(20, 20, 30));
+    let (host, engine) = engine_on(
+        unpaced_client(&mock),
+        SqliteStore::open_in_memory().unwrap(),
+        config(),
+    );
     for n in 1..=20 {
         host.put_order(order(n));
     }
-    let engine = SyncEngine::builder()
-        .client(
-            mock.client_builder()
-                .requests_per_minute(0)
-                .build()
-                .unwrap(),
-        )
-        .store(SqliteStore::open_in_memory().unwrap())
-        .host(host.clone())
-        .config(config())
-        .build()
-        .unwrap();
     // All the engine's entry points at once, as a host's handlers would hold them.
     let (full, one, again) = tokio::join!(
         engine.full_resync(),

@@ -17,14 +17,17 @@ use std::time::Duration;
 
 use chrono::Utc;
 use keycrm_api::mock::{KeyCrmMock, Quota};
-use keycrm_api::{Decimal, types};
+use keycrm_api::types;
 use keycrm_sync::SyncEngine;
-use keycrm_sync::canonical::{self, CanonicalContact, CanonicalLine, CanonicalOrder, Mappings};
+use keycrm_sync::canonical::{self, CanonicalOrder, Mappings};
 use keycrm_sync::config::{Secret, SyncConfig};
 use keycrm_sync::host::{Applied, Host, HostError, LocalChanges, RemoteChange};
 use keycrm_sync::model::{EntityKind, Fields, Snapshot};
 use keycrm_sync::store::SqliteStore;
 use serde::{Deserialize, Serialize};
+
+mod support;
+use support::{config_with, contact, line};
 
 const CHILD: &str = "KEYCRM_SYNC_CRASH_CHILD";
 const DIR: &str = "KEYCRM_SYNC_CRASH_DIR";
@@ -37,38 +40,25 @@ const KILLS: usize = 18;
 fn config(api_key: &str) -> SyncConfig {
     SyncConfig {
         api_key: Secret::new(api_key),
-        source_id: Some(1),
-        status_ids: BTreeMap::from([
-            ("new".to_string(), 1),
-            ("approved".to_string(), 2),
-            ("packing".to_string(), 3),
-        ]),
-        warehouse_ids: BTreeMap::from([("main".to_string(), 1)]),
         // Small imports: more creates in flight to be killed.
         batch_size: 25,
         retry_attempts: 1000,
-        ..SyncConfig::default()
+        ..config_with(&["new", "approved", "packing"], &[], &["main"])
     }
 }
 
 fn order(n: u32) -> CanonicalOrder {
     CanonicalOrder {
         local_id: format!("ord-{n}"),
-        number: Some(format!("WMS-{n}")),
-        status: Some("new".into()),
-        buyer: CanonicalContact {
-            name: Some(format!("Buyer {n}")),
-            phone: Some(format!("+38050{n:07}")),
-            email: None,
-        },
-        lines: vec![CanonicalLine {
-            sku: format!("SKU-{}", n % 7),
-            name: "Tea".into(),
-            quantity: Decimal::from(1 + i64::from(n % 3)),
-            price: "149.90".parse().unwrap(),
-        }],
+        buyer: contact("Buyer", n),
+        lines: vec![line(
+            format!("SKU-{}", n % 7),
+            "Tea",
+            1 + i64::from(n % 3),
+            "149.90",
+        )],
         comment: Some(format!("original {n}")),
-        ..CanonicalOrder::default()
+        ..support::order(n)
     }
 }
 

@@ -4,66 +4,45 @@
 //! edit made in between is a local change and reaches KeyCRM, not lost to KeyCRM's older copy.
 //! (`tests/crash.rs` proves the same for orders with SIGKILLs.)
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
-use keycrm_api::clock::VirtualClock;
-use keycrm_api::mock::{KeyCrmMock, Quota};
-use keycrm_api::{Client, Decimal, Paginate};
+use keycrm_api::mock::KeyCrmMock;
+use keycrm_api::{Decimal, Paginate};
 use keycrm_sync::SyncEngine;
 use keycrm_sync::canonical::{
-    CanonicalBuyer, CanonicalContact, CanonicalLine, CanonicalOrder, CanonicalProduct, Mappings,
+    CanonicalBuyer, CanonicalLine, CanonicalOrder, CanonicalProduct, Mappings,
 };
-use keycrm_sync::config::{Secret, SyncConfig};
+use keycrm_sync::config::SyncConfig;
 use keycrm_sync::host::MemoryHost;
 use keycrm_sync::model::EntityKind;
-use keycrm_sync::store::{MemoryStore, Store};
+use keycrm_sync::store::MemoryStore;
+
+mod support;
+use support::{Skew, assert_linked, config_with, contact, impatient_client, lossy_simulator};
 
 fn config() -> SyncConfig {
-    SyncConfig {
-        api_key: Secret::new("test"),
-        source_id: Some(1),
-        status_ids: BTreeMap::from([("new".to_string(), 1)]),
-        warehouse_ids: BTreeMap::from([("main".to_string(), 1)]),
-        ..SyncConfig::default()
-    }
-}
-
-/// No pacing, instant retry waits, and a short timeout: a lost answer costs little.
-fn impatient_client(mock: &KeyCrmMock) -> Client {
-    mock.client_builder()
-        .requests_per_minute(0)
-        .clock(Arc::new(VirtualClock::new()))
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap()
+    config_with(&["new"], &[], &["main"])
 }
 
 struct Rig {
     mock: KeyCrmMock,
     host: MemoryHost,
     engine: SyncEngine<MemoryStore, MemoryHost>,
-    skew: Arc<AtomicI64>,
+    skew: Skew,
 }
 
+/// A rig whose simulator answers a lost create after two seconds, on an impatient client
+/// and an outbox clock the test moves.
 async fn rig() -> Rig {
-    let mock = KeyCrmMock::builder()
-        .quota(Quota::unlimited())
-        .lost_response_delay(Duration::from_secs(2))
-        .start()
-        .await;
+    let mock = lossy_simulator(Duration::from_secs(2)).await;
     let host = MemoryHost::new(Mappings::from_config(&config()));
-    let skew = Arc::new(AtomicI64::new(0));
-    let clock = skew.clone();
+    let skew = Skew::default();
     let engine = SyncEngine::builder()
         .client(impatient_client(&mock))
         .store(MemoryStore::new())
         .host(host.clone())
         .config(config())
-        .outbox_clock(move || Utc::now() + chrono::Duration::seconds(clock.load(Ordering::Relaxed)))
+        .outbox_clock(skew.clock())
         .build()
         .unwrap();
     Rig {
@@ -77,7 +56,7 @@ async fn rig() -> Rig {
 impl Rig {
     /// Past every backoff the engine uses.
     fn pass_backoff(&self) {
-        self.skew.fetch_add(2 * 3600, Ordering::Relaxed);
+        self.skew.pass_backoff();
     }
 }
 
@@ -131,14 +110,7 @@ async fn a_product_whose_import_answer_was_lost_gets_the_edit_made_since() {
         "and the host kept it"
     );
     for n in 1..=3 {
-        let m = rig
-            .engine
-            .store()
-            .get_mapping(EntityKind::Product, &format!("P-{n}"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(m.remote_id.is_some(), "P-{n} is linked");
+        assert_linked(rig.engine.store(), EntityKind::Product, &format!("P-{n}")).await;
     }
 }
 
@@ -191,11 +163,7 @@ async fn an_order_whose_import_answer_was_lost_keeps_the_edit_made_since() {
             local_id: format!("O-{n}"),
             number: Some(format!("WMS-{n}")),
             status: Some("new".into()),
-            buyer: CanonicalContact {
-                name: Some(format!("Buyer {n}")),
-                phone: Some(format!("+38050000000{n}")),
-                email: None,
-            },
+            buyer: contact("Buyer", n),
             lines: vec![CanonicalLine {
                 sku: format!("OS-{n}"),
                 name: "Tea".into(),

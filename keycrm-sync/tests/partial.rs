@@ -4,107 +4,38 @@
 
 use std::collections::BTreeMap;
 
-use futures::TryStreamExt;
-use keycrm_api::mock::{KeyCrmMock, Quota, SeedConfig};
-use keycrm_api::{Decimal, Paginate, types};
-use keycrm_sync::SyncEngine;
-use keycrm_sync::canonical::{
-    CanonicalContact, CanonicalLine, CanonicalOffer, CanonicalOrder, CanonicalProduct,
-    CanonicalStock, Mappings,
-};
-use keycrm_sync::config::{Secret, SyncConfig};
-use keycrm_sync::host::MemoryHost;
+use keycrm_api::mock::KeyCrmMock;
+use keycrm_api::{Decimal, Paginate};
+use keycrm_sync::canonical::{CanonicalOffer, CanonicalOrder, CanonicalProduct, CanonicalStock};
+use keycrm_sync::config::SyncConfig;
 use keycrm_sync::model::{EntityKind, Snapshot};
-use keycrm_sync::store::{Mapping, MemoryStore, Store, SyncState};
+use keycrm_sync::store::{Mapping, Store, SyncState};
+
+mod support;
+use support::{Rig, assert_linked, config_with, contact, line, rig_with, seed};
 
 fn config() -> SyncConfig {
-    SyncConfig {
-        api_key: Secret::new("test"),
-        source_id: Some(1),
-        status_ids: BTreeMap::from([("new".to_string(), 1), ("approved".to_string(), 2)]),
-        warehouse_ids: BTreeMap::from([("main".to_string(), 1), ("lviv".to_string(), 2)]),
-        ..SyncConfig::default()
-    }
+    config_with(&["new", "approved"], &[], &["main", "lviv"])
 }
 
-struct Rig {
-    mock: KeyCrmMock,
-    host: MemoryHost,
-    engine: SyncEngine<MemoryStore, MemoryHost>,
-}
-
+/// A rig whose simulator holds `products` products (and their offers), nothing else.
 async fn rig(products: usize) -> Rig {
-    let mock = KeyCrmMock::builder()
-        .quota(Quota::unlimited())
-        .start()
-        .await;
+    let rig = rig_with(KeyCrmMock::builder(), config(), |b| b).await;
     if products > 0 {
-        mock.seed(SeedConfig {
-            products,
-            orders: 0,
-            buyers: 0,
-            companies: 0,
-            cards: 0,
-            calls: 0,
-            transactions: 0,
-            ..SeedConfig::default()
-        });
+        rig.mock.seed(seed(products, 0, 0));
     }
-    let client = mock
-        .client_builder()
-        .requests_per_minute(0)
-        .build()
-        .unwrap();
-    let config = config();
-    let host = MemoryHost::new(Mappings::from_config(&config));
-    let engine = SyncEngine::builder()
-        .client(client)
-        .store(MemoryStore::new())
-        .host(host.clone())
-        .config(config)
-        .build()
-        .unwrap();
-    Rig { mock, host, engine }
+    rig
 }
 
 async fn skus(rig: &Rig, n: usize) -> Vec<String> {
-    let skus: Vec<String> = rig
-        .engine
-        .client()
-        .offer_list()
-        .collect_all()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|o| o.sku)
-        .take(n)
-        .collect();
+    let skus = support::skus(rig.engine.client(), n).await;
     assert_eq!(skus.len(), n, "the simulator has {n} SKUs");
     skus
 }
 
 /// Stock of these SKUs per (warehouse id, SKU).
 async fn remote_stock(rig: &Rig, skus: &[String]) -> BTreeMap<(i64, String), Decimal> {
-    let stocks: Vec<types::OfferStock> = rig
-        .engine
-        .client()
-        .offer_stock_list()
-        .filter_details(true)
-        .filter_offers_sku(skus.join(","))
-        .items()
-        .try_collect()
-        .await
-        .unwrap();
-    let mut out = BTreeMap::new();
-    for s in stocks {
-        for row in s.warehouse.iter().flatten() {
-            out.insert(
-                (row.id.unwrap(), s.sku.clone().unwrap()),
-                row.quantity.unwrap_or(Decimal::ZERO),
-            );
-        }
-    }
-    out
+    support::remote_stock(rig.engine.client(), skus).await
 }
 
 async fn dead(rig: &Rig, kind: EntityKind) -> Vec<(String, String)> {
@@ -187,20 +118,10 @@ async fn an_unknown_sku_among_twelve_valid_rows_is_dead_lettered_and_the_rest_de
 
 fn order(n: u32) -> CanonicalOrder {
     CanonicalOrder {
-        local_id: format!("WMS-{n}"),
-        number: Some(format!("WMS-{n}")),
-        buyer: CanonicalContact {
-            name: Some(format!("Buyer {n}")),
-            phone: Some(format!("+38050{n:07}")),
-            email: None,
-        },
-        lines: vec![CanonicalLine {
-            sku: format!("SKU-{n}"),
-            name: "Tea".into(),
-            quantity: Decimal::from(1),
-            price: "10.00".parse().unwrap(),
-        }],
-        ..CanonicalOrder::default()
+        status: None,
+        buyer: contact("Buyer", n),
+        lines: vec![line(format!("SKU-{n}"), "Tea", 1, "10.00")],
+        ..support::order(n)
     }
 }
 
@@ -265,14 +186,7 @@ async fn a_product_import_delivers_the_rows_keycrm_accepts() {
     assert_eq!(dead[0].0, "P-bad");
     assert!(dead[0].1.contains("category_id"), "{}", dead[0].1);
     for n in 1..=4 {
-        let m = rig
-            .engine
-            .store()
-            .get_mapping(EntityKind::Product, &format!("P-{n}"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(m.remote_id.is_some(), "P-{n} is linked");
+        assert_linked(rig.engine.store(), EntityKind::Product, &format!("P-{n}")).await;
     }
 }
 

@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
-use keycrm_api::mock::{KeyCrmMock, Quota, SeedConfig};
-use keycrm_api::{Client, Decimal, Paginate, types};
-use keycrm_sync::canonical::{CanonicalOffer, CanonicalOrder, Mappings};
-use keycrm_sync::config::{Secret, SyncConfig};
+use keycrm_api::mock::KeyCrmMock;
+use keycrm_api::{Decimal, Paginate, types};
+use keycrm_sync::canonical::{CanonicalOffer, CanonicalOrder};
+use keycrm_sync::config::SyncConfig;
 use keycrm_sync::engine::{FIRST_LINK_ACTION, SyncEvent};
 use keycrm_sync::host::MemoryHost;
 use keycrm_sync::model::{EntityKind, Snapshot};
@@ -19,14 +19,11 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod support;
+use support::{config_with, engine_on, seed, simulator, unpaced_client, wiremock_client};
+
 fn config() -> SyncConfig {
-    SyncConfig {
-        api_key: Secret::new("test"),
-        source_id: Some(1),
-        status_ids: BTreeMap::from([("new".to_string(), 1), ("shipped".to_string(), 4)]),
-        warehouse_ids: BTreeMap::from([("main".to_string(), 1)]),
-        ..SyncConfig::default()
-    }
+    config_with(&["new", "shipped"], &[], &["main"])
 }
 
 fn page(data: Vec<Value>) -> Value {
@@ -60,20 +57,7 @@ async fn serve_lists(server: &MockServer, orders: Vec<Value>, offers: Vec<Value>
 }
 
 fn wiremock_engine(server: &MockServer, config: SyncConfig) -> SyncEngine<MemoryStore, MemoryHost> {
-    let client = Client::builder()
-        .api_key("test")
-        .base_url(server.uri())
-        .requests_per_minute(0)
-        .max_retries(0)
-        .build()
-        .unwrap();
-    SyncEngine::builder()
-        .client(client)
-        .store(MemoryStore::new())
-        .host(MemoryHost::new(Mappings::from_config(&config)))
-        .config(config)
-        .build()
-        .unwrap()
+    engine_on(wiremock_client(server), MemoryStore::new(), config).1
 }
 
 fn remote_order(id: i64, grand_total: Value) -> Value {
@@ -278,25 +262,9 @@ async fn first_contact(
     SyncEngine<MemoryStore, MemoryHost>,
     Vec<types::Offer>,
 ) {
-    let mock = KeyCrmMock::builder()
-        .quota(Quota::unlimited())
-        .start()
-        .await;
-    mock.seed(SeedConfig {
-        products: 40,
-        buyers: 0,
-        companies: 0,
-        orders: 0,
-        cards: 0,
-        calls: 0,
-        transactions: 0,
-        ..SeedConfig::default()
-    });
-    let client = mock
-        .client_builder()
-        .requests_per_minute(0)
-        .build()
-        .unwrap();
+    let mock = simulator().await;
+    mock.seed(seed(40, 0, 0));
+    let client = unpaced_client(&mock);
     let offers: Vec<types::Offer> = client
         .offer_list()
         .items()
@@ -304,7 +272,7 @@ async fn first_contact(
         .collect()
         .await;
     assert!(offers.len() >= 40, "{} offers", offers.len());
-    let host = MemoryHost::new(Mappings::from_config(&config));
+    let (host, engine) = engine_on(client, MemoryStore::new(), config);
     for o in &offers {
         host.put_offer(CanonicalOffer {
             local_id: format!("V-{}", o.sku.as_deref().unwrap()),
@@ -319,13 +287,6 @@ async fn first_contact(
             updated_at: None,
         });
     }
-    let engine = SyncEngine::builder()
-        .client(client)
-        .store(MemoryStore::new())
-        .host(host)
-        .config(config)
-        .build()
-        .unwrap();
     (mock, engine, offers)
 }
 

@@ -9,16 +9,15 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use keycrm_api::Paginate;
 use keycrm_api::mock::{KeyCrmMock, Quota, SeedConfig};
-use keycrm_sync::SyncEngine;
-use keycrm_sync::canonical::Mappings;
 use keycrm_sync::config::{Secret, SyncConfig};
-use keycrm_sync::host::MemoryHost;
 use keycrm_sync::store::MemoryStore;
-use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
+
+mod support;
+use support::{FieldText, config_with, engine_on, unpaced_client};
 
 /// One span or event as text: its name or message and every field.
 #[derive(Clone, Debug)]
@@ -34,19 +33,6 @@ impl Seen {
     }
 }
 
-struct Fields<'a>(&'a mut BTreeMap<String, String>);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_string(), format!("{value:?}"));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_string(), value.to_string());
-    }
-}
-
 /// Captures every span (with the fields recorded later) and event.
 #[derive(Clone, Default)]
 struct Capture {
@@ -57,7 +43,7 @@ struct Capture {
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: Context<'_, S>) {
         let mut fields = BTreeMap::new();
-        attrs.record(&mut Fields(&mut fields));
+        attrs.record(&mut FieldText(&mut fields));
         self.spans.lock().unwrap().insert(
             id.into_u64(),
             Seen {
@@ -70,13 +56,13 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
 
     fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
         if let Some(span) = self.spans.lock().unwrap().get_mut(&id.into_u64()) {
-            values.record(&mut Fields(&mut span.fields));
+            values.record(&mut FieldText(&mut span.fields));
         }
     }
 
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut fields = BTreeMap::new();
-        event.record(&mut Fields(&mut fields));
+        event.record(&mut FieldText(&mut fields));
         self.events.lock().unwrap().push(Seen {
             level: *event.metadata().level(),
             name: event.metadata().target().to_string(),
@@ -104,11 +90,7 @@ async fn runs_and_passes_have_spans_and_nothing_personal_is_logged_above_debug()
         transactions: 0,
         ..SeedConfig::default()
     });
-    let client = mock
-        .client_builder()
-        .requests_per_minute(0)
-        .build()
-        .unwrap();
+    let client = unpaced_client(&mock);
     // Customer data the account holds: names, phones, e-mails of buyers.
     let buyers: Vec<_> = client
         .buyer_list()
@@ -132,21 +114,9 @@ async fn runs_and_passes_have_spans_and_nothing_personal_is_logged_above_debug()
     personal.retain(|p| p.trim().len() >= 5);
     assert!(personal.len() >= 12, "{personal:?}");
 
-    let config = SyncConfig {
-        api_key: Secret::new("test"),
-        source_id: Some(1),
-        // Only some statuses are mapped: orders in the others fail, with their errors logged.
-        status_ids: BTreeMap::from([("new".to_string(), 1)]),
-        warehouse_ids: BTreeMap::from([("main".to_string(), 1)]),
-        ..SyncConfig::default()
-    };
-    let engine = SyncEngine::builder()
-        .client(client)
-        .store(MemoryStore::new())
-        .host(MemoryHost::new(Mappings::from_config(&config)))
-        .config(config)
-        .build()
-        .unwrap();
+    // Only some statuses are mapped: orders in the others fail, with their errors logged.
+    let config = config_with(&["new"], &[], &["main"]);
+    let (_host, engine) = engine_on(client, MemoryStore::new(), config);
     let report = engine.run_once().await.unwrap();
     assert!(report.pulled > 0, "{report:?}");
 
@@ -240,20 +210,13 @@ async fn runs_and_passes_have_spans_and_nothing_personal_is_logged_above_debug()
         api_key: Secret::new("test"),
         ..SyncConfig::default()
     };
-    let engine = SyncEngine::builder()
-        .client(
-            keycrm_api::Client::builder()
-                .api_key("test")
-                .base_url(server.uri())
-                .requests_per_minute(0)
-                .build()
-                .unwrap(),
-        )
-        .store(MemoryStore::new())
-        .host(MemoryHost::new(Mappings::from_config(&config)))
-        .config(config)
+    let client = keycrm_api::Client::builder()
+        .api_key("test")
+        .base_url(server.uri())
+        .requests_per_minute(0)
         .build()
         .unwrap();
+    let (_host, engine) = engine_on(client, MemoryStore::new(), config);
     capture.events.lock().unwrap().clear();
     let stop = tokio_util::sync::CancellationToken::new();
     stop.cancel();

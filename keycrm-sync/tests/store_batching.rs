@@ -1,15 +1,12 @@
 //! How the engine uses its store: a page of a reconciliation pass is one transaction, and a
 //! tombstoned record's personal values leave the conflict log.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
-use keycrm_api::mock::{KeyCrmMock, Quota, SeedConfig};
+use keycrm_api::mock::KeyCrmMock;
 use keycrm_sync::SyncEngine;
-use keycrm_sync::canonical::Mappings;
-use keycrm_sync::config::{Secret, SyncConfig};
 use keycrm_sync::host::MemoryHost;
 use keycrm_sync::model::EntityKind;
 use keycrm_sync::store::{
@@ -19,29 +16,8 @@ use keycrm_sync::store::{
 };
 use serde_json::{Value, json};
 
-fn config() -> SyncConfig {
-    SyncConfig {
-        api_key: Secret::new("test"),
-        source_id: Some(1),
-        status_ids: BTreeMap::from([
-            ("new".to_string(), 1),
-            ("approved".to_string(), 2),
-            ("packing".to_string(), 3),
-            ("shipped".to_string(), 4),
-            ("completed".to_string(), 5),
-            ("canceled".to_string(), 6),
-        ]),
-        payment_method_ids: BTreeMap::from([
-            ("cod".to_string(), 1),
-            ("invoice".to_string(), 2),
-            ("card".to_string(), 3),
-            ("apple_pay".to_string(), 4),
-            ("cash".to_string(), 5),
-        ]),
-        warehouse_ids: BTreeMap::from([("main".to_string(), 1), ("lviv".to_string(), 2)]),
-        ..SyncConfig::default()
-    }
-}
+mod support;
+use support::{config, seed, simulator, unpaced_client};
 
 /// What a [`Counting`] store saw.
 #[derive(Default, Debug)]
@@ -247,38 +223,14 @@ impl<S: Store + Clone> Store for Counting<S> {
     }
 }
 
+/// A simulator seeded with 20 buyers, 3 products and `orders` orders, and an engine on `store`.
 async fn engine_on<S: Store + Clone>(
     store: S,
     orders: usize,
 ) -> (KeyCrmMock, MemoryHost, SyncEngine<S, MemoryHost>) {
-    let mock = KeyCrmMock::builder()
-        .quota(Quota::unlimited())
-        .start()
-        .await;
-    mock.seed(SeedConfig {
-        buyers: 20,
-        companies: 0,
-        products: 3,
-        orders,
-        cards: 0,
-        calls: 0,
-        transactions: 0,
-        ..SeedConfig::default()
-    });
-    let client = mock
-        .client_builder()
-        .requests_per_minute(0)
-        .build()
-        .unwrap();
-    let config = config();
-    let host = MemoryHost::new(Mappings::from_config(&config));
-    let engine = SyncEngine::builder()
-        .client(client)
-        .store(store)
-        .host(host.clone())
-        .config(config)
-        .build()
-        .unwrap();
+    let mock = simulator().await;
+    mock.seed(seed(3, 20, orders));
+    let (host, engine) = support::engine_on(unpaced_client(&mock), store, config());
     (mock, host, engine)
 }
 

@@ -6,18 +6,15 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use keycrm_api::mock::{KeyCrmMock, Quota, SeedConfig};
-use keycrm_api::{Decimal, Paginate};
-use keycrm_sync::SyncEngine;
-use keycrm_sync::canonical::{
-    CanonicalContact, CanonicalLine, CanonicalOrder, CanonicalStock, Mappings,
-};
-use keycrm_sync::config::{Secret, SyncConfig};
-use keycrm_sync::host::MemoryHost;
+use keycrm_api::Decimal;
+use keycrm_sync::canonical::{CanonicalContact, CanonicalOrder, CanonicalStock};
+use keycrm_sync::config::SyncConfig;
 use keycrm_sync::store::MemoryStore;
-use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
+
+mod support;
+use support::{FieldText, config_with, engine_on, line, seed, simulator, skus, unpaced_client};
 
 /// One span or event as recorded: name, level, fields (as text).
 #[derive(Clone, Debug)]
@@ -34,19 +31,6 @@ struct Capture {
     events: Mutex<Vec<Seen>>,
 }
 
-struct Fields<'a>(&'a mut BTreeMap<String, String>);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().to_string(), format!("{value:?}"));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_string(), value.to_string());
-    }
-}
-
 #[derive(Clone, Default)]
 struct Collector(Arc<Capture>);
 
@@ -58,7 +42,7 @@ impl Subscriber for Collector {
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
         let id = self.0.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut fields = BTreeMap::new();
-        attrs.record(&mut Fields(&mut fields));
+        attrs.record(&mut FieldText(&mut fields));
         self.0.spans.lock().unwrap().insert(
             id,
             Seen {
@@ -72,7 +56,7 @@ impl Subscriber for Collector {
 
     fn record(&self, span: &Id, values: &Record<'_>) {
         if let Some(seen) = self.0.spans.lock().unwrap().get_mut(&span.into_u64()) {
-            values.record(&mut Fields(&mut seen.fields));
+            values.record(&mut FieldText(&mut seen.fields));
         }
     }
 
@@ -80,7 +64,7 @@ impl Subscriber for Collector {
 
     fn event(&self, event: &Event<'_>) {
         let mut fields = BTreeMap::new();
-        event.record(&mut Fields(&mut fields));
+        event.record(&mut FieldText(&mut fields));
         self.0.events.lock().unwrap().push(Seen {
             name: event.metadata().name().to_string(),
             level: *event.metadata().level(),
@@ -94,13 +78,7 @@ impl Subscriber for Collector {
 }
 
 fn config() -> SyncConfig {
-    SyncConfig {
-        api_key: Secret::new("test"),
-        source_id: Some(1),
-        status_ids: BTreeMap::from([("new".to_string(), 1)]),
-        warehouse_ids: BTreeMap::from([("main".to_string(), 1)]),
-        ..SyncConfig::default()
-    }
+    config_with(&["new"], &[], &["main"])
 }
 
 #[tokio::test]
@@ -108,44 +86,11 @@ async fn each_batch_push_has_one_span_and_nothing_personal_above_debug() {
     let collector = Collector::default();
     let _guard = tracing::subscriber::set_default(collector.clone());
 
-    let mock = KeyCrmMock::builder()
-        .quota(Quota::unlimited())
-        .start()
-        .await;
-    mock.seed(SeedConfig {
-        products: 12,
-        orders: 0,
-        buyers: 0,
-        companies: 0,
-        cards: 0,
-        calls: 0,
-        transactions: 0,
-        ..SeedConfig::default()
-    });
-    let host = MemoryHost::new(Mappings::from_config(&config()));
-    let engine = SyncEngine::builder()
-        .client(
-            mock.client_builder()
-                .requests_per_minute(0)
-                .build()
-                .unwrap(),
-        )
-        .store(MemoryStore::new())
-        .host(host.clone())
-        .config(config())
-        .build()
-        .unwrap();
+    let mock = simulator().await;
+    mock.seed(seed(12, 0, 0));
+    let (host, engine) = engine_on(unpaced_client(&mock), MemoryStore::new(), config());
     engine.run_once().await.unwrap();
-    let skus: Vec<String> = engine
-        .client()
-        .offer_list()
-        .collect_all()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|o| o.sku)
-        .take(12)
-        .collect();
+    let skus = skus(engine.client(), 12).await;
     for (i, sku) in skus.iter().enumerate() {
         host.put_stock(CanonicalStock {
             sku: sku.clone(),
@@ -167,12 +112,7 @@ async fn each_batch_push_has_one_span_and_nothing_personal_above_debug() {
                 phone: Some(format!("+38050999000{n}")),
                 email: Some(format!("private{n}@example.com")),
             },
-            lines: vec![CanonicalLine {
-                sku: "SKU-1".into(),
-                name: "Tea".into(),
-                quantity: Decimal::from(1),
-                price: "5.00".parse().unwrap(),
-            }],
+            lines: vec![line("SKU-1".into(), "Tea", 1, "5.00")],
             ..CanonicalOrder::default()
         });
     }

@@ -18,9 +18,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use keycrm_api::{Paginate, Timestamp, types};
 
-use super::{SyncEngine, SyncError, Work, batch, now, text};
+use super::{Work, text};
 use crate::RunReport;
 use crate::canonical;
+use crate::engine::{SyncEngine, SyncError, batch, now};
+use crate::field::FieldPath;
 use crate::host::Host;
 use crate::model::{EntityKind, Fields, Snapshot};
 use crate::plan::{PlanInput, plan};
@@ -131,9 +133,9 @@ fn attribute<'a>(asked: &[&'a str], theirs: &[String], by: By) -> Vec<&'a str> {
 }
 
 /// The indexed values of a list field (`phone.0`, `phone.1`, …).
-fn list_values(fields: &Fields, field: &str) -> Vec<String> {
+fn list_values(fields: &Fields, field: &'static str) -> Vec<String> {
     (0..)
-        .map_while(|i| text(fields, &format!("{field}.{i}")))
+        .map_while(|i| text(fields, &FieldPath::item(field, i)))
         .collect()
 }
 
@@ -162,7 +164,7 @@ fn import_item(body: types::BuyerCreate) -> types::BuyerImportItem {
 impl<S: Store, H: Host> SyncEngine<S, H> {
     /// Buyers: known ones updated one by one (KeyCRM has no bulk buyer update), new ones
     /// matched, imported and read back in batches.
-    pub(super) async fn push_buyers(
+    pub(crate) async fn push_buyers(
         &self,
         work: Vec<Work>,
         report: &mut RunReport,

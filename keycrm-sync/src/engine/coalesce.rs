@@ -20,7 +20,8 @@ use keycrm_api::{Paginate, Timestamp, types};
 
 use super::{RunReport, SyncEngine, SyncError, now};
 use crate::canonical;
-use crate::engine::pull::{Key, ORDER_INCLUDE};
+use crate::engine::pull::Key;
+use crate::entity::order::ORDER_INCLUDE;
 use crate::host::Host;
 use crate::model::{EntityKind, Snapshot};
 use crate::store::{InboxId, InboxItem, Store};

@@ -30,15 +30,21 @@
 //!
 //! Every applied change, push, conflict and failure is published to [`SyncEngine::subscribe`].
 
-mod batch;
-mod inbox;
+pub(crate) mod batch;
+mod builder;
+pub(crate) mod inbox;
 mod logline;
-mod pull;
-mod push;
-mod quarantine;
+pub(crate) mod pull;
+pub(crate) mod push;
+pub(crate) mod quarantine;
+mod report;
 
+pub use builder::SyncEngineBuilder;
 pub use pull::FIRST_LINK_ACTION;
 pub use quarantine::Quarantined;
+pub use report::{
+    ApiHealth, OutboxClock, RunObserver, RunPhase, RunReport, SyncError, SyncEvent, SyncStatus,
+};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,373 +54,24 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use keycrm_api::{Client, Paginate};
-use serde::Serialize;
 use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::canonical::{MappingError, Mappings, ORDER_STATUS_FIELD};
+use crate::canonical::{Mappings, ORDER_STATUS_FIELD};
 use crate::config::SyncConfig;
-use crate::host::{Host, HostError};
+use crate::host::Host;
 use crate::model::{EntityKind, redact};
 use crate::plan::{Conflict, ConflictReason, Policy, Resolution, Side};
-use crate::store::{
-    AuditEntry, ConflictRecord, KindCounts, Mapping, Store, StoreError, WriteBatch, WriteOp,
-};
+use crate::store::{AuditEntry, ConflictRecord, Mapping, Store, WriteBatch, WriteOp};
 
 /// Catalogue and stock are reconciled in full passes, every this many runs (and on
 /// [`SyncEngine::full_resync`]); orders and buyers incrementally on every run.
 pub const FULL_PASS_EVERY: u64 = 12;
 
-/// An error of the engine. Messages carry no customer data.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SyncError {
-    /// A KeyCRM call failed. The message is bounded (KeyCRM's own messages and validation
-    /// lists are cut at 512 characters).
-    #[error("KeyCRM: {}", redact::bounded(&.0.to_string()))]
-    Api(#[from] keycrm_api::Error),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The host failed.
-    #[error(transparent)]
-    Host(#[from] HostError),
-    /// A record could not be mapped (an unmapped status, a missing field).
-    #[error(transparent)]
-    Mapping(#[from] MappingError),
-    /// The engine was built without something it needs.
-    #[error("sync engine configuration: {0}")]
-    Config(String),
-    /// A webhook body is not one KeyCRM sends.
-    #[error(transparent)]
-    Webhook(#[from] crate::webhook::WebhookError),
-    /// A stock push was refused by the mass-zeroing guard.
-    #[error("stock push refused: it would zero {zeroed} of {total} SKUs (limit {limit:.0} %)")]
-    MassZeroing {
-        /// SKUs the push would set to zero.
-        zeroed: usize,
-        /// SKUs in the push.
-        total: usize,
-        /// The configured limit, in percent.
-        limit: f64,
-    },
-    /// An on-demand sync named a record the host does not have.
-    #[error("the host has no {kind} with the given id")]
-    NotFound {
-        /// Kind of record.
-        kind: EntityKind,
-        /// The id asked for.
-        local_id: String,
-    },
-    /// KeyCRM answered with something the engine cannot use (a record without its id, or
-    /// another record than the one asked for).
-    #[error("unusable KeyCRM answer to {operation}: {problem}")]
-    Answer {
-        /// The call answered (`GET /order/{id}`).
-        operation: &'static str,
-        /// What is wrong with the answer (never its values).
-        problem: &'static str,
-    },
-}
-
-/// What the engine publishes to subscribers, for the host to forward to its own clients.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum SyncEvent {
-    /// A KeyCRM change was applied to the host.
-    Applied {
-        /// Kind of record.
-        kind: EntityKind,
-        /// The host's id.
-        local_id: String,
-        /// KeyCRM's id, when it has one.
-        remote_id: Option<i64>,
-    },
-    /// A local change was written to KeyCRM.
-    Pushed {
-        /// Kind of record.
-        kind: EntityKind,
-        /// The host's id.
-        local_id: String,
-        /// KeyCRM's id, when it has one.
-        remote_id: Option<i64>,
-    },
-    /// A field changed on both sides; one value won and the other is in the conflict log.
-    Conflict {
-        /// Kind of record.
-        kind: EntityKind,
-        /// The host's id.
-        local_id: String,
-        /// The field.
-        field: String,
-        /// Which side's value was kept (`None`: neither, the base was kept).
-        winner: Option<Side>,
-    },
-    /// Syncing a record failed; it will be retried (or is dead-lettered).
-    Failed {
-        /// Kind of record.
-        kind: EntityKind,
-        /// The host's id.
-        local_id: String,
-        /// What failed (no customer data).
-        error: String,
-        /// Whether retries are exhausted.
-        dead: bool,
-    },
-    /// An inbound change (a webhook, a reconciliation pass) was held for review instead of
-    /// applied: an alert for operators (the mass-zeroing guard).
-    Held {
-        /// Kind of record.
-        kind: EntityKind,
-        /// What was held (`webhook <inbox id>`, `stock pass`).
-        source: String,
-        /// Why (no customer data).
-        reason: String,
-    },
-    /// An alert fired or resolved (the service layer's alert rules).
-    Alert {
-        /// The rule (`sync_errors`, `keycrm_unavailable`, ...).
-        alert: String,
-        /// `critical` or `warning`.
-        severity: String,
-        /// Whether it now fires (`false`: it resolved).
-        firing: bool,
-        /// What is wrong (no customer data).
-        message: String,
-    },
-    /// A background job (a full resync started over HTTP) started, progressed or ended.
-    Job {
-        /// The job's id.
-        id: String,
-        /// `running`, `succeeded` or `failed`.
-        state: String,
-        /// Records applied, pushed, failed so far.
-        processed: u64,
-    },
-}
-
-/// What one run did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct RunReport {
-    /// When the run started.
-    pub started_at: Option<DateTime<Utc>>,
-    /// How long it took, in milliseconds.
-    pub elapsed_ms: u64,
-    /// Local changes written to the outbox.
-    pub collected: u64,
-    /// Remote records examined by reconciliation and webhooks.
-    pub pulled: u64,
-    /// Remote changes applied to the host.
-    pub applied: u64,
-    /// Records written to KeyCRM.
-    pub pushed: u64,
-    /// Outbox items that needed no request (nothing changed).
-    pub unchanged: u64,
-    /// Conflicts logged.
-    pub conflicts: u64,
-    /// Records that failed (and will be retried or are dead-lettered).
-    pub failed: u64,
-    /// KeyCRM requests the run made.
-    pub requests: u64,
-    /// Whether catalogue and stock were reconciled in full.
-    pub full_pass: bool,
-    /// Remote records that could not be decoded and were set aside (see
-    /// [`SyncStatus::quarantined`]).
-    pub quarantined: u64,
-}
-
-impl RunReport {
-    /// Adds another report's counts to this one.
-    pub fn absorb(&mut self, other: &RunReport) {
-        self.collected += other.collected;
-        self.pulled += other.pulled;
-        self.applied += other.applied;
-        self.pushed += other.pushed;
-        self.unchanged += other.unchanged;
-        self.conflicts += other.conflicts;
-        self.failed += other.failed;
-        self.quarantined += other.quarantined;
-    }
-}
-
-/// The engine's status: what is synced, pending and failing, and how KeyCRM behaves.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SyncStatus {
-    /// Per kind: synced, pending, error, dead-lettered, outbox items.
-    pub per_kind: BTreeMap<EntityKind, KindCounts>,
-    /// Live outbox items.
-    pub outbox_depth: u64,
-    /// Dead-lettered outbox items.
-    pub dead_letters: u64,
-    /// Webhooks stored but not yet applied.
-    pub inbox_backlog: u64,
-    /// The last run, if any.
-    pub last_run: Option<RunReport>,
-    /// Runs since the engine started.
-    pub runs: u64,
-    /// KeyCRM traffic of this engine's client.
-    pub keycrm: ApiHealth,
-    /// Remote records set aside because they cannot be decoded (kind, remote id, JSON path,
-    /// operation); the passes that met them stay incomplete until they decode again.
-    pub quarantined: Vec<Quarantined>,
-}
-
-/// KeyCRM traffic as the engine saw it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct ApiHealth {
-    /// Requests sent (retries included).
-    pub requests: u64,
-    /// Calls that failed after retries.
-    pub errors: u64,
-    /// 429 answers received.
-    pub rate_limited: u64,
-    /// Mean latency of the engine's calls, in milliseconds.
-    pub mean_latency_ms: f64,
-}
-
-/// The time the outbox is scheduled by (see [`SyncEngineBuilder::outbox_clock`]).
-pub type OutboxClock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
-/// A run's start or end, as told to run observers (the service layer's metrics and alerts).
-#[derive(Debug, Clone, Copy)]
-pub enum RunPhase<'a> {
-    /// A run (periodic, full or one record) took the run lock and started.
-    Started {
-        /// Whether it is a full resync.
-        full_resync: bool,
-    },
-    /// The run ended.
-    Finished {
-        /// What it did.
-        report: &'a RunReport,
-        /// Whether it ended without error.
-        ok: bool,
-    },
-}
-
-/// A function told when runs start and end (see [`SyncEngine::observe_runs`]).
-pub type RunObserver = Arc<dyn Fn(RunPhase<'_>) + Send + Sync>;
-
-/// Builds a [`SyncEngine`].
-pub struct SyncEngineBuilder<S, H> {
-    client: Option<Client>,
-    store: Option<S>,
-    host: Option<H>,
-    config: SyncConfig,
-    mappings: Option<Mappings>,
-    policies: BTreeMap<EntityKind, Policy>,
-    outbox_clock: Option<OutboxClock>,
-    shutdown: Option<CancellationToken>,
-}
-
-impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
-    /// The token that shuts the engine down (default: a token of its own, cancelled by
-    /// [`SyncEngine::shutdown`]). Give it the token the host's server shuts down with, so that
-    /// event streams ([`SyncEngine::subscribe`], SSE, WebSocket) end and a graceful shutdown
-    /// does not wait for connected clients.
-    pub fn shutdown(mut self, token: CancellationToken) -> Self {
-        self.shutdown = Some(token);
-        self
-    }
-
-    /// The KeyCRM client (required). Its quota pacing and retries apply to every call.
-    pub fn client(mut self, client: Client) -> Self {
-        self.client = Some(client);
-        self
-    }
-
-    /// The store (required): `SqliteStore` in production, `MemoryStore` in tests.
-    pub fn store(mut self, store: S) -> Self {
-        self.store = Some(store);
-        self
-    }
-
-    /// The host (required).
-    pub fn host(mut self, host: H) -> Self {
-        self.host = Some(host);
-        self
-    }
-
-    /// The operator configuration (batch size, retries, interval, dry run, mappings...).
-    pub fn config(mut self, config: SyncConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Status, payment method and warehouse mappings (default: built from the config).
-    pub fn mappings(mut self, mappings: Mappings) -> Self {
-        self.mappings = Some(mappings);
-        self
-    }
-
-    /// The conflict policy of a kind (default: [`default_policy`]; for orders the status only
-    /// moves forward, ranked by KeyCRM's status groups, read once from the account).
-    pub fn policy(mut self, kind: EntityKind, policy: Policy) -> Self {
-        self.policies.insert(kind, policy);
-        self
-    }
-
-    /// The clock the outbox is scheduled by (default: the system's UTC time): which items are
-    /// due, and when a failed item is tried again (30 s after its first failure, doubling,
-    /// capped at 1 h). Only the outbox uses it; pull windows, cursors and logs keep real UTC time,
-    /// which KeyCRM's `updated_at` values are compared with.
-    ///
-    /// Tests move it forward to retry failed items without waiting; a host may do the same
-    /// for an operator's "retry now".
-    pub fn outbox_clock(
-        mut self,
-        clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static,
-    ) -> Self {
-        self.outbox_clock = Some(Arc::new(clock));
-        self
-    }
-
-    /// Builds the engine.
-    pub fn build(self) -> Result<SyncEngine<S, H>, SyncError> {
-        let client = self
-            .client
-            .ok_or_else(|| SyncError::Config("a KeyCRM client is required".into()))?;
-        let store = self
-            .store
-            .ok_or_else(|| SyncError::Config("a store is required".into()))?;
-        let host = self
-            .host
-            .ok_or_else(|| SyncError::Config("a host is required".into()))?;
-        let mappings = self
-            .mappings
-            .unwrap_or_else(|| Mappings::from_config(&self.config));
-        let (events, _) = broadcast::channel(4096);
-        Ok(SyncEngine {
-            inner: Arc::new(Inner {
-                client,
-                store,
-                host,
-                config: self.config,
-                mappings,
-                policies: std::sync::Mutex::new(self.policies),
-                events,
-                run_lock: Mutex::new(()),
-                inbox_wake: tokio::sync::Notify::new(),
-                last_run: std::sync::Mutex::new(None),
-                runs: AtomicU64::new(0),
-                calls: AtomicU64::new(0),
-                call_errors: AtomicU64::new(0),
-                latency_micros: AtomicU64::new(0),
-                ranks_loaded: std::sync::atomic::AtomicBool::new(false),
-                gathered: std::sync::Mutex::new(None),
-                outbox_clock: self.outbox_clock.unwrap_or_else(|| Arc::new(Utc::now)),
-                shutdown: self.shutdown.unwrap_or_default(),
-                run_observers: std::sync::RwLock::new(Vec::new()),
-            }),
-        })
-    }
-}
-
 /// The two-way sync engine. Cheap to clone; clones share everything.
 pub struct SyncEngine<S, H> {
-    inner: Arc<Inner<S, H>>,
+    pub(crate) inner: Arc<Inner<S, H>>,
 }
 
 impl<S, H> Clone for SyncEngine<S, H> {
@@ -464,20 +121,6 @@ impl Drop for Gathering<'_> {
 }
 
 impl<S: Store, H: Host> SyncEngine<S, H> {
-    /// Starts building an engine.
-    pub fn builder() -> SyncEngineBuilder<S, H> {
-        SyncEngineBuilder {
-            client: None,
-            store: None,
-            host: None,
-            config: SyncConfig::default(),
-            mappings: None,
-            policies: BTreeMap::new(),
-            outbox_clock: None,
-            shutdown: None,
-        }
-    }
-
     /// The store the engine writes to.
     pub fn store(&self) -> &S {
         &self.inner.store

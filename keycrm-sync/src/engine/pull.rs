@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use keycrm_api::{Timestamp, types};
+use keycrm_api::Timestamp;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
@@ -16,24 +16,21 @@ use crate::model::{EntityKind, Snapshot};
 use crate::plan::{FirstLink, PlanInput, Side, plan};
 use crate::store::{Mapping, Store, SyncState, WriteOp};
 
-/// Relations an order is read with: enough for its canonical fields.
-pub(crate) const ORDER_INCLUDE: &str = "buyer,products.offer,payments,shipping";
-
 /// Cursor of a kind's local changes (the host's opaque cursor).
-const LOCAL_CURSOR: &str = "local";
+pub(crate) const LOCAL_CURSOR: &str = "local";
 /// Cursor of a kind's remote changes (the start of the last complete pass).
-const REMOTE_CURSOR: &str = "remote";
+pub(crate) const REMOTE_CURSOR: &str = "remote";
 
 /// What one reconciliation pass of a kind found.
-struct PassState {
+pub(crate) struct PassState {
     /// KeyCRM ids of the records decoded.
-    seen: BTreeSet<i64>,
+    pub(crate) seen: BTreeSet<i64>,
     /// Records that could not be decoded.
-    broken: Vec<Quarantined>,
+    pub(crate) broken: Vec<Quarantined>,
     /// Whether every record was decoded and applied.
-    complete: bool,
+    pub(crate) complete: bool,
     /// Stock levels read, applied after the pass (see `apply_stock_levels`).
-    levels: Vec<super::inbox::StockLevel>,
+    pub(crate) levels: Vec<super::inbox::StockLevel>,
 }
 
 impl Default for PassState {
@@ -48,7 +45,7 @@ impl Default for PassState {
 }
 
 /// The span of one reconciliation pass; [`close_span`] records its figures.
-fn pass_span(kind: EntityKind, pass: &'static str) -> tracing::Span {
+pub(crate) fn pass_span(kind: EntityKind, pass: &'static str) -> tracing::Span {
     tracing::info_span!(
         target: "keycrm_sync",
         "keycrm_sync.pass",
@@ -62,7 +59,7 @@ fn pass_span(kind: EntityKind, pass: &'static str) -> tracing::Span {
 
 /// Records a pass's figures on its span: records read, KeyCRM requests, and the outcome
 /// (`complete`, `incomplete`: a record failed or was quarantined, `failed`).
-fn close_span(
+pub(crate) fn close_span(
     span: &tracing::Span,
     records: u64,
     requests: u64,
@@ -125,19 +122,15 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         full: bool,
         everything: bool,
     ) -> Result<(), SyncError> {
-        self.pull_orders(report, everything).await?;
-        self.pull_buyers(report, everything).await?;
-        if full {
-            self.pull_products(report).await?;
-            self.pull_offers(report).await?;
-            self.pull_stock(report).await?;
+        for kind in crate::entity::PULL_ORDER {
+            self.pull_kind(kind, report, full, everything).await?;
         }
         Ok(())
     }
 
     /// The `*_between` window of an incremental pass: from the cursor minus the overlap (or
     /// the beginning) to a minute from now; and the pass start, the next cursor.
-    async fn window(
+    pub(crate) async fn window(
         &self,
         kind: EntityKind,
         everything: bool,
@@ -166,112 +159,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         ))
     }
 
-    async fn pull_orders(&self, report: &mut RunReport, everything: bool) -> Result<(), SyncError> {
-        let kind = EntityKind::Order;
-        let (window, start) = self.window(kind, everything).await?;
-        let mut state = PassState::default();
-        // New orders are reported missing from `updated_between` scans: a second pass by
-        // `created_between` (which KeyCRM matches against `ordered_at`).
-        let passes: Vec<(&'static str, Option<&'static str>)> = match &window {
-            None => vec![("all", None)],
-            Some(_) => vec![
-                ("updated", Some("filter[updated_between]")),
-                ("created", Some("filter[created_between]")),
-            ],
-        };
-        for (pass, filter) in passes {
-            let mut list = quarantine::order_list(ORDER_INCLUDE);
-            if let (Some(filter), Some(w)) = (filter, &window) {
-                list = list.param(filter, w.clone());
-            }
-            self.apply_all(kind, pass, list, &mut state, report, |o: &types::Order| {
-                Some((
-                    o.id?,
-                    canonical::try_order_fields_from_remote(o)
-                        .map(|fields| canonical::snapshot(fields, o.updated_at)),
-                ))
-            })
-            .await?;
-        }
-        self.finish_pass(kind, state, everything, Some(start), report)
-            .await
-    }
-
-    async fn pull_buyers(&self, report: &mut RunReport, everything: bool) -> Result<(), SyncError> {
-        let kind = EntityKind::Buyer;
-        let (window, start) = self.window(kind, everything).await?;
-        let mut list = quarantine::buyer_list();
-        let mut pass = "all";
-        if let Some(w) = &window {
-            list = list.param("filter[updated_between]", w.clone());
-            pass = "updated";
-        }
-        let mut state = PassState::default();
-        self.apply_all(kind, pass, list, &mut state, report, |b: &types::Buyer| {
-            Some((
-                b.id?,
-                Ok(canonical::snapshot(
-                    canonical::buyer_fields_from_remote(b),
-                    b.updated_at,
-                )),
-            ))
-        })
-        .await?;
-        self.finish_pass(kind, state, everything, Some(start), report)
-            .await
-    }
-
-    async fn pull_products(&self, report: &mut RunReport) -> Result<(), SyncError> {
-        let kind = EntityKind::Product;
-        let mut state = PassState::default();
-        self.apply_all(
-            kind,
-            "full",
-            quarantine::product_list(),
-            &mut state,
-            report,
-            |p: &types::Product| {
-                Some((
-                    p.id?,
-                    Ok(canonical::snapshot(
-                        canonical::product_fields_from_remote(p),
-                        p.updated_at,
-                    )),
-                ))
-            },
-        )
-        .await?;
-        self.finish_pass(kind, state, true, None, report).await
-    }
-
-    async fn pull_offers(&self, report: &mut RunReport) -> Result<(), SyncError> {
-        let kind = EntityKind::Offer;
-        let mut state = PassState::default();
-        self.apply_all(
-            kind,
-            "full",
-            quarantine::offer_list(),
-            &mut state,
-            report,
-            |o: &types::Offer| {
-                Some((
-                    o.id?,
-                    Ok(canonical::snapshot(
-                        canonical::offer_fields_from_remote(o),
-                        None,
-                    )),
-                ))
-            },
-        )
-        .await?;
-        self.finish_pass(kind, state, true, None, report).await
-    }
-
     /// Applies every record of a list (each one isolated, see [`Self::isolated`]), page by
     /// page; a record that cannot be decoded is quarantined and the rest of its page applied.
     /// Notes the ids seen and whether every record was applied in `state`. Runs in one span
     /// per pass (kind, records, requests, outcome).
-    async fn apply_all<T: DeserializeOwned>(
+    pub(crate) async fn apply_all<T: DeserializeOwned>(
         &self,
         kind: EntityKind,
         pass: &'static str,
@@ -341,7 +233,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
 
     /// After a pass: the quarantine is settled; a complete full pass turns absence into
     /// tombstones, and a complete pass advances the kind's cursor to the pass start.
-    async fn finish_pass(
+    pub(crate) async fn finish_pass(
         &self,
         kind: EntityKind,
         state: PassState,
@@ -366,128 +258,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         Ok(())
     }
 
-    async fn pull_stock(&self, report: &mut RunReport) -> Result<(), SyncError> {
-        let kind = EntityKind::Stock;
-        let span = pass_span(kind, "full");
-        let requests_before = self.inner.client.stats().requests;
-        let mut records = 0u64;
-        let mut state = PassState::default();
-        let result = async {
-            let already = self.quarantined_of(kind).await?;
-            let mut pages = RawPages::new(quarantine::offer_stock_list());
-            while let Some(page) = self.next_raw_page(&mut pages).await? {
-                // A page's store writes are one transaction.
-                let gathering = self.gathering();
-                let applied = async {
-                    for record in page {
-                        records += 1;
-                        let stock: types::OfferStock =
-                            match quarantine::decode(kind, pages.operation(), &record) {
-                                Decoded::Record(stock) => stock,
-                                Decoded::Broken(q) => {
-                                    state.complete = false;
-                                    report.quarantined += 1;
-                                    self.quarantine(&q, &already, &state.broken).await?;
-                                    state.broken.push(q);
-                                    continue;
-                                }
-                            };
-                        self.apply_stock(&stock, &mut state).await?;
-                    }
-                    Ok::<_, SyncError>(())
-                }
-                .await;
-                // What was applied to the host is recorded even when the page stopped early.
-                self.commit_gathered(gathering).await?;
-                applied?;
-            }
-            self.apply_stock_levels(&mut state, report).await?;
-            Ok::<_, SyncError>(())
-        }
-        .instrument(span.clone())
-        .await;
-        close_span(
-            &span,
-            records,
-            self.inner.client.stats().requests - requests_before,
-            &result,
-            state.complete,
-        );
-        result?;
-        self.settle_quarantine(kind, &state.seen, state.broken, true)
-            .await
-    }
-
-    /// Notes one offer's stock levels, one per mapped warehouse (applied after the pass).
-    async fn apply_stock(
-        &self,
-        stock: &types::OfferStock,
-        state: &mut PassState,
-    ) -> Result<(), SyncError> {
-        let (Some(offer_id), Some(sku)) = (stock.id, stock.sku.as_deref()) else {
-            return Ok(());
-        };
-        state.seen.insert(offer_id);
-        for row in stock.warehouse.iter().flatten() {
-            let Some(warehouse_id) = row.id else { continue };
-            let Some(code) = self.inner.mappings.warehouse_code(warehouse_id) else {
-                continue;
-            };
-            let Some(fields) = canonical::stock_fields_from_remote(stock, warehouse_id) else {
-                continue;
-            };
-            // Applied once the pass is read whole and has passed the mass-zeroing guard.
-            state.levels.push(super::inbox::StockLevel {
-                key: format!("{code}/{sku}"),
-                warehouse: code.to_string(),
-                offer_id,
-                fields,
-            });
-        }
-        Ok(())
-    }
-
-    /// Applies a stock pass's levels in one store transaction, unless they would zero more
-    /// than the configured share of a warehouse: then nothing is applied and the pass is held
-    /// for review (inbound changes pass the mass-zeroing guard too).
-    async fn apply_stock_levels(
-        &self,
-        state: &mut PassState,
-        report: &mut RunReport,
-    ) -> Result<(), SyncError> {
-        let kind = EntityKind::Stock;
-        let levels = std::mem::take(&mut state.levels);
-        if let Some(reason) = self.zeroing_guard(&levels).await? {
-            state.complete = false;
-            return self.hold("stock pass", &reason).await;
-        }
-        let gathering = self.gathering();
-        let applied = async {
-            for level in levels {
-                let result = self
-                    .apply_remote(
-                        kind,
-                        Key::Local(&level.key),
-                        level.offer_id,
-                        false,
-                        Snapshot::new(level.fields, None),
-                        report,
-                    )
-                    .await;
-                self.isolated(kind, level.offer_id, result, &mut state.complete)
-                    .await?;
-            }
-            Ok::<_, SyncError>(())
-        }
-        .await;
-        self.commit_gathered(gathering).await?;
-        applied
-    }
-
     /// Keeps one record's failure (an unmapped status, a host refusal) from stopping a pass:
     /// the record is reported and the pass is marked incomplete, so its cursor stays and the
     /// record is pulled again next run. Store failures still stop the run.
-    async fn isolated(
+    pub(crate) async fn isolated(
         &self,
         kind: EntityKind,
         remote_id: i64,
@@ -515,7 +289,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     }
 
     /// Mapped records of `kind` that a complete pass did not see are gone from KeyCRM.
-    async fn tombstones(
+    pub(crate) async fn tombstones(
         &self,
         kind: EntityKind,
         seen: &BTreeSet<i64>,
@@ -530,7 +304,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
 
     /// Tombstones the mapped records a complete pass did not see; their personal values in
     /// the conflict log go with them.
-    async fn apply_tombstones(
+    pub(crate) async fn apply_tombstones(
         &self,
         kind: EntityKind,
         mappings: Vec<Mapping>,
@@ -585,42 +359,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         remote_id: i64,
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
-        let client = &self.inner.client;
-        let remote = match kind {
-            EntityKind::Order => {
-                let o = self
-                    .call(
-                        client
-                            .order_get()
-                            .order_id(remote_id)
-                            .include(ORDER_INCLUDE)
-                            .send(),
-                    )
-                    .await?;
-                canonical::snapshot(canonical::try_order_fields_from_remote(&o)?, o.updated_at)
-            }
-            EntityKind::Buyer => {
-                let b = self
-                    .call(client.buyer_get().buyer_id(remote_id).send())
-                    .await?;
-                canonical::snapshot(canonical::buyer_fields_from_remote(&b), b.updated_at)
-            }
-            EntityKind::Product => {
-                let p = self
-                    .call(client.product_get().product_id(remote_id).send())
-                    .await?;
-                canonical::snapshot(canonical::product_fields_from_remote(&p), p.updated_at)
-            }
-            EntityKind::Offer => {
-                let page = self
-                    .call(client.offer_list().filter_id(remote_id.to_string()).send())
-                    .await?;
-                let Some(o) = page.into_inner().data.into_iter().next() else {
-                    return Ok(());
-                };
-                canonical::snapshot(canonical::offer_fields_from_remote(&o), None)
-            }
-            EntityKind::Stock => return Ok(()),
+        let Some(remote) = self.fetch_one(kind, remote_id).await? else {
+            return Ok(());
         };
         self.apply_remote(
             kind,
@@ -644,21 +384,13 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         remote: Snapshot,
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
-        let store = &self.inner.store;
         report.pulled += 1;
         let mut mapping = match key {
             Key::Remote(id) => self.mapping_by_remote(kind, id).await?,
             Key::Local(id) => self.mapping(kind, id).await?,
         };
-        if mapping.is_none() && kind == EntityKind::Order {
-            // An order the host created: the engine noted its number (the source_uuid)
-            // before sending the create, so a create whose answer was lost is found again
-            // even when the host's ids differ from its numbers.
-            if let Some(uuid) = remote.fields.get("source_uuid").and_then(|v| v.as_str()) {
-                let noted = store.get_cursor(kind, &source_uuid_key(uuid)).await?;
-                let local_id = noted.unwrap_or_else(|| uuid.to_string());
-                mapping = self.mapping(kind, &local_id).await?;
-            }
+        if mapping.is_none() {
+            mapping = self.noted_mapping(kind, &remote.fields).await?;
         }
         // A first contact: the host already has the record, the engine has never linked it
         // (no mapping row, so neither a create of ours nor an earlier link).
@@ -807,7 +539,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     /// fields that differed took the source of truth's value (they are no conflicts). Field
     /// names and sides are listed; values only for the catalogue and stock (prices, levels),
     /// never for orders and buyers (customer data).
-    async fn audit_first_link(
+    pub(crate) async fn audit_first_link(
         &self,
         kind: EntityKind,
         local_id: &str,
@@ -848,9 +580,3 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
 
 /// The audit action of a first contact (see [`crate::plan::Policy::first_contact`]).
 pub const FIRST_LINK_ACTION: &str = "first-link";
-
-/// The cursor-table key under which the engine notes which local order carries a number
-/// (`source_uuid`), written before the create is sent.
-pub(crate) fn source_uuid_key(uuid: &str) -> String {
-    format!("source_uuid:{uuid}")
-}

@@ -24,7 +24,7 @@ use crate::store::Store;
 impl<S: Store, H: Host> SyncEngine<S, H> {
     /// Updates a mapped order without reading it first when its base is proven current;
     /// `None` when a read is needed (no proof, or a payment status to change).
-    pub(super) async fn update_order_unread(
+    pub(crate) async fn update_order_unread(
         &self,
         w: &Work,
         report: &mut RunReport,
@@ -62,7 +62,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
 
     /// After an order was written: its base is KeyCRM's copy as of `updated_at` (the order
     /// as read or proven before the write), and that is the last time seen.
-    pub(super) async fn note_order_seen(
+    pub(crate) async fn note_order_seen(
         &self,
         w: &Work,
         updated_at: Option<DateTime<Utc>>,
