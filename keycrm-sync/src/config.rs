@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 use crate::model::EntityKind;
+use crate::phone::PhoneRegion;
 use crate::plan::{Side, SourceOfTruth};
 
 /// A secret string (API key, webhook token) whose `Debug`, `Display` and `Serialize` never
@@ -235,6 +236,16 @@ pub struct SyncConfig {
     /// fields = { manager_comment = "local" }
     /// ```
     pub first_contact: BTreeMap<EntityKind, SourceOfTruth>,
+    /// The home country national phone numbers are read in, for matching buyers
+    /// (default: Ukraine, `+380`).
+    ///
+    /// ```toml
+    /// [phone_region]
+    /// country_code = "48"
+    /// trunk_prefix = ""
+    /// national_digits = 9
+    /// ```
+    pub phone_region: PhoneRegion,
 }
 
 impl Default for SyncConfig {
@@ -258,6 +269,7 @@ impl Default for SyncConfig {
             payment_method_ids: BTreeMap::new(),
             warehouse_ids: BTreeMap::new(),
             first_contact: BTreeMap::new(),
+            phone_region: PhoneRegion::default(),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`store`]: the durable state (SQLite or memory);
 //! - [`config`]: what an operator configures (`keycrm-sync.toml`);
 //! - [`model`]: the shared vocabulary;
+//! - [`phone`]: phone numbers in E.164, as buyers are matched and stored;
 //! - [`webhook`]: typed KeyCRM webhook events and the framework-agnostic receiver;
 //! - `http`, `alert`, `metrics` (feature `service`; the axum router with feature `axum`):
 //!   the service layer a host mounts.
@@ -155,6 +156,7 @@ pub mod http;
 #[cfg(feature = "service")]
 pub mod metrics;
 pub mod model;
+pub mod phone;
 pub mod plan;
 pub mod store;
 pub mod webhook;

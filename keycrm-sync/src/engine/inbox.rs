@@ -7,7 +7,9 @@
 //! - Deliveries are applied one at a time in arrival order, under the run lock (never beside a
 //!   pass), through the engine's client and so within its quota.
 //! - Order events fetch the order (contexts are flat and may be stale): an older status never
-//!   overwrites a newer one. Lead and unknown events are kept and marked ignored.
+//!   overwrites a newer one. Several pending ones are completed by one list read of their
+//!   window, their contexts' statuses applied at once before it ([`coalesce`]). Lead and
+//!   unknown events are kept and marked ignored.
 //! - A stock row is applied only when its offer id is the offer the mapping knows under that
 //!   SKU and one warehouse is mapped (KeyCRM sends totals over the webhook's warehouses);
 //!   otherwise the offers are read again from KeyCRM, per warehouse.
@@ -20,6 +22,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures_util::TryStreamExt;
 use keycrm_api::{Decimal, Paginate};
 use tokio_util::sync::CancellationToken;
+
+#[path = "coalesce.rs"]
+mod coalesce;
 
 use super::pull::Key;
 use super::push::GUARD_MIN_ROWS;
@@ -36,6 +41,10 @@ use crate::webhook::{
 /// The error an inbox row carries after [`SyncEngine::release_webhook`]: apply it without the
 /// mass-zeroing guard.
 const RELEASED: &str = "released for review";
+
+/// Deliveries taken from the inbox at a time: a burst of order events in one group is
+/// completed by one coalesced read (see [`coalesce`]).
+const INBOX_GROUP: usize = 1000;
 
 /// Offers per re-read request (`filter[offers_id]` takes a comma list).
 const REREAD_CHUNK: usize = 50;
@@ -149,11 +158,27 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     /// pending); any other failure marks that delivery failed (kept for inspection).
     pub(crate) async fn process_inbox(&self, report: &mut RunReport) -> Result<(), SyncError> {
         loop {
-            let items = self.inner.store.inbox_pending(100).await?;
+            let items = self.inner.store.inbox_pending(INBOX_GROUP).await?;
             if items.is_empty() {
                 return Ok(());
             }
+            // Order events of the group are completed together (see `coalesce`).
+            let settled = Box::pin(self.coalesce_orders(&items, report)).await?;
             for item in items {
+                if let Some(error) = settled.get(&item.id) {
+                    if error.is_some() {
+                        report.failed += 1;
+                    }
+                    let status = match error {
+                        None => InboxStatus::Processed,
+                        Some(_) => InboxStatus::Failed,
+                    };
+                    self.inner
+                        .store
+                        .inbox_mark(item.id, status, error.as_deref(), now())
+                        .await?;
+                    continue;
+                }
                 let (status, error) = match Box::pin(self.apply_inbox_item(&item, report)).await {
                     Ok(Outcome::Applied) => (InboxStatus::Processed, None),
                     Ok(Outcome::Ignored) => (InboxStatus::Ignored, None),

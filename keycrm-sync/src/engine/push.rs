@@ -10,6 +10,13 @@ use crate::store::{Mapping, OutboxItem, Store, StoreError, SyncState};
 
 pub use crate::entity::stock::GUARD_MIN_ROWS;
 
+// requests: buyers in batches and order updates without reads (own files, children of
+// this module for its helpers).
+#[path = "buyer_batch.rs"]
+mod buyer_batch;
+#[path = "writes.rs"]
+mod writes;
+
 /// One outbox item ready to send: the local record and its mapping.
 pub(crate) struct Work {
     pub(crate) item: OutboxItem,

@@ -8,16 +8,13 @@ use serde::{Deserialize, Serialize};
 use super::mapping::MappingError;
 use super::order::all_contacts;
 use super::remote_snapshot;
-use super::values::{Out, Reader, body_error, normalize_email, normalize_phone};
-use crate::canonical;
+use super::values::{Out, Reader, body_error, normalize_email};
 use crate::engine::pull::PassState;
-use crate::engine::push::{Work, text};
 use crate::engine::quarantine::{self};
 use crate::engine::{RunReport, SyncEngine, SyncError};
 use crate::field::FieldPath;
 use crate::host::Host;
 use crate::model::{EntityKind, Fields, Snapshot};
-use crate::plan::{PlanInput, plan};
 use crate::store::Store;
 
 /// A customer as a simple host keeps it.
@@ -46,7 +43,11 @@ fn flatten_buyer(
 ) -> Fields {
     let mut out = Out::default();
     out.text(FULL_NAME, name);
-    out.list(PHONE, phones.iter().filter_map(|p| normalize_phone(p)));
+    // requests: E.164 with the home country (Ukraine) for national numbers.
+    out.list(
+        PHONE,
+        phones.iter().filter_map(|p| crate::phone::normalize(p)),
+    );
     out.list(EMAIL, emails.iter().filter_map(|e| normalize_email(e)));
     out.text(NOTE, note);
     out.0
@@ -138,7 +139,7 @@ plain_entity! {
 fn buyer_natural_keys(fields: &Fields) -> Vec<(FieldPath, String)> {
     let phone = FieldPath::item(PHONE, 0);
     let email = FieldPath::item(EMAIL, 0);
-    let phone_value = super::text_of(fields, &phone).and_then(|p| normalize_phone(&p));
+    let phone_value = super::text_of(fields, &phone).and_then(|p| crate::phone::normalize(&p));
     let email_value = super::text_of(fields, &email).and_then(|e| normalize_email(&e));
     [(phone, phone_value), (email, email_value)]
         .into_iter()
@@ -150,101 +151,8 @@ fn buyer_natural_keys(fields: &Fields) -> Vec<(FieldPath, String)> {
 // The engine's push and pull of this kind
 
 impl<S: Store, H: Host> SyncEngine<S, H> {
-    pub(crate) async fn push_buyers(
-        &self,
-        work: Vec<Work>,
-        report: &mut RunReport,
-    ) -> Result<(), SyncError> {
-        for w in work {
-            if let Err(e) = self.push_buyer(&w, report).await {
-                self.fail(&w.item, &e.to_string(), report).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A new buyer is matched by phone, then e-mail, before it is created; a known one is
-    /// updated with the whole agreed record (KeyCRM replaces phone and e-mail lists).
-    async fn push_buyer(&self, w: &Work, report: &mut RunReport) -> Result<(), SyncError> {
-        let kind = EntityKind::Buyer;
-        let client = &self.inner.client;
-        let (remote_id, base) = match w.remote_id() {
-            Some(id) => (Some(id), w.mapping.as_ref().and_then(|m| m.base.clone())),
-            None => {
-                let mut found = None;
-                if let Some(phone) = text(&w.local.fields, &FieldPath::item(PHONE, 0)) {
-                    found = self
-                        .call(client.buyer_list().filter_buyer_phone(phone).send())
-                        .await?
-                        .into_inner()
-                        .data
-                        .into_iter()
-                        .next();
-                }
-                if found.is_none()
-                    && let Some(email) = text(&w.local.fields, &FieldPath::item(EMAIL, 0))
-                {
-                    found = self
-                        .call(client.buyer_list().filter_buyer_email(email).send())
-                        .await?
-                        .into_inner()
-                        .data
-                        .into_iter()
-                        .next();
-                }
-                match found {
-                    Some(b) => {
-                        let id = b.id.ok_or(SyncError::Answer {
-                            operation: "GET /buyer",
-                            problem: "a buyer without id",
-                        })?;
-                        // A buyer this engine created before it could note the answer: the
-                        // body it sent is the base (see `note_create`).
-                        let base = Self::noted_create(w).unwrap_or_else(|| {
-                            Snapshot::new(canonical::buyer_fields_from_remote(&b), None)
-                        });
-                        (Some(id), Some(base))
-                    }
-                    None => (None, None),
-                }
-            }
-        };
-        let Some(remote_id) = remote_id else {
-            if self.dry_run() {
-                return self.would(w, "create buyer".into()).await;
-            }
-            let body = canonical::buyer_create_body(&w.local.fields)?;
-            self.note_create(w).await?;
-            let created = self
-                .call(client.buyer_create().body(body).send())
-                .await?
-                .into_inner();
-            let id = created.id.ok_or(SyncError::Answer {
-                operation: "POST /buyer",
-                problem: "a created buyer without id",
-            })?;
-            let base = canonical::buyer_fields_from_remote(&created);
-            return self.done(w, Some(id), base, report).await;
-        };
-        let base = base.unwrap_or_default();
-        let policy = self.policy(kind);
-        let planned = plan(&PlanInput {
-            kind,
-            base: Some(&base),
-            local: Some(&w.local),
-            remote: Some(&base),
-            policy: &policy,
-        });
-        if !planned.to_remote.is_empty() {
-            if self.dry_run() {
-                return self.would(w, format!("update buyer {remote_id}")).await;
-            }
-            let body = canonical::buyer_update_body(&planned.merged)?;
-            self.call(client.buyer_update().buyer_id(remote_id).body(body).send())
-                .await?;
-        }
-        self.done(w, Some(remote_id), planned.merged, report).await
-    }
+    // The push of new and changed buyers: `engine/buyer_batch.rs` (matched, imported and
+    // read back in batches).
 
     pub(crate) async fn pull_buyers(
         &self,

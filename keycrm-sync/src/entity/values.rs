@@ -68,7 +68,8 @@ impl Out {
     }
 
     pub(crate) fn phone(&mut self, key: impl Into<String>, value: Option<&str>) {
-        if let Some(v) = value.and_then(normalize_phone) {
+        // requests: E.164 with the home country (Ukraine) for national numbers.
+        if let Some(v) = value.and_then(crate::phone::normalize) {
             self.0.insert(key.into(), Value::String(v));
         }
     }

@@ -20,7 +20,7 @@ use super::{Applied, Host, HostError, LocalChanges, RemoteChange};
 
 /// What identifies a record on both sides before they are linked, so a first sync links
 /// existing records instead of duplicating them. Values are already normalised
-/// ([`canonical::normalize_phone`], [`canonical::normalize_email`]).
+/// ([`crate::phone::normalize`], [`canonical::normalize_email`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NaturalKey {
     /// An order's number (KeyCRM's `source_uuid`).
@@ -229,7 +229,7 @@ pub(crate) fn natural_key(kind: EntityKind, fields: &Fields) -> Option<NaturalKe
     match kind {
         EntityKind::Order => text("source_uuid").map(NaturalKey::Number),
         EntityKind::Buyer => {
-            let phone = text("phone.0").and_then(|p| canonical::normalize_phone(&p));
+            let phone = text("phone.0").and_then(|p| crate::phone::normalize(&p));
             let email = text("email.0").and_then(|e| canonical::normalize_email(&e));
             (phone.is_some() || email.is_some()).then_some(NaturalKey::Contact { phone, email })
         }
@@ -371,7 +371,7 @@ impl Record for CanonicalBuyer {
         phone.as_ref().is_some_and(|p| {
             self.phones
                 .iter()
-                .any(|x| canonical::normalize_phone(x).as_ref() == Some(p))
+                .any(|x| crate::phone::normalize(x).as_ref() == Some(p))
         }) || email.as_ref().is_some_and(|e| {
             self.emails
                 .iter()

@@ -252,6 +252,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     }
 
     async fn update_order(&self, w: &Work, report: &mut RunReport) -> Result<(), SyncError> {
+        // requests: no read first when the base is proven current (engine/writes.rs).
+        if let Some(result) = self.update_order_unread(w, report).await {
+            return result;
+        }
         let remote_id = w.remote_id().expect("updates are mapped");
         let order = self
             .call(
@@ -286,7 +290,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
 
     /// Three-way plan against KeyCRM's current order, then one `PUT /order/{id}` and the
     /// payment calls; changes KeyCRM cannot make are logged, not dropped silently.
-    async fn update_order_with(
+    pub(crate) async fn update_order_with(
         &self,
         w: &Work,
         order: &types::Order,
@@ -411,6 +415,13 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         if planned.to_local.is_empty() {
             done.local = w.local.clone();
         }
-        self.done(&done, Some(remote_id), base_after, report).await
+        self.done(&done, Some(remote_id), base_after, report)
+            .await?;
+        // requests: the base's KeyCRM time, so the next update needs no read (engine/writes.rs).
+        self.note_order_seen(
+            w,
+            order.updated_at.map(keycrm_api::Timestamp::into_datetime),
+        )
+        .await
     }
 }

@@ -1,0 +1,87 @@
+//! Order updates without a read first.
+//!
+//! `PUT /order/{id}` carries status, comments, shipping and tracking in one request, and
+//! the planner sends only the fields that changed against the base. The order is read first
+//! (`GET /order/{id}`) only when nothing proves that KeyCRM's copy still equals that base:
+//! the proof is the mapping's bookkeeping — the base carries the KeyCRM `updated_at` it was
+//! taken at, and the last reconciliation saw no later one (every run reconciles before it
+//! pushes, and a remote change applied there moves both). A payment status change needs
+//! the payment's KeyCRM id, which only a read gives, so it is always read first; a new
+//! payment is one `POST /order/{id}/payment` each (KeyCRM has no batch for them and no
+//! payments in `PUT /order`).
+
+use chrono::{DateTime, Utc};
+use keycrm_api::{Timestamp, types};
+
+use super::{SyncEngine, SyncError, Work};
+use crate::RunReport;
+use crate::canonical;
+use crate::host::Host;
+use crate::model::EntityKind;
+use crate::plan::{PlanInput, plan};
+use crate::store::Store;
+
+impl<S: Store, H: Host> SyncEngine<S, H> {
+    /// Updates a mapped order without reading it first when its base is proven current;
+    /// `None` when a read is needed (no proof, or a payment status to change).
+    pub(crate) async fn update_order_unread(
+        &self,
+        w: &Work,
+        report: &mut RunReport,
+    ) -> Option<Result<(), SyncError>> {
+        let remote_id = w.remote_id()?;
+        let mapping = w.mapping.as_ref()?;
+        let base = mapping.base.as_ref()?;
+        let taken_at = base.updated_at?;
+        if mapping.remote_updated_at.is_none_or(|seen| seen > taken_at) {
+            return None;
+        }
+        let policy = self.policy(EntityKind::Order);
+        let planned = plan(&PlanInput {
+            kind: EntityKind::Order,
+            base: Some(base),
+            local: Some(&w.local),
+            remote: Some(base),
+            policy: &policy,
+        });
+        let changes = canonical::split_order_changes(&planned.to_remote, &base.fields);
+        if !changes.update_payments.is_empty() {
+            return None;
+        }
+        // KeyCRM's order as the base says it is: what the update path needs of it.
+        let order = types::Order {
+            id: Some(remote_id),
+            updated_at: Some(Timestamp::from(taken_at)),
+            ..types::Order::default()
+        };
+        Some(
+            self.update_order_with(w, &order, base.fields.clone(), report)
+                .await,
+        )
+    }
+
+    /// After an order was written: its base is KeyCRM's copy as of `updated_at` (the order
+    /// as read or proven before the write), and that is the last time seen.
+    pub(crate) async fn note_order_seen(
+        &self,
+        w: &Work,
+        updated_at: Option<DateTime<Utc>>,
+    ) -> Result<(), SyncError> {
+        let Some(at) = updated_at else {
+            return Ok(());
+        };
+        let store = &self.inner.store;
+        let Some(mut mapping) = store
+            .get_mapping(EntityKind::Order, &w.item.local_id)
+            .await?
+        else {
+            return Ok(());
+        };
+        if let Some(base) = mapping.base.as_mut() {
+            base.updated_at = Some(at);
+        }
+        mapping.remote_updated_at = Some(at);
+        store.put_mapping(&mapping).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,481 @@
+//! Exact request counts per scenario, read from the simulator's request log (counts, never
+//! timings): the engine spends KeyCRM's quota (60 requests a minute) as KeyCRM's batch limits
+//! allow, and never creates a record twice to save one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use keycrm_api::clock::VirtualClock;
+use keycrm_api::mock::{KeyCrmMock, Quota, RecordedRequest};
+use keycrm_api::{Client, Decimal, Paginate, types};
+use keycrm_sync::SyncEngine;
+use keycrm_sync::canonical::{
+    CanonicalBuyer, CanonicalContact, CanonicalLine, CanonicalOrder, Mappings,
+};
+use keycrm_sync::config::{Secret, SyncConfig};
+use keycrm_sync::host::MemoryHost;
+use keycrm_sync::model::EntityKind;
+use keycrm_sync::store::{MemoryStore, Store};
+
+fn config() -> SyncConfig {
+    SyncConfig {
+        api_key: Secret::new("test"),
+        source_id: Some(1),
+        status_ids: BTreeMap::from([
+            ("new".to_string(), 1),
+            ("approved".to_string(), 2),
+            ("shipped".to_string(), 4),
+        ]),
+        warehouse_ids: BTreeMap::from([("main".to_string(), 1)]),
+        ..SyncConfig::default()
+    }
+}
+
+struct Rig {
+    mock: KeyCrmMock,
+    host: MemoryHost,
+    engine: SyncEngine<MemoryStore, MemoryHost>,
+    skew: Arc<AtomicI64>,
+}
+
+async fn rig() -> Rig {
+    rig_with(config()).await
+}
+
+async fn rig_with(config: SyncConfig) -> Rig {
+    let mock = KeyCrmMock::builder()
+        .quota(Quota::unlimited())
+        .lost_response_delay(Duration::from_secs(2))
+        .start()
+        .await;
+    let host = MemoryHost::new(Mappings::from_config(&config));
+    let skew = Arc::new(AtomicI64::new(0));
+    let clock = skew.clone();
+    let client = mock
+        .client_builder()
+        .requests_per_minute(0)
+        .clock(Arc::new(VirtualClock::new()))
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let engine = SyncEngine::builder()
+        .client(client)
+        .store(MemoryStore::new())
+        .host(host.clone())
+        .config(config)
+        .outbox_clock(move || Utc::now() + chrono::Duration::seconds(clock.load(Ordering::Relaxed)))
+        .build()
+        .unwrap();
+    Rig {
+        mock,
+        host,
+        engine,
+        skew,
+    }
+}
+
+impl Rig {
+    fn client(&self) -> &Client {
+        self.engine.client()
+    }
+
+    /// Past every backoff the engine uses.
+    fn pass_backoff(&self) {
+        self.skew.fetch_add(2 * 3600, Ordering::Relaxed);
+    }
+
+    /// `GET /buyer` requests filtered by `filter[<key>]`.
+    fn buyer_lists_by(&self, key: &str) -> usize {
+        self.mock
+            .requests()
+            .iter()
+            .filter(|r| r.operation == Some("buyer_list") && filters_by(r, key))
+            .count()
+    }
+
+    async fn remote_buyers(&self) -> Vec<types::Buyer> {
+        self.client().buyer_list().collect_all().await.unwrap()
+    }
+
+    async fn remote_id(&self, local_id: &str) -> Option<i64> {
+        self.engine
+            .store()
+            .get_mapping(EntityKind::Buyer, local_id)
+            .await
+            .unwrap()
+            .and_then(|m| m.remote_id)
+    }
+}
+
+fn filters_by(r: &RecordedRequest, key: &str) -> bool {
+    r.query.as_deref().is_some_and(|q| {
+        q.contains(&format!("filter[{key}]")) || q.contains(&format!("filter%5B{key}%5D"))
+    })
+}
+
+fn buyer(
+    local_id: String,
+    name: String,
+    phone: Option<String>,
+    email: Option<String>,
+) -> CanonicalBuyer {
+    CanonicalBuyer {
+        local_id,
+        name,
+        phones: phone.into_iter().collect(),
+        emails: email.into_iter().collect(),
+        ..CanonicalBuyer::default()
+    }
+}
+
+async fn create_remote(
+    client: &Client,
+    name: &str,
+    phone: Option<&str>,
+    email: Option<&str>,
+) -> i64 {
+    let body: types::BuyerCreate = types::BuyerCreate::builder()
+        .full_name(name.to_string())
+        .phone(phone.map(str::to_string).into_iter().collect::<Vec<_>>())
+        .email(email.map(str::to_string).into_iter().collect::<Vec<_>>())
+        .try_into()
+        .unwrap();
+    let created = client.buyer_create().body(body).send().await.unwrap();
+    created.into_inner().id.unwrap()
+}
+
+/// 100 buyers with a phone (written the national way, `067 …`), 10 with only an e-mail,
+/// one with neither; a fifth of them already in KeyCRM (in E.164). The engine links those,
+/// imports the rest 50 at a time and reads the new ids back by the same comma filters.
+#[tokio::test]
+async fn new_buyers_cost_a_look_up_an_import_and_a_read_back_per_fifty() {
+    let rig = rig_with(SyncConfig {
+        overlap_secs: 0,
+        ..config()
+    })
+    .await;
+    let mut existing = Vec::new();
+    for i in 0..20 {
+        let id = create_remote(
+            rig.client(),
+            &format!("Клієнт {i}"),
+            Some(&format!("+38067{i:07}")),
+            None,
+        )
+        .await;
+        existing.push(id);
+    }
+    for i in 0..2 {
+        create_remote(
+            rig.client(),
+            &format!("Пошта {i}"),
+            None,
+            Some(&format!("mail{i}@example.com")),
+        )
+        .await;
+    }
+    // KeyCRM's change feed already passed these: only the push's look-up can find them.
+    rig.engine
+        .store()
+        .set_cursor(
+            EntityKind::Buyer,
+            "remote",
+            &(Utc::now() + chrono::Duration::seconds(2)).to_rfc3339(),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    for i in 0..100 {
+        let phone = format!(
+            "067 {:03} {:02} {:02}",
+            i / 10_000,
+            (i / 100) % 100,
+            i % 100
+        );
+        rig.host.put_buyer(buyer(
+            format!("C-{i}"),
+            format!("Клієнт {i}"),
+            Some(phone),
+            None,
+        ));
+    }
+    for i in 0..10 {
+        rig.host.put_buyer(buyer(
+            format!("E-{i}"),
+            format!("Пошта {i}"),
+            None,
+            Some(format!(" Mail{i}@Example.com")),
+        ));
+    }
+    rig.host
+        .put_buyer(buyer("N-1".into(), "Без контактів".into(), None, None));
+
+    rig.mock.clear_log();
+    let report = rig.engine.run_once().await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+
+    // Look-ups: 100 phones in 2 lists, the 10 e-mails in 1; read-backs: 2 by phone, 1 by e-mail.
+    assert_eq!(rig.buyer_lists_by("buyer_phone"), 2 + 2);
+    assert_eq!(rig.buyer_lists_by("buyer_email"), 1 + 1);
+    assert_eq!(
+        rig.mock.count("buyer_import"),
+        2 + 1,
+        "80 by phone, 8 by e-mail"
+    );
+    assert_eq!(
+        rig.mock.count("buyer_create"),
+        1,
+        "the buyer without contacts alone"
+    );
+    assert_eq!(
+        rig.mock.count("buyer_update"),
+        0,
+        "the linked ones agree already"
+    );
+
+    let remote = rig.remote_buyers().await;
+    assert_eq!(remote.len(), 22 + 80 + 8 + 1, "nothing created twice");
+    let mut ids = BTreeSet::new();
+    for local in (0..100)
+        .map(|i| format!("C-{i}"))
+        .chain((0..10).map(|i| format!("E-{i}")))
+        .chain(["N-1".to_string()])
+    {
+        let id = rig
+            .remote_id(&local)
+            .await
+            .unwrap_or_else(|| panic!("{local} linked"));
+        assert!(ids.insert(id), "{local} has a buyer of its own");
+    }
+    // The pre-existing ones are linked, not copied; the new ones carry E.164 phones.
+    let by_id: BTreeMap<i64, &types::Buyer> = remote.iter().map(|b| (b.id.unwrap(), b)).collect();
+    assert_eq!(
+        rig.remote_id("C-3").await,
+        Some(existing[3]),
+        "C-3 is linked to the buyer KeyCRM had"
+    );
+    let new = by_id[&rig.remote_id("C-42").await.unwrap()];
+    assert_eq!(
+        serde_json::to_value(&new.phone).unwrap(),
+        serde_json::json!(["+380670000042"])
+    );
+
+    // Nothing changed since: the push sends nothing.
+    rig.mock.clear_log();
+    let again = rig.engine.run_once().await.unwrap();
+    assert_eq!(again.failed, 0, "{again:?}");
+    assert_eq!(
+        rig.mock.count("buyer_import") + rig.mock.count("buyer_create"),
+        0
+    );
+    assert_eq!(
+        rig.buyer_lists_by("buyer_phone") + rig.buyer_lists_by("buyer_email"),
+        0
+    );
+}
+
+/// An import whose answer is lost: KeyCRM created the 50 buyers, the engine does not know
+/// their ids. The next attempt finds them by phone and links them; nothing is imported twice.
+#[tokio::test]
+async fn a_lost_import_answer_duplicates_nothing() {
+    let rig = rig().await;
+    for i in 0..60 {
+        rig.host.put_buyer(buyer(
+            format!("C-{i}"),
+            format!("Клієнт {i}"),
+            Some(format!("+38093{i:07}")),
+            None,
+        ));
+    }
+    rig.mock.faults().lose_next_creates(1);
+    let first = rig.engine.run_once().await.unwrap();
+    assert_eq!(
+        first.failed, 50,
+        "the first import's answer was lost: {first:?}"
+    );
+    assert_eq!(rig.mock.count("buyer_import"), 2);
+    // Let the held-back answer go.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    for _ in 0..2 {
+        rig.pass_backoff();
+        let report = rig.engine.run_once().await.unwrap();
+        assert_eq!(report.failed, 0, "{report:?}");
+    }
+    assert_eq!(rig.mock.count("buyer_import"), 2, "no import sent again");
+    assert_eq!(rig.mock.count("buyer_create"), 0);
+    let remote = rig.remote_buyers().await;
+    assert_eq!(remote.len(), 60, "created once each");
+    let mut ids = BTreeSet::new();
+    for i in 0..60 {
+        let id = rig.remote_id(&format!("C-{i}")).await.expect("linked");
+        assert!(ids.insert(id));
+    }
+}
+
+/// Two host records with the same phone are one KeyCRM buyer at most: the second one waits
+/// for the first to be created and then meets it (a duplicate link is refused, not created).
+/// A batch of one or two is a plain `POST /buyer` each, whose answer carries the id (an
+/// import would cost two requests too: itself and its read-back).
+#[tokio::test]
+async fn two_new_records_with_one_phone_create_one_buyer() {
+    let rig = rig().await;
+    for n in 1..=2 {
+        rig.host.put_buyer(buyer(
+            format!("C-{n}"),
+            format!("Клієнт {n}"),
+            Some("+380501112233".into()),
+            None,
+        ));
+    }
+    rig.engine.run_once().await.unwrap();
+    assert_eq!(
+        rig.mock.count("buyer_import"),
+        0,
+        "one buyer is one POST /buyer"
+    );
+    assert_eq!(rig.mock.count("buyer_create"), 1);
+    assert_eq!(rig.remote_buyers().await.len(), 1, "one buyer per phone");
+    assert!(rig.remote_id("C-1").await.is_some());
+}
+
+/// A buyer with neither phone nor e-mail whose create answer is lost is looked for among
+/// the buyers created since the attempt, and not created a second time.
+#[tokio::test]
+async fn a_buyer_without_contacts_is_created_once_even_when_the_answer_is_lost() {
+    let rig = rig().await;
+    rig.host
+        .put_buyer(buyer("N-1".into(), "Без контактів".into(), None, None));
+    rig.mock.faults().lose_next_creates(1);
+    let first = rig.engine.run_once().await.unwrap();
+    assert_eq!(first.failed, 1, "{first:?}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    rig.pass_backoff();
+    rig.engine.run_once().await.unwrap();
+    assert_eq!(rig.mock.count("buyer_create"), 1, "never sent twice");
+    assert_eq!(rig.remote_buyers().await.len(), 1);
+}
+
+fn order(i: usize) -> CanonicalOrder {
+    CanonicalOrder {
+        local_id: format!("WMS-{i}"),
+        number: Some(format!("WMS-{i}")),
+        status: Some("new".into()),
+        buyer: CanonicalContact {
+            name: Some(format!("Покупець {i}")),
+            phone: Some(format!("+38050{i:07}")),
+            email: None,
+        },
+        lines: vec![CanonicalLine {
+            sku: format!("ONE-OFF-{i}"),
+            name: "Чай".into(),
+            quantity: Decimal::from(1),
+            price: Decimal::from(100),
+        }],
+        ..CanonicalOrder::default()
+    }
+}
+
+/// Orders the engine created and linked, with their KeyCRM ids (host id -> remote id).
+async fn pushed_orders(rig: &Rig, count: usize) -> Vec<(String, i64)> {
+    for i in 0..count {
+        rig.host.put_order(order(i));
+    }
+    let report = rig.engine.run_once().await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    let mut out = Vec::new();
+    for i in 0..count {
+        let local = format!("WMS-{i}");
+        let id = rig
+            .engine
+            .store()
+            .get_mapping(EntityKind::Order, &local)
+            .await
+            .unwrap()
+            .and_then(|m| m.remote_id)
+            .expect("linked");
+        out.push((local, id));
+    }
+    out
+}
+
+/// A status change and a comment on 30 orders the engine wrote: one `PUT /order/{id}` each,
+/// carrying only the changed fields, and no read first (the last reconciliation proves
+/// KeyCRM's copy equals the base).
+#[tokio::test]
+async fn order_updates_send_one_put_each_without_a_read_first() {
+    let rig = rig().await;
+    let orders = pushed_orders(&rig, 30).await;
+    // A run that reconciles (the engine's own writes come back): the bases are current.
+    rig.engine.run_once().await.unwrap();
+    for (local, _) in &orders {
+        rig.host.edit_order(local, |o| {
+            o.status = Some("approved".into());
+            o.comment = Some("пакувати".into());
+        });
+    }
+    rig.mock.clear_log();
+    let report = rig.engine.run_once().await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(rig.mock.count("order_update"), 30);
+    assert_eq!(rig.mock.count("order_get"), 0, "no read before an update");
+    for (_, id) in &orders {
+        let remote = rig.mock.crm().order(*id).unwrap();
+        assert_eq!(remote["status_id"], serde_json::json!(2));
+        assert_eq!(remote["manager_comment"], serde_json::json!("пакувати"));
+    }
+}
+
+/// A manager moves 120 orders to "shipped": the events' statuses reach the host before any
+/// request, and the orders are read in pages of 50 (`updated_between` and the events'
+/// statuses), not one `GET /order/{id}` each.
+#[tokio::test]
+async fn a_webhook_burst_costs_pages_not_one_read_each() {
+    let rig = rig().await;
+    let orders = pushed_orders(&rig, 120).await;
+    rig.engine.run_once().await.unwrap();
+    for (_, id) in &orders {
+        rig.mock.crm().set_order_status(*id, 4);
+    }
+    rig.mock.clear_log();
+    for (_, id) in &orders {
+        let context = rig.mock.crm().order(*id).unwrap();
+        let body = serde_json::json!({"event": "order.change_order_status", "context": context});
+        assert!(rig.engine.ingest_webhook(&body).await.unwrap());
+    }
+    let report = rig.engine.apply_inbox().await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(rig.mock.count("order_get"), 0, "no read per event");
+    assert_eq!(rig.mock.count("order_list"), 3, "120 orders in pages of 50");
+    assert_eq!(rig.mock.request_count(), 3);
+    for (local, _) in &orders {
+        assert_eq!(
+            rig.host.order(local).unwrap().status.as_deref(),
+            Some("shipped"),
+            "{local}"
+        );
+    }
+}
+
+/// One event is one `GET /order/{id}`: no list read is cheaper.
+#[tokio::test]
+async fn a_single_webhook_costs_one_read() {
+    let rig = rig().await;
+    let orders = pushed_orders(&rig, 3).await;
+    rig.engine.run_once().await.unwrap();
+    let (local, id) = &orders[1];
+    rig.mock.crm().set_order_status(*id, 4);
+    rig.mock.clear_log();
+    let context = rig.mock.crm().order(*id).unwrap();
+    let body = serde_json::json!({"event": "order.change_order_status", "context": context});
+    rig.engine.ingest_webhook(&body).await.unwrap();
+    rig.engine.apply_inbox().await.unwrap();
+    assert_eq!(rig.mock.request_count(), 1);
+    assert_eq!(rig.mock.count("order_get"), 1);
+    assert_eq!(
+        rig.host.order(local).unwrap().status.as_deref(),
+        Some("shipped")
+    );
+}
