@@ -157,8 +157,9 @@ impl ClientBuilder {
     }
 
     /// How many requests may go out at once before even spacing applies (default 1: none).
-    /// In [`PacingMode::Adaptive`] this is the largest burst: 429s halve it, and each
-    /// minute without one gives one back.
+    /// In [`PacingMode::Adaptive`] without rate-limit headers this is the floor of the
+    /// burst the client learns: it starts at `requests_per_minute`, 429s halve it down to
+    /// this, and each minute without one gives one back (see [`PacingMode::Adaptive`]).
     pub fn burst(mut self, n: u32) -> Self {
         self.burst = n.max(1);
         self
@@ -302,17 +303,21 @@ impl ClientBuilder {
             .map_err(|e| {
                 Error::config(format!("cannot build the HTTP client: {}", e.without_url()))
             })?;
+        let mut limiter = Limiter::new(
+            self.requests_per_minute,
+            self.burst,
+            self.pacing,
+            self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
+        );
+        if self.shared_quota.is_some() {
+            limiter = limiter.without_probing();
+        }
         let runtime = Runtime {
             deadline: self.deadline,
             shared: Arc::new(Shared {
                 auth: key.header()?,
                 user_agent,
-                limiter: Limiter::new(
-                    self.requests_per_minute,
-                    self.burst,
-                    self.pacing,
-                    self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
-                ),
+                limiter,
                 shared_quota: self.shared_quota,
                 counters: Counters::default(),
                 retry: RetryPolicy {
