@@ -200,6 +200,9 @@ struct State {
     /// When the request that found the budget fresh (`limit - 1` left) was sent: no fixed
     /// or rolling window gives anything back within a window of it.
     fresh_since: Option<Duration>,
+    /// Adaptive without headers: a 429 was answered and the runtime has yet to close its
+    /// gate; nobody leaves meanwhile (see [`Limiter::close_gate`]).
+    held: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -315,6 +318,7 @@ impl Limiter {
                 in_flight: 0,
                 refills: false,
                 fresh_since: None,
+                held: false,
             }),
             gate_closed: Notify::new(),
             progress: Notify::new(),
@@ -421,7 +425,7 @@ impl Limiter {
                     }
                     let now = self.clock.now();
                     let probing = state.budget.is_none() && state.burst > self.burst;
-                    let slot = if probing && state.in_flight > 0 {
+                    let slot = if state.held || (probing && state.in_flight > 0) {
                         LogSlot::Pending
                     } else {
                         self.log_slot(&state, state.sent, self.per_minute)
@@ -641,6 +645,7 @@ impl Limiter {
                     if signal.rate_limited {
                         state.burst = (state.burst / 2).max(self.burst);
                         state.burst_changed = now;
+                        state.held = true;
                     } else if signal.success
                         && state.burst < self.ceiling
                         && now.saturating_sub(state.burst_changed) >= WINDOW
@@ -724,21 +729,35 @@ impl Limiter {
     }
 
     /// Closes the gate for every task until `until` (a 429 was answered). Tasks waiting for
-    /// a slot book again after the gate, and even spacing restarts at the gate.
+    /// a slot book again after the gate, and even spacing restarts at the gate: in
+    /// [`PacingMode::Even`] with the configured burst free at once; in
+    /// [`PacingMode::Adaptive`] without headers with no burst free (a token bucket gives
+    /// back only what it refilled meanwhile), which idle time restores.
     pub(crate) fn close_gate(&self, until: Duration) {
         {
             let mut state = self.state();
+            let held = std::mem::take(&mut state.held);
             if state.gate_until.is_some_and(|g| g >= until) {
+                drop(state);
+                if held {
+                    self.progress.notify_waiters();
+                }
                 return;
             }
             state.gate_until = Some(until);
             state.epoch = state.epoch.wrapping_add(1);
             state.probe = state.budget.is_some();
-            if self.interval.is_some() {
-                state.tat = Some(until);
+            if let Some(interval) = self.interval {
+                let spent = if self.adaptive() && state.budget.is_none() {
+                    interval.saturating_mul(state.burst.saturating_sub(1))
+                } else {
+                    Duration::ZERO
+                };
+                state.tat = Some(until.saturating_add(spent));
             }
         }
         self.gate_closed.notify_waiters();
+        self.progress.notify_waiters();
     }
 }
 
@@ -1098,7 +1117,8 @@ mod tests {
         assert!(!limiter.state().refills);
     }
 
-    /// Sends one request now and answers it without headers: a 429 or a success.
+    /// Sends one request now and answers it without headers: a success, or a 429 that
+    /// closes the gate until now (as the runtime does with its `Retry-After`).
     async fn answered_without_headers(limiter: &Limiter, rate_limited: bool) {
         let ticket = limiter.acquire(None).await.unwrap();
         ticket.observe(Signal {
@@ -1106,6 +1126,9 @@ mod tests {
             rate_limited,
             success: !rate_limited,
         });
+        if rate_limited {
+            limiter.close_gate(limiter.clock().now());
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -1234,14 +1257,19 @@ mod tests {
             rate_limited: true,
             success: false,
         });
+        // Until the runtime closes the gate, the 429 alone holds them.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(handles.iter().all(|h| !h.is_finished()), "held by the 429");
         limiter.close_gate(limiter.clock().now() + Duration::from_secs(7));
         let mut at = Vec::new();
         for h in handles {
             at.push(h.await.unwrap());
         }
-        assert!(
-            at.iter().all(|&t| t == 7500),
-            "nobody leaves before the gate, then the halved burst goes at once: {at:?}"
+        at.sort_unstable();
+        assert_eq!(
+            at,
+            vec![8500, 9510, 10_520, 11_530],
+            "nobody leaves before the gate; after it, even pacing: no burst is free"
         );
         let mut stats = ClientStats::default();
         limiter.report(&mut stats);
