@@ -94,7 +94,8 @@ pub struct ClientStats {
     pub mode: PacingMode,
     /// The budget the server last reported, when its answers carry the headers.
     pub budget: Option<RateLimitBudget>,
-    /// The burst allowed now when pacing evenly (after the adjustments to 429s).
+    /// The burst allowed now when pacing without a budget (in [`PacingMode::Adaptive`],
+    /// learnt from 429s; in [`PacingMode::Even`], the configured one).
     pub burst: u32,
     /// Whether a [`SharedQuota`](crate::quota::SharedQuota) paces this client too.
     pub shared_quota: bool,

@@ -146,9 +146,10 @@ impl ClientBuilder {
     }
 
     /// The request quota to pace at (default 60 per minute, KeyCRM's limit per key; some
-    /// accounts have 20). Without rate-limit headers from the server (or in
-    /// [`PacingMode::Even`]) requests are spaced evenly, one every `60 s / n`, across all
-    /// clones and tasks of the client; with them, the server's budget decides (see
+    /// accounts have 20). In [`PacingMode::Even`] requests are spaced evenly, one every
+    /// `60 s / n`, across all clones and tasks of the client; in [`PacingMode::Adaptive`]
+    /// the server's budget decides when its answers report one, and otherwise a learnt
+    /// burst of up to `n` goes at once, never more than `n` within a minute (see
     /// [`PacingMode::Adaptive`]). `0` turns pacing off altogether, headers or not (a 429
     /// still pauses every task).
     pub fn requests_per_minute(mut self, n: u32) -> Self {
@@ -166,8 +167,9 @@ impl ClientBuilder {
     }
 
     /// How requests are paced (default [`PacingMode::Adaptive`]): from the server's
-    /// `X-RateLimit-Limit` / `X-RateLimit-Remaining` when its answers carry them, evenly
-    /// otherwise; [`PacingMode::Even`] always paces evenly. See [`PacingMode`].
+    /// `X-RateLimit-Limit` / `X-RateLimit-Remaining` when its answers carry them, with a
+    /// burst learnt from 429s otherwise; [`PacingMode::Even`] always paces evenly at the
+    /// configured burst. See [`PacingMode`].
     pub fn pacing(mut self, mode: PacingMode) -> Self {
         self.pacing = mode;
         self
@@ -250,7 +252,9 @@ impl ClientBuilder {
     /// clients of one process). Default: none.
     ///
     /// It comes **on top of** the client's own limiter, which keeps working as without
-    /// it (its pacing mode, its burst, its 429 gate for every clone): each attempt first
+    /// it (its pacing mode, its burst, its 429 gate for every clone), except that without
+    /// rate-limit headers it keeps the configured burst instead of probing for a larger
+    /// one, as other clients spend the same key: each attempt first
     /// gets its slot from the client's limiter, then books one from the shared quota at
     /// the client's rate (`requests_per_minute`, 1 % wider, and the burst in force) and
     /// waits for it. Several processes configured with the same rate thus never exceed
