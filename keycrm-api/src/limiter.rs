@@ -831,6 +831,33 @@ mod tests {
         )
     }
 
+    /// `n` tasks that each acquire one slot and return when they got it (ms since `start`).
+    fn spawn_acquires(
+        limiter: &Arc<Limiter>,
+        n: usize,
+        start: Instant,
+    ) -> Vec<tokio::task::JoinHandle<u128>> {
+        (0..n)
+            .map(|_| {
+                let l = limiter.clone();
+                tokio::spawn(async move {
+                    l.acquire_wait(None).await.unwrap();
+                    start.elapsed().as_millis()
+                })
+            })
+            .collect()
+    }
+
+    /// The tasks' times, sorted.
+    async fn times(handles: Vec<tokio::task::JoinHandle<u128>>) -> Vec<u128> {
+        let mut at = Vec::new();
+        for h in handles {
+            at.push(h.await.unwrap());
+        }
+        at.sort_unstable();
+        at
+    }
+
     #[tokio::test(start_paused = true)]
     async fn requests_are_spaced_evenly_without_an_initial_burst() {
         let limiter = even(60, 1);
@@ -859,19 +886,8 @@ mod tests {
     async fn concurrent_tasks_share_one_schedule() {
         let limiter = Arc::new(even(120, 1));
         let start = Instant::now();
-        let mut handles = Vec::new();
-        for _ in 0..8 {
-            let l = limiter.clone();
-            handles.push(tokio::spawn(async move {
-                l.acquire_wait(None).await.unwrap();
-                start.elapsed().as_millis()
-            }));
-        }
-        let mut at = Vec::new();
-        for h in handles {
-            at.push(h.await.unwrap());
-        }
-        at.sort_unstable();
+        let handles = spawn_acquires(&limiter, 8, start);
+        let at = times(handles).await;
         assert_eq!(at, vec![0, 505, 1010, 1515, 2020, 2525, 3030, 3535]);
     }
 
@@ -902,22 +918,11 @@ mod tests {
     async fn tasks_asleep_for_a_slot_rebook_after_a_gate_closes() {
         let limiter = Arc::new(even(60, 1));
         let start = Instant::now();
-        let mut handles = Vec::new();
-        for _ in 0..4 {
-            let l = limiter.clone();
-            handles.push(tokio::spawn(async move {
-                l.acquire_wait(None).await.unwrap();
-                start.elapsed().as_millis()
-            }));
-        }
+        let handles = spawn_acquires(&limiter, 4, start);
         // Let the four book 0, 1010, 2020 and 3030 ms, then close the gate at 500 ms.
         tokio::time::sleep(Duration::from_millis(500)).await;
         limiter.close_gate(limiter.clock().now() + Duration::from_secs(7));
-        let mut at = Vec::new();
-        for h in handles {
-            at.push(h.await.unwrap());
-        }
-        at.sort_unstable();
+        let at = times(handles).await;
         assert_eq!(
             at,
             vec![0, 7500, 8510, 9520],
@@ -1243,14 +1248,7 @@ mod tests {
         let limiter = Arc::new(limiter(60, 1));
         let start = Instant::now();
         let first = limiter.acquire(None).await.unwrap();
-        let mut handles = Vec::new();
-        for _ in 0..4 {
-            let l = limiter.clone();
-            handles.push(tokio::spawn(async move {
-                l.acquire_wait(None).await.unwrap();
-                start.elapsed().as_millis()
-            }));
-        }
+        let handles = spawn_acquires(&limiter, 4, start);
         // The four wait for the first's answer; it is a 429 with a 7-s gate.
         tokio::time::sleep(Duration::from_millis(500)).await;
         first.observe(Signal {
@@ -1262,11 +1260,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         assert!(handles.iter().all(|h| !h.is_finished()), "held by the 429");
         limiter.close_gate(limiter.clock().now() + Duration::from_secs(7));
-        let mut at = Vec::new();
-        for h in handles {
-            at.push(h.await.unwrap());
-        }
-        at.sort_unstable();
+        let at = times(handles).await;
         assert_eq!(
             at,
             vec![8500, 9510, 10_520, 11_530],
