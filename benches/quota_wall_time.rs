@@ -274,6 +274,14 @@ fn goals(rows: &[Row], who: usize) {
         .filter(|r| matches!(r.scenario, Scenario::Concurrent600) && r.pace(who) < 95.0)
         .map(|r| format!("{} {:.1} %", r.name(), r.pace(who)))
         .collect();
+    let per_window: Vec<_> = rows
+        .iter()
+        .filter(|r| {
+            let windows = r.outcomes[who].wall.as_secs_f64() / 60.0;
+            r.outcomes[who].rejected as f64 > windows.ceil().max(1.0)
+        })
+        .map(|r| format!("{} {}", r.scenario.letter(), r.name()))
+        .collect();
     let more_429: Vec<_> = rows
         .iter()
         .filter(|r| r.outcomes[who].rejected > r.outcomes[NAIVE].rejected)
@@ -302,6 +310,10 @@ fn goals(rows: &[Row], who: usize) {
     println!(
         "  never more 429s than the naive client:    {}",
         verdict(&more_429)
+    );
+    println!(
+        "  at most one 429 per 60-s window:          {}",
+        verdict(&per_window)
     );
 }
 
@@ -375,12 +387,14 @@ fn main() {
         goals(&rows, ADAPTIVE);
         goals(&rows, ADAPTIVE_B60);
         println!(
-            "why: without rate-limit headers nothing says how the server counts, so `adaptive`\n\
-             paces evenly at the configured burst (default 1), as `even` does: a burst that a\n\
-             60-s window allows is refused by a shorter window or a smaller limit. Where the\n\
-             quota is known (KeyCRM documents 60 per minute), `burst(60)` opts into the burst;\n\
-             without headers the client still cannot learn a token bucket's refill, so (b) on\n\
-             a bucket stays a window's wait behind a client that bursts into 429s."
+            "why: without rate-limit headers `adaptive` learns its burst (AIMD): it starts with\n\
+             a window of the configured rate (60), halves it on each 429 (one request on the\n\
+             wire while probing, so one 429 before the gate holds everyone) and gives one back\n\
+             per clean minute; `even` keeps the configured burst (1). Whatever the burst, it\n\
+             never sends more than the rate within a minute of its own answers, so no model of\n\
+             60/min refuses it; the price is (b) on a token bucket without headers: nothing\n\
+             tells the client the bucket refills, so the 8 requests beyond the first 60 wait a\n\
+             window where the naive client bursts into the refill (and its 429s)."
         );
     });
 }

@@ -39,15 +39,21 @@ pub enum PacingMode {
     /// `limit` places back, which no fixed window, rolling window or token bucket of that
     /// limit refuses. A 429 makes it forget the refill rate.
     ///
-    /// Without those headers it paces evenly like [`Even`](Self::Even), with the
-    /// configured burst (default 1): nothing then says how the server counts, and a burst
-    /// that a 60-s window of `requests_per_minute` allows is refused by a shorter window
-    /// or a smaller limit, so the client stays safe unless told otherwise (for example
-    /// `burst(60)` for KeyCRM's documented 60 per minute). It never sends more than
-    /// `requests_per_minute` within 60 s of its own answers, and adapts the burst to
-    /// 429s: halved on each 429, one back per minute without one, up to the configured
-    /// burst (additive increase, multiplicative decrease: a server that punishes bursts is
-    /// left alone quickly, and probed again slowly).
+    /// Without those headers it learns the burst the server allows, as TCP learns its
+    /// window (additive increase, multiplicative decrease). It starts optimistic, with a
+    /// burst of `requests_per_minute` (a fresh window of the configured rate), and paces
+    /// evenly beyond the burst. Each 429 halves the burst (never below the configured
+    /// [`burst`](crate::ClientBuilder::burst), the floor), and closes the gate for every
+    /// task, also those already waiting for a slot; each minute without a 429 gives one
+    /// back, up to `requests_per_minute` (or the configured burst, if larger). Whatever
+    /// the burst, it never sends more than `requests_per_minute` within 60 s (1 % more) of
+    /// its own answers, so a server that counts the configured rate in any window of a
+    /// minute (fixed, rolling, or a token bucket) refuses nothing. While the burst in force
+    /// exceeds the configured one, one request at a time is on the wire, so a server that
+    /// counts less than that (a smaller limit, a shorter window, another process on the
+    /// key) answers at most one 429 before the gate holds everyone. A client on a
+    /// [`SharedQuota`](crate::quota::SharedQuota) does not probe: it keeps the configured
+    /// burst, as others spend the same key.
     #[default]
     Adaptive,
     /// Exactly the pacing of earlier versions: requests evenly spaced at
@@ -88,7 +94,8 @@ pub struct ClientStats {
     pub mode: PacingMode,
     /// The budget the server last reported, when its answers carry the headers.
     pub budget: Option<RateLimitBudget>,
-    /// The burst allowed now when pacing evenly (after the adjustments to 429s).
+    /// The burst allowed now when pacing without a budget (in [`PacingMode::Adaptive`],
+    /// learnt from 429s; in [`PacingMode::Even`], the configured one).
     pub burst: u32,
     /// Whether a [`SharedQuota`](crate::quota::SharedQuota) paces this client too.
     pub shared_quota: bool,
@@ -137,8 +144,10 @@ pub(crate) struct Limiter {
     interval: Option<Duration>,
     /// The configured rate (the window's limit assumed without headers).
     per_minute: u32,
-    /// The configured burst (at least 1).
+    /// The configured burst (at least 1): the floor of the adaptive burst.
     burst: u32,
+    /// The largest adaptive burst, where it starts without headers (see [`PacingMode`]).
+    ceiling: u32,
     state: Mutex<State>,
     /// Wakes the tasks waiting for a slot when their reservations are void (a gate closed,
     /// or the budget became known).
@@ -192,6 +201,9 @@ struct State {
     /// When the request that found the budget fresh (`limit - 1` left) was sent: no fixed
     /// or rolling window gives anything back within a window of it.
     fresh_since: Option<Duration>,
+    /// Adaptive without headers: a 429 was answered and the runtime has yet to close its
+    /// gate; nobody leaves meanwhile (see [`Limiter::close_gate`]).
+    held: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -281,17 +293,23 @@ impl Limiter {
         let interval =
             (per_minute > 0).then(|| (Duration::from_secs(60) / per_minute).mul_f64(PACING_MARGIN));
         let burst = burst.max(1);
+        let ceiling = if mode == PacingMode::Adaptive && interval.is_some() {
+            burst.max(per_minute)
+        } else {
+            burst
+        };
         Self {
             clock,
             mode,
             interval,
             per_minute,
             burst,
+            ceiling,
             state: Mutex::new(State {
                 tat: None,
                 gate_until: None,
                 epoch: 0,
-                burst,
+                burst: ceiling,
                 burst_changed: Duration::ZERO,
                 sent: 0,
                 log: VecDeque::new(),
@@ -301,10 +319,19 @@ impl Limiter {
                 in_flight: 0,
                 refills: false,
                 fresh_since: None,
+                held: false,
             }),
             gate_closed: Notify::new(),
             progress: Notify::new(),
         }
+    }
+
+    /// Keeps the configured burst instead of probing for a larger one (a shared quota
+    /// paces this client: other clients spend the same key).
+    pub(crate) fn without_probing(mut self) -> Self {
+        self.ceiling = self.burst;
+        self.state().burst = self.burst;
+        self
     }
 
     /// The clock the limiter runs on.
@@ -387,7 +414,8 @@ impl Limiter {
             return Ok(None);
         }
         // Adaptive without headers: never more than `per_minute` within a window of our
-        // own answers.
+        // own answers, and one request at a time on the wire while probing a burst beyond
+        // the configured one.
         if self.adaptive() {
             loop {
                 let progress = self.progress.notified();
@@ -397,7 +425,13 @@ impl Limiter {
                         return Ok(None);
                     }
                     let now = self.clock.now();
-                    match self.log_slot(&state, state.sent, self.per_minute) {
+                    let probing = state.budget.is_none() && state.burst > self.burst;
+                    let slot = if state.held || (probing && state.in_flight > 0) {
+                        LogSlot::Pending
+                    } else {
+                        self.log_slot(&state, state.sent, self.per_minute)
+                    };
+                    match slot {
                         LogSlot::Free => return Ok(Some(self.send(&mut state, now))),
                         LogSlot::At(at) if at <= now => {
                             return Ok(Some(self.send(&mut state, now)));
@@ -610,10 +644,11 @@ impl Limiter {
                     }
                 } else if state.budget.is_none() {
                     if signal.rate_limited {
-                        state.burst = (state.burst / 2).max(1);
+                        state.burst = (state.burst / 2).max(self.burst);
                         state.burst_changed = now;
+                        state.held = true;
                     } else if signal.success
-                        && state.burst < self.burst
+                        && state.burst < self.ceiling
                         && now.saturating_sub(state.burst_changed) >= WINDOW
                     {
                         state.burst += 1;
@@ -695,21 +730,35 @@ impl Limiter {
     }
 
     /// Closes the gate for every task until `until` (a 429 was answered). Tasks waiting for
-    /// a slot book again after the gate, and even spacing restarts at the gate.
+    /// a slot book again after the gate, and even spacing restarts at the gate: in
+    /// [`PacingMode::Even`] with the configured burst free at once; in
+    /// [`PacingMode::Adaptive`] without headers with no burst free (a token bucket gives
+    /// back only what it refilled meanwhile), which idle time restores.
     pub(crate) fn close_gate(&self, until: Duration) {
         {
             let mut state = self.state();
+            let held = std::mem::take(&mut state.held);
             if state.gate_until.is_some_and(|g| g >= until) {
+                drop(state);
+                if held {
+                    self.progress.notify_waiters();
+                }
                 return;
             }
             state.gate_until = Some(until);
             state.epoch = state.epoch.wrapping_add(1);
             state.probe = state.budget.is_some();
-            if self.interval.is_some() {
-                state.tat = Some(until);
+            if let Some(interval) = self.interval {
+                let spent = if self.adaptive() && state.budget.is_none() {
+                    interval.saturating_mul(state.burst.saturating_sub(1))
+                } else {
+                    Duration::ZERO
+                };
+                state.tat = Some(until.saturating_add(spent));
             }
         }
         self.gate_closed.notify_waiters();
+        self.progress.notify_waiters();
     }
 }
 
@@ -772,9 +821,46 @@ mod tests {
         )
     }
 
+    /// Even pacing: the mechanics of the schedule and the gate, without the adaptive burst.
+    fn even(per_minute: u32, burst: u32) -> Limiter {
+        Limiter::new(
+            per_minute,
+            burst,
+            PacingMode::Even,
+            Arc::new(TokioClock::new()),
+        )
+    }
+
+    /// `n` tasks that each acquire one slot and return when they got it (ms since `start`).
+    fn spawn_acquires(
+        limiter: &Arc<Limiter>,
+        n: usize,
+        start: Instant,
+    ) -> Vec<tokio::task::JoinHandle<u128>> {
+        (0..n)
+            .map(|_| {
+                let l = limiter.clone();
+                tokio::spawn(async move {
+                    l.acquire_wait(None).await.unwrap();
+                    start.elapsed().as_millis()
+                })
+            })
+            .collect()
+    }
+
+    /// The tasks' times, sorted.
+    async fn times(handles: Vec<tokio::task::JoinHandle<u128>>) -> Vec<u128> {
+        let mut at = Vec::new();
+        for h in handles {
+            at.push(h.await.unwrap());
+        }
+        at.sort_unstable();
+        at
+    }
+
     #[tokio::test(start_paused = true)]
     async fn requests_are_spaced_evenly_without_an_initial_burst() {
-        let limiter = limiter(60, 1);
+        let limiter = even(60, 1);
         let start = Instant::now();
         let mut at = Vec::new();
         for _ in 0..5 {
@@ -786,7 +872,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_allows_that_many_at_once_then_paces() {
-        let limiter = limiter(60, 3);
+        let limiter = even(60, 3);
         let start = Instant::now();
         let mut at = Vec::new();
         for _ in 0..5 {
@@ -798,27 +884,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_tasks_share_one_schedule() {
-        let limiter = Arc::new(limiter(120, 1));
+        let limiter = Arc::new(even(120, 1));
         let start = Instant::now();
-        let mut handles = Vec::new();
-        for _ in 0..8 {
-            let l = limiter.clone();
-            handles.push(tokio::spawn(async move {
-                l.acquire_wait(None).await.unwrap();
-                start.elapsed().as_millis()
-            }));
-        }
-        let mut at = Vec::new();
-        for h in handles {
-            at.push(h.await.unwrap());
-        }
-        at.sort_unstable();
+        let handles = spawn_acquires(&limiter, 8, start);
+        let at = times(handles).await;
         assert_eq!(at, vec![0, 505, 1010, 1515, 2020, 2525, 3030, 3535]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_closed_gate_holds_every_task() {
-        let limiter = limiter(0, 1);
+        let limiter = even(0, 1);
         let start = Instant::now();
         limiter.close_gate(limiter.clock().now() + Duration::from_secs(2));
         limiter.acquire_wait(None).await.unwrap();
@@ -829,7 +904,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pacing_resumes_after_the_gate() {
-        let limiter = limiter(60, 1);
+        let limiter = even(60, 1);
         let start = Instant::now();
         limiter.acquire_wait(None).await.unwrap();
         limiter.close_gate(limiter.clock().now() + Duration::from_secs(5));
@@ -841,24 +916,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn tasks_asleep_for_a_slot_rebook_after_a_gate_closes() {
-        let limiter = Arc::new(limiter(60, 1));
+        let limiter = Arc::new(even(60, 1));
         let start = Instant::now();
-        let mut handles = Vec::new();
-        for _ in 0..4 {
-            let l = limiter.clone();
-            handles.push(tokio::spawn(async move {
-                l.acquire_wait(None).await.unwrap();
-                start.elapsed().as_millis()
-            }));
-        }
+        let handles = spawn_acquires(&limiter, 4, start);
         // Let the four book 0, 1010, 2020 and 3030 ms, then close the gate at 500 ms.
         tokio::time::sleep(Duration::from_millis(500)).await;
         limiter.close_gate(limiter.clock().now() + Duration::from_secs(7));
-        let mut at = Vec::new();
-        for h in handles {
-            at.push(h.await.unwrap());
-        }
-        at.sort_unstable();
+        let at = times(handles).await;
         assert_eq!(
             at,
             vec![0, 7500, 8510, 9520],
@@ -868,7 +932,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slot_beyond_the_deadline_is_refused_without_booking_it() {
-        let limiter = limiter(60, 1);
+        let limiter = even(60, 1);
         let now = limiter.clock().now();
         limiter.acquire_wait(Some(now)).await.unwrap();
         assert_eq!(
@@ -894,7 +958,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn huge_gates_saturate_instead_of_overflowing() {
-        let limiter = limiter(60, 1);
+        let limiter = even(60, 1);
         limiter.close_gate(Duration::MAX);
         assert_eq!(
             limiter.acquire_wait(Some(Duration::from_secs(1))).await,
@@ -908,7 +972,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_poisoned_lock_does_not_take_the_limiter_down() {
-        let limiter = Arc::new(limiter(60, 1));
+        let limiter = Arc::new(even(60, 1));
         let poisoner = limiter.clone();
         let panicked = std::thread::spawn(move || {
             let _held = poisoner.state.lock().unwrap();
@@ -1059,31 +1123,175 @@ mod tests {
         assert!(!limiter.state().refills);
     }
 
+    /// Sends one request now and answers it without headers: a success, or a 429 that
+    /// closes the gate until now (as the runtime does with its `Retry-After`).
+    async fn answered_without_headers(limiter: &Limiter, rate_limited: bool) {
+        let ticket = limiter.acquire(None).await.unwrap();
+        ticket.observe(Signal {
+            budget: None,
+            rate_limited,
+            success: !rate_limited,
+        });
+        if rate_limited {
+            limiter.close_gate(limiter.clock().now());
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn without_headers_429s_halve_the_burst_and_clean_windows_restore_it() {
+    async fn without_headers_429s_halve_the_burst_down_to_the_configured_one() {
         let limiter = limiter(60, 8);
         let mut stats = ClientStats::default();
-        for _ in 0..2 {
-            let t = limiter.acquire(None).await.unwrap();
-            t.observe(Signal {
-                budget: None,
-                rate_limited: true,
-                success: false,
-            });
-        }
         limiter.report(&mut stats);
-        assert_eq!(stats.burst, 2);
+        assert_eq!(
+            stats.burst, 60,
+            "optimistic: a window of the configured rate"
+        );
+        let mut halved = Vec::new();
+        for _ in 0..4 {
+            answered_without_headers(&limiter, true).await;
+            limiter.report(&mut stats);
+            halved.push(stats.burst);
+        }
+        assert_eq!(
+            halved,
+            vec![30, 15, 8, 8],
+            "never below the configured burst"
+        );
         tokio::time::sleep(Duration::from_secs(61)).await;
-        let t = limiter.acquire(None).await.unwrap();
-        t.observe(Signal {
+        answered_without_headers(&limiter, false).await;
+        limiter.report(&mut stats);
+        assert_eq!(
+            (stats.burst, stats.mode, stats.budget),
+            (9, PacingMode::Adaptive, None),
+            "one back per clean window"
+        );
+        // A clean answer within the same window gives nothing back.
+        answered_without_headers(&limiter, false).await;
+        limiter.report(&mut stats);
+        assert_eq!(stats.burst, 9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_headers_the_burst_grows_back_to_the_rate_and_no_further() {
+        let limiter = limiter(3, 1);
+        let mut stats = ClientStats::default();
+        answered_without_headers(&limiter, true).await;
+        limiter.report(&mut stats);
+        assert_eq!(stats.burst, 1);
+        let mut grown = Vec::new();
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_secs(61)).await;
+            answered_without_headers(&limiter, false).await;
+            limiter.report(&mut stats);
+            grown.push(stats.burst);
+        }
+        assert_eq!(grown, vec![2, 3, 3, 3], "capped at requests_per_minute");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_headers_a_window_goes_at_once_then_a_window_after_its_answers() {
+        let limiter = limiter(60, 1);
+        let start = Instant::now();
+        for _ in 0..60 {
+            answered_without_headers(&limiter, false).await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "a window's worth at once");
+        let waited = limiter.acquire_wait(None).await.unwrap();
+        assert_eq!(
+            waited,
+            Duration::from_millis(60_600),
+            "never more than the rate within a window (1 % wider) of its own answers"
+        );
+        // Even mode with the same settings paces from the first request.
+        let even = even(60, 1);
+        even.acquire_wait(None).await.unwrap();
+        assert_eq!(
+            even.acquire_wait(None).await.unwrap(),
+            Duration::from_millis(1010)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_probing_one_request_at_a_time_is_on_the_wire() {
+        let probing = limiter(60, 1);
+        let first = probing.acquire(None).await.unwrap();
+        let held = tokio::time::timeout(Duration::from_secs(5), probing.acquire(None)).await;
+        assert!(held.is_err(), "the second waits for the first's answer");
+        first.observe(Signal {
             budget: None,
             rate_limited: false,
             success: true,
         });
-        limiter.report(&mut stats);
-        assert_eq!(
-            (stats.burst, stats.mode, stats.budget),
-            (3, PacingMode::Adaptive, None)
+        let next = tokio::time::timeout(Duration::from_millis(1), probing.acquire(None)).await;
+        assert!(next.is_ok(), "an answer lets the next one out at once");
+
+        // At the configured burst there is no probing: requests overlap as before.
+        let floor = limiter(60, 4);
+        for _ in 0..4 {
+            answered_without_headers(&floor, true).await;
+        }
+        let mut stats = ClientStats::default();
+        floor.report(&mut stats);
+        assert_eq!(stats.burst, 4);
+        // Idle long enough for the whole burst to be free again.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let _a = floor.acquire(None).await.unwrap();
+        let b = tokio::time::timeout(Duration::from_millis(1), floor.acquire(None)).await;
+        assert!(
+            b.is_ok(),
+            "two on the wire at once within the configured burst"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_headers_a_429_holds_every_task_also_those_waiting() {
+        let limiter = Arc::new(limiter(60, 1));
+        let start = Instant::now();
+        let first = limiter.acquire(None).await.unwrap();
+        let handles = spawn_acquires(&limiter, 4, start);
+        // The four wait for the first's answer; it is a 429 with a 7-s gate.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        first.observe(Signal {
+            budget: None,
+            rate_limited: true,
+            success: false,
+        });
+        // Until the runtime closes the gate, the 429 alone holds them.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(handles.iter().all(|h| !h.is_finished()), "held by the 429");
+        limiter.close_gate(limiter.clock().now() + Duration::from_secs(7));
+        let at = times(handles).await;
+        assert_eq!(
+            at,
+            vec![8500, 9510, 10_520, 11_530],
+            "nobody leaves before the gate; after it, even pacing: no burst is free"
+        );
+        let mut stats = ClientStats::default();
+        limiter.report(&mut stats);
+        assert_eq!(stats.burst, 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn even_mode_keeps_the_configured_burst_and_does_not_probe() {
+        let limiter = even(60, 8);
+        let mut stats = ClientStats::default();
+        limiter.report(&mut stats);
+        assert_eq!((stats.burst, stats.mode), (8, PacingMode::Even));
+        answered_without_headers(&limiter, true).await;
+        limiter.report(&mut stats);
+        assert_eq!(stats.burst, 8, "429s do not change even pacing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_limiter_without_probing_keeps_the_configured_burst() {
+        let limiter = limiter(60, 2).without_probing();
+        let mut stats = ClientStats::default();
+        limiter.report(&mut stats);
+        assert_eq!(stats.burst, 2);
+        answered_without_headers(&limiter, true).await;
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        answered_without_headers(&limiter, false).await;
+        limiter.report(&mut stats);
+        assert_eq!(stats.burst, 2, "never above the configured burst");
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use keycrm_api::clock::{Clock, TokioClock, VirtualClock};
-use keycrm_api::{Client, Error, WaitPhase};
+use keycrm_api::{Client, Error, PacingMode, WaitPhase};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -325,10 +325,12 @@ enum RetryForm {
     HttpDate,
 }
 
-/// Eight tasks wait for paced slots (60/min: 0 s, 1.01 s, ... 7.07 s). The first request
-/// gets a 429 asking for 7 s. The server answers 429 to anything that arrives before its
-/// gate opens, so every early request shows up as another 429.
-async fn eight_tasks_and_one_429(form: RetryForm) {
+/// Eight tasks wait: in [`PacingMode::Even`] for paced slots (60/min: 0 s, 1.01 s, ...
+/// 7.07 s); in [`PacingMode::Adaptive`] without rate-limit headers, probing a burst, for
+/// the answer to the request on the wire. The first request gets a 429 asking for 7 s.
+/// The server answers 429 to anything that arrives before its gate opens, so every early
+/// request shows up as another 429.
+async fn eight_tasks_and_one_429(form: RetryForm, mode: PacingMode) {
     let clock = TokioClock::new();
     let start = tokio::time::Instant::now();
     struct Script {
@@ -387,6 +389,7 @@ async fn eight_tasks_and_one_429(form: RetryForm) {
         .base_url(format!("http://{addr}"))
         .clock(Arc::new(clock))
         .requests_per_minute(60)
+        .pacing(mode)
         .build()
         .unwrap();
     let mut tasks = Vec::new();
@@ -412,25 +415,40 @@ async fn eight_tasks_and_one_429(form: RetryForm) {
         "no request before the gate opens at {gate:?}: {:?}",
         s.arrivals
     );
-    for pair in s.arrivals[1..].windows(2) {
-        assert!(
-            pair[1] - pair[0] >= Duration::from_millis(1010),
-            "pacing resumes after the gate: {:?}",
-            s.arrivals
-        );
+    if mode == PacingMode::Even {
+        for pair in s.arrivals[1..].windows(2) {
+            assert!(
+                pair[1] - pair[0] >= Duration::from_millis(1010),
+                "pacing resumes after the gate: {:?}",
+                s.arrivals
+            );
+        }
     }
     let stats = client.stats();
     assert_eq!((stats.requests, stats.rate_limited), (9, 1));
+    if mode == PacingMode::Adaptive {
+        assert_eq!(stats.burst, 30, "the 429 halved the burst of 60");
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_429_gate_holds_tasks_already_waiting_for_a_slot_seconds() {
-    eight_tasks_and_one_429(RetryForm::Seconds).await;
+    eight_tasks_and_one_429(RetryForm::Seconds, PacingMode::Even).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_429_gate_holds_tasks_already_waiting_for_a_slot_http_date() {
-    eight_tasks_and_one_429(RetryForm::HttpDate).await;
+    eight_tasks_and_one_429(RetryForm::HttpDate, PacingMode::Even).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_429_gate_holds_tasks_waiting_while_adaptive_probes_seconds() {
+    eight_tasks_and_one_429(RetryForm::Seconds, PacingMode::Adaptive).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_429_gate_holds_tasks_waiting_while_adaptive_probes_http_date() {
+    eight_tasks_and_one_429(RetryForm::HttpDate, PacingMode::Adaptive).await;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -47,21 +47,29 @@ fn quota(model: Window, headers: bool) -> Quota {
     Quota::per_minute(60).with_model(model).headers(headers)
 }
 
+/// A default client against `model`: 30 reads by one task, which must take under a
+/// second, then 170 more by eight tasks, without a 429. Returns the server, the client and
+/// the time it all took.
+async fn small_then_large(model: Window, headers: bool) -> (QuotaServer, Client, Duration) {
+    let server = QuotaServer::start(quota(model, headers)).await;
+    let client = server.client(KEY).build().unwrap();
+    let start = Instant::now();
+    run(&client, 1, 30).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{model:?}, headers {headers}: 30 reads go at once, took {:?}",
+        start.elapsed()
+    );
+    run(&client, 8, 170).await;
+    let elapsed = start.elapsed();
+    assert_eq!(server.rejected(), 0, "{model:?}: {:?}", server.arrivals());
+    (server, client, elapsed)
+}
+
 #[tokio::test(start_paused = true)]
 async fn with_headers_a_small_job_runs_at_once_and_a_large_one_never_sees_a_429() {
     for model in MODELS {
-        let server = QuotaServer::start(quota(model, true)).await;
-        let client = server.client(KEY).build().unwrap();
-        let start = Instant::now();
-        run(&client, 1, 30).await;
-        assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "{model:?}: 30 reads spend the fresh budget at once, took {:?}",
-            start.elapsed()
-        );
-        run(&client, 8, 170).await;
-        let elapsed = start.elapsed();
-        assert_eq!(server.rejected(), 0, "{model:?}: {:?}", server.arrivals());
+        let (_server, client, elapsed) = small_then_large(model, true).await;
         let stats = client.stats();
         assert_eq!((stats.requests, stats.rate_limited), (200, 0), "{model:?}");
         assert_eq!(stats.mode, PacingMode::Adaptive);
@@ -100,6 +108,114 @@ async fn without_headers_at_most_one_429_per_window() {
         assert!(
             elapsed < Duration::from_secs(60 * 4),
             "{model:?}: paced near the quota, took {elapsed:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_headers_a_small_job_runs_at_once_and_no_window_is_exceeded() {
+    for model in MODELS {
+        // The 30 reads go in the optimistic burst (a window of the configured rate).
+        let (server, client, elapsed) = small_then_large(model, false).await;
+        let arrivals = server.arrivals();
+        assert!(
+            busiest(&arrivals, Duration::from_secs(60)) <= 60,
+            "{model:?}: never more than the rate within a minute"
+        );
+        let stats = client.stats();
+        assert_eq!(
+            (
+                stats.requests,
+                stats.rate_limited,
+                stats.budget,
+                stats.burst
+            ),
+            (200, 0, None, 60),
+            "{model:?}"
+        );
+        // Three windows beyond the first, each spent at once.
+        assert!(
+            elapsed < Duration::from_secs(3 * 61 + 5),
+            "{model:?}: 200 requests took {elapsed:?}"
+        );
+    }
+}
+
+/// The arrivals refused with 429, and a check that after each one nobody arrived before
+/// `gate` had passed (requests answered together with it, on the wire, excepted).
+fn gates_held(arrivals: &[Arrival], gate: Duration) -> Vec<Duration> {
+    let refused: Vec<_> = arrivals
+        .iter()
+        .filter(|a| !a.allowed)
+        .map(|a| a.at)
+        .collect();
+    for &r in &refused {
+        assert!(
+            arrivals.iter().all(|a| a.at <= r || a.at >= r + gate),
+            "nobody within {gate:?} after the 429 at {r:?}: {arrivals:?}"
+        );
+    }
+    refused
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_headers_a_probed_burst_costs_at_most_one_429_per_window() {
+    for model in MODELS {
+        let server = QuotaServer::start(quota(model, false)).await;
+        // Another process on the key spent 40 of the window: the burst of 60 is too much.
+        server.spend_elsewhere(40);
+        let client = server.client(KEY).build().unwrap();
+        let start = Instant::now();
+        run(&client, 8, 150).await;
+        let elapsed = start.elapsed();
+        let arrivals = server.arrivals();
+        // Retry-After is at least a second; each 429's gate held all eight tasks.
+        let refused = gates_held(&arrivals, Duration::from_secs(1));
+        assert_eq!(refused.len(), 1, "{model:?}: {arrivals:?}");
+        let windows = elapsed.as_secs().div_ceil(60).max(1) as usize;
+        assert!(refused.len() <= windows, "{model:?}");
+        let stats = client.stats();
+        assert_eq!((stats.requests, stats.rate_limited), (151, 1), "{model:?}");
+        assert!(
+            (30..60).contains(&stats.burst),
+            "{model:?}: the 429 halved the burst, each clean minute gave one back: {stats:?}"
+        );
+        assert!(
+            busiest(&arrivals, Duration::from_secs(60)) <= 60,
+            "{model:?}: never more than the rate within a minute"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_headers_a_server_counting_less_sees_at_most_one_429_per_window() {
+    for model in MODELS {
+        // The server counts 20 per 20 s, a third of the window: even pacing at 60/min
+        // is right, the optimistic burst is not.
+        let server = QuotaServer::start(
+            Quota::new(20, Duration::from_secs(20))
+                .with_model(model)
+                .headers(false),
+        )
+        .await;
+        let client = server.client(KEY).build().unwrap();
+        let start = Instant::now();
+        run(&client, 8, 120).await;
+        let elapsed = start.elapsed();
+        let arrivals = server.arrivals();
+        let refused = gates_held(&arrivals, Duration::from_secs(1));
+        assert!(!refused.is_empty(), "{model:?}: the burst was too much");
+        for pair in refused.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= Duration::from_secs(60),
+                "{model:?}: at most one 429 per window: {refused:?}"
+            );
+        }
+        let stats = client.stats();
+        assert_eq!(stats.rate_limited as usize, refused.len(), "{model:?}");
+        assert!(
+            elapsed < Duration::from_secs(150),
+            "{model:?}: paced near the rate after the 429, took {elapsed:?}"
         );
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use keycrm_api::clock::{Clock, VirtualClock};
 use keycrm_api::mock::{Quota, QuotaServer, Window};
-use keycrm_api::{Client, Error, Paginate, types};
+use keycrm_api::{Client, Error, PacingMode, Paginate, types};
 use serde_json::{Value, json};
 use wiremock::matchers::{any, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -530,7 +530,8 @@ async fn a_page_that_does_not_advance_is_an_error_not_a_loop() {
 
 /// The server enforces its own quota (at most 40 requests in any sliding window of 2 s,
 /// 429 beyond, no rate-limit headers) on tokio's paused clock, which the client shares: 80
-/// requests at 1,200/min take about 4 s of that clock and no real time.
+/// requests evenly paced ([`PacingMode::Even`]) at 1,200/min take about 4 s of that clock
+/// and no real time. (Adaptive pacing would probe a burst of 1,200 and learn from a 429.)
 #[tokio::test(start_paused = true)]
 async fn eight_tasks_on_clones_share_the_quota_and_never_see_a_429() {
     let server = QuotaServer::start(
@@ -542,6 +543,7 @@ async fn eight_tasks_on_clones_share_the_quota_and_never_see_a_429() {
     let client = server
         .client(KEY)
         .requests_per_minute(1200)
+        .pacing(PacingMode::Even)
         .max_retries(0)
         .build()
         .unwrap();

@@ -146,9 +146,10 @@ impl ClientBuilder {
     }
 
     /// The request quota to pace at (default 60 per minute, KeyCRM's limit per key; some
-    /// accounts have 20). Without rate-limit headers from the server (or in
-    /// [`PacingMode::Even`]) requests are spaced evenly, one every `60 s / n`, across all
-    /// clones and tasks of the client; with them, the server's budget decides (see
+    /// accounts have 20). In [`PacingMode::Even`] requests are spaced evenly, one every
+    /// `60 s / n`, across all clones and tasks of the client; in [`PacingMode::Adaptive`]
+    /// the server's budget decides when its answers report one, and otherwise a learnt
+    /// burst of up to `n` goes at once, never more than `n` within a minute (see
     /// [`PacingMode::Adaptive`]). `0` turns pacing off altogether, headers or not (a 429
     /// still pauses every task).
     pub fn requests_per_minute(mut self, n: u32) -> Self {
@@ -157,16 +158,18 @@ impl ClientBuilder {
     }
 
     /// How many requests may go out at once before even spacing applies (default 1: none).
-    /// In [`PacingMode::Adaptive`] this is the largest burst: 429s halve it, and each
-    /// minute without one gives one back.
+    /// In [`PacingMode::Adaptive`] without rate-limit headers this is the floor of the
+    /// burst the client learns: it starts at `requests_per_minute`, 429s halve it down to
+    /// this, and each minute without one gives one back (see [`PacingMode::Adaptive`]).
     pub fn burst(mut self, n: u32) -> Self {
         self.burst = n.max(1);
         self
     }
 
     /// How requests are paced (default [`PacingMode::Adaptive`]): from the server's
-    /// `X-RateLimit-Limit` / `X-RateLimit-Remaining` when its answers carry them, evenly
-    /// otherwise; [`PacingMode::Even`] always paces evenly. See [`PacingMode`].
+    /// `X-RateLimit-Limit` / `X-RateLimit-Remaining` when its answers carry them, with a
+    /// burst learnt from 429s otherwise; [`PacingMode::Even`] always paces evenly at the
+    /// configured burst. See [`PacingMode`].
     pub fn pacing(mut self, mode: PacingMode) -> Self {
         self.pacing = mode;
         self
@@ -249,7 +252,9 @@ impl ClientBuilder {
     /// clients of one process). Default: none.
     ///
     /// It comes **on top of** the client's own limiter, which keeps working as without
-    /// it (its pacing mode, its burst, its 429 gate for every clone): each attempt first
+    /// it (its pacing mode, its burst, its 429 gate for every clone), except that without
+    /// rate-limit headers it keeps the configured burst instead of probing for a larger
+    /// one, as other clients spend the same key: each attempt first
     /// gets its slot from the client's limiter, then books one from the shared quota at
     /// the client's rate (`requests_per_minute`, 1 % wider, and the burst in force) and
     /// waits for it. Several processes configured with the same rate thus never exceed
@@ -302,17 +307,21 @@ impl ClientBuilder {
             .map_err(|e| {
                 Error::config(format!("cannot build the HTTP client: {}", e.without_url()))
             })?;
+        let mut limiter = Limiter::new(
+            self.requests_per_minute,
+            self.burst,
+            self.pacing,
+            self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
+        );
+        if self.shared_quota.is_some() {
+            limiter = limiter.without_probing();
+        }
         let runtime = Runtime {
             deadline: self.deadline,
             shared: Arc::new(Shared {
                 auth: key.header()?,
                 user_agent,
-                limiter: Limiter::new(
-                    self.requests_per_minute,
-                    self.burst,
-                    self.pacing,
-                    self.clock.unwrap_or_else(|| Arc::new(TokioClock::new())),
-                ),
+                limiter,
                 shared_quota: self.shared_quota,
                 counters: Counters::default(),
                 retry: RetryPolicy {
