@@ -40,6 +40,12 @@
 //!   `created_between`, buyers by `updated_between`);
 //! - webhooks: one event is one `GET /order/{id}`; a burst of k events `⌈k/50⌉` pages of
 //!   `GET /order?filter[updated_between]` (the order list has no id filter).
+//!
+//! The runs here follow each other within the same seconds, which no deployment does (runs
+//! are `sync_interval_secs` apart): a pass reads again the records of a second that had not
+//! ended (plus `overlap_secs`) when it started, since KeyCRM stamps whole seconds and a change
+//! later in that second must not be lost. Reconciliation reads in (b) and (c) above the
+//! minimum are those re-reads of the engine's own writes.
 
 use std::collections::BTreeMap;
 use std::time::Instant;

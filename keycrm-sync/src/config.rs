@@ -207,6 +207,9 @@ pub struct SyncConfig {
     /// Whether webhooks are applied as they arrive (else only on the next run).
     pub realtime: bool,
     /// Overlap of reconciliation windows, in seconds (`updated_between` from cursor - overlap).
+    /// The cursor is the newest KeyCRM `updated_at` a pass read, so the overlap only covers
+    /// KeyCRM's commit lag and clock skew: a few seconds (default 2). A larger one makes
+    /// every run read again what the engine itself wrote in that span.
     pub overlap_secs: u64,
     /// Days to keep conflict/audit logs and processed, ignored and failed webhooks.
     pub retention_days: u32,
@@ -260,7 +263,7 @@ impl Default for SyncConfig {
             sync_interval_secs: 300,
             max_concurrency: 4,
             realtime: true,
-            overlap_secs: 120,
+            overlap_secs: 2,
             retention_days: 90,
             max_zeroed_share: 0.5,
             dry_run: false,

@@ -479,3 +479,68 @@ async fn a_single_webhook_costs_one_read() {
         Some("shipped")
     );
 }
+
+/// The remote feeds an incremental run reads: orders by `updated_between` and by
+/// `created_between`, buyers by `updated_between`.
+const FEEDS: usize = 3;
+
+/// Right after the engine's own writes (creates, then updates), an idle run costs one request
+/// per incremental feed: the run that read the writes back moved the cursors past them.
+#[tokio::test]
+async fn an_idle_run_right_after_the_engines_writes_costs_one_request_per_feed() {
+    let rig = rig().await;
+    let orders = pushed_orders(&rig, 40).await;
+    for (local, _) in &orders {
+        rig.host
+            .edit_order(local, |o| o.status = Some("approved".into()));
+    }
+    let report = rig.engine.run_once().await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(report.pushed, 40, "{report:?}");
+
+    rig.mock.clear_log();
+    let idle = rig.engine.run_once().await.unwrap();
+    assert_eq!(rig.mock.request_count(), FEEDS, "{:?}", rig.mock.requests());
+    assert_eq!(rig.mock.count("order_list"), 2);
+    assert_eq!(rig.mock.count("buyer_list"), 1);
+    assert_eq!(
+        (idle.pushed, idle.applied, idle.failed),
+        (0, 0, 0),
+        "{idle:?}"
+    );
+
+    rig.mock.clear_log();
+    rig.engine.run_once().await.unwrap();
+    assert_eq!(rig.mock.request_count(), FEEDS, "and every idle run after");
+}
+
+/// A manager's change in KeyCRM right after the engine's own write to the same order (in the
+/// same second, as KeyCRM stamps them) is still pulled by the next run.
+#[tokio::test]
+async fn a_keycrm_change_right_after_the_engines_write_is_pulled() {
+    let rig = rig().await;
+    let orders = pushed_orders(&rig, 3).await;
+    let (local, id) = &orders[1];
+    rig.host
+        .edit_order(local, |o| o.status = Some("approved".into()));
+    let report = rig.engine.run_once().await.unwrap();
+    assert_eq!(report.pushed, 1, "{report:?}");
+    assert_eq!(
+        rig.mock.crm().order(*id).unwrap()["status_id"],
+        serde_json::json!(2)
+    );
+    // No webhook: only the reconciliation can find it.
+    rig.mock.crm().set_order_status(*id, 4);
+    rig.mock.clear_log();
+    let report = rig.engine.run_once().await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(
+        rig.host.order(local).unwrap().status.as_deref(),
+        Some("shipped")
+    );
+    assert_eq!(
+        rig.mock.request_count(),
+        FEEDS,
+        "the change is on the feeds' pages"
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use keycrm_api::Timestamp;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
@@ -18,7 +18,8 @@ use crate::store::{Mapping, Store, SyncState, WriteOp};
 
 /// Cursor of a kind's local changes (the host's opaque cursor).
 pub(crate) const LOCAL_CURSOR: &str = "local";
-/// Cursor of a kind's remote changes (the start of the last complete pass).
+/// Cursor of a kind's remote changes: the newest KeyCRM `updated_at` a complete pass read
+/// (never later than that pass's start), or the pass start when it read nothing.
 pub(crate) const REMOTE_CURSOR: &str = "remote";
 
 /// What one reconciliation pass of a kind found.
@@ -31,6 +32,10 @@ pub(crate) struct PassState {
     pub(crate) complete: bool,
     /// Stock levels read, applied after the pass (see `apply_stock_levels`).
     pub(crate) levels: Vec<super::inbox::StockLevel>,
+    /// The newest KeyCRM `updated_at` read by the pass's change feed (`updated_between` or a
+    /// full read; not the orders' `created_between` pass, whose records may be newer than
+    /// changes it did not read): the next window starts there.
+    pub(crate) newest: Option<DateTime<Utc>>,
 }
 
 impl Default for PassState {
@@ -40,6 +45,7 @@ impl Default for PassState {
             broken: Vec::new(),
             complete: true,
             levels: Vec::new(),
+            newest: None,
         }
     }
 }
@@ -77,6 +83,37 @@ pub(crate) fn close_span(
     span.in_scope(|| {
         tracing::info!(target: "keycrm_sync", records, requests, outcome, "pass finished");
     });
+}
+
+/// The name of the orders' `created_between` pass (see [`PassState::newest`]).
+pub(crate) const CREATED_PASS: &str = "created";
+
+/// The cursor after a complete pass that started at `start` and read records up to `newest`
+/// (KeyCRM's `updated_at`), from the cursor `old` (`None` after a full read); `None` keeps
+/// the cursor as it is. The next window starts at the cursor's second minus `overlap`.
+///
+/// The cursor follows what was read, not the pass start: the engine's own writes after the
+/// pass (the push runs after the pull) are read once by the next pass, which moves the cursor
+/// past them, so the run after does not read them again. KeyCRM stamps whole seconds: the
+/// newest second read is left out of the next window only when it had ended (plus the
+/// overlap, for clock skew and commit lag) before the pass started; else it is read again
+/// (a record changed later in that second is seen, one already applied is recognised by its
+/// base). The cursor is never later than the pass start (a record changed while the pass
+/// paged is read again), never moves back, and stays where it is when an incremental pass
+/// read nothing.
+pub(crate) fn next_cursor(
+    old: Option<DateTime<Utc>>,
+    newest: Option<DateTime<Utc>>,
+    start: DateTime<Utc>,
+    overlap: chrono::Duration,
+) -> Option<DateTime<Utc>> {
+    let after =
+        |t: DateTime<Utc>| (t.trunc_subsecs(0) + chrono::Duration::seconds(1) + overlap).min(start);
+    match (old, newest) {
+        (None, newest) => Some(newest.map_or(start, after)),
+        (Some(_), None) => None,
+        (Some(old), Some(t)) => Some(old.max(after(t))),
+    }
 }
 
 /// How a remote record finds its mapping.
@@ -128,8 +165,9 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         Ok(())
     }
 
-    /// The `*_between` window of an incremental pass: from the cursor minus the overlap (or
-    /// the beginning) to a minute from now; and the pass start, the next cursor.
+    /// The `*_between` window of an incremental pass: from the cursor's second minus the
+    /// overlap (or the beginning) to a minute from now; and the pass start (see
+    /// [`next_cursor`]).
     pub(crate) async fn window(
         &self,
         kind: EntityKind,
@@ -143,7 +181,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let from = cursor
             .and_then(|c| DateTime::parse_from_rfc3339(&c).ok())
             .map(|c| {
-                c.with_timezone(&Utc)
+                // From the cursor's whole second: KeyCRM compares its whole-second stamps.
+                c.with_timezone(&Utc).trunc_subsecs(0)
                     - chrono::Duration::from_std(self.inner.config.overlap()).unwrap_or_default()
             });
         let Some(from) = from else {
@@ -198,6 +237,12 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                             tracing::debug!(target: "keycrm_sync", kind = kind.as_str(), decision = "no-id", "record without an id skipped");
                             continue;
                         };
+                        if pass != CREATED_PASS
+                            && let Ok(remote) = &remote
+                            && let Some(at) = remote.updated_at
+                        {
+                            state.newest = state.newest.max(Some(at));
+                        }
                         if !state.seen.insert(id) {
                             continue;
                         }
@@ -232,7 +277,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     }
 
     /// After a pass: the quarantine is settled; a complete full pass turns absence into
-    /// tombstones, and a complete pass advances the kind's cursor to the pass start.
+    /// tombstones, and a complete pass advances the kind's cursor (see [`next_cursor`]).
     pub(crate) async fn finish_pass(
         &self,
         kind: EntityKind,
@@ -241,6 +286,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         cursor: Option<DateTime<Utc>>,
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
+        let newest = state.newest;
         self.settle_quarantine(kind, &state.seen, state.broken, full)
             .await?;
         if !state.complete {
@@ -250,10 +296,23 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             self.tombstones(kind, &state.seen, report).await?;
         }
         if let Some(start) = cursor {
-            self.inner
-                .store
-                .set_cursor(kind, REMOTE_CURSOR, &start.to_rfc3339(), now())
-                .await?;
+            let store = &self.inner.store;
+            let old = if full {
+                None
+            } else {
+                store
+                    .get_cursor(kind, REMOTE_CURSOR)
+                    .await?
+                    .and_then(|c| DateTime::parse_from_rfc3339(&c).ok())
+                    .map(|c| c.with_timezone(&Utc))
+            };
+            let overlap =
+                chrono::Duration::from_std(self.inner.config.overlap()).unwrap_or_default();
+            if let Some(next) = next_cursor(old, newest, start, overlap) {
+                store
+                    .set_cursor(kind, REMOTE_CURSOR, &next.to_rfc3339(), now())
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -580,3 +639,46 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
 
 /// The audit action of a first contact (see [`crate::plan::Policy::first_contact`]).
 pub const FIRST_LINK_ACTION: &str = "first-link";
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Duration, Utc};
+
+    use super::next_cursor;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_cursor_follows_what_was_read_and_keeps_an_unfinished_second() {
+        let start = at("2026-01-01T12:00:00.400Z");
+        let overlap = Duration::seconds(2);
+        // Nothing read after a full read: the pass start.
+        assert_eq!(next_cursor(None, None, start, overlap), Some(start));
+        // Nothing read incrementally: the cursor stays.
+        assert_eq!(next_cursor(Some(start), None, start, overlap), None);
+        // A second that had ended (plus the overlap) before the pass is left out next time.
+        let newest = at("2026-01-01T11:59:50.700Z");
+        assert_eq!(
+            next_cursor(
+                Some(at("2026-01-01T11:00:00Z")),
+                Some(newest),
+                start,
+                overlap
+            ),
+            Some(at("2026-01-01T11:59:53Z"))
+        );
+        // One that had not is read again: the cursor is the pass start at the latest.
+        let newest = at("2026-01-01T11:59:58.100Z");
+        assert_eq!(next_cursor(None, Some(newest), start, overlap), Some(start));
+        // Never back.
+        let old = at("2026-01-01T12:00:00Z");
+        assert_eq!(
+            next_cursor(Some(old), Some(at("2026-01-01T11:00:00Z")), start, overlap),
+            Some(old)
+        );
+    }
+}

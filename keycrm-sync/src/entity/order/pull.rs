@@ -3,7 +3,7 @@
 use keycrm_api::types;
 
 use super::{Order, SOURCE_UUID};
-use crate::engine::pull::PassState;
+use crate::engine::pull::{CREATED_PASS, PassState};
 use crate::engine::quarantine::{self};
 use crate::engine::{RunReport, SyncEngine, SyncError};
 use crate::entity::remote_snapshot;
@@ -26,7 +26,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             None => vec![("all", None)],
             Some(_) => vec![
                 ("updated", Some("filter[updated_between]")),
-                ("created", Some("filter[created_between]")),
+                (CREATED_PASS, Some("filter[created_between]")),
             ],
         };
         for (pass, filter) in passes {
