@@ -152,23 +152,18 @@ pub async fn mapping_in_flight_note_round_trips(s: &impl Store) {
     );
 
     // The same through a write batch, noted and cleared again.
-    let mut batch = WriteBatch::new();
-    batch.put_mapping(m.clone());
-    s.write_batch(batch).await.unwrap();
-    assert_eq!(
-        s.get_mapping(EntityKind::Order, "o-9").await.unwrap(),
-        Some(m.clone())
-    );
-    let mut batch = WriteBatch::new();
-    batch.put_mapping(cleared.clone());
-    s.write_batch(batch).await.unwrap();
-    assert_eq!(
-        s.get_mapping(EntityKind::Order, "o-9")
-            .await
-            .unwrap()
-            .and_then(|r| r.in_flight),
-        None
-    );
+    for written in [&m, &cleared] {
+        let mut batch = WriteBatch::new();
+        batch.put_mapping(written.clone());
+        s.write_batch(batch).await.unwrap();
+        assert_eq!(
+            s.get_mapping(EntityKind::Order, "o-9")
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(written)
+        );
+    }
 }
 
 /// Conformance check `mapping_remote_id_is_unique_per_kind` (see the [module docs](super)).
