@@ -378,13 +378,10 @@ async fn orders_survive_sigkill_at_random_points() {
         } else {
             finished_early += 1;
         }
-        // KeyCRM stamps `updated_at` in whole seconds, and so does the host's JSON file: an
-        // edit in the same second as a write the killed child made has the same time, and
-        // newest-wins gives ties to KeyCRM (the planner's documented rule). Without a note of
-        // the write in flight the engine cannot order the two, so the host edits from the next
-        // second on, as any edit made by a person after a crash does.
-        let into_second = u64::from(Utc::now().timestamp_subsec_millis());
-        tokio::time::sleep(Duration::from_millis(1001 - into_second.min(1000))).await;
+        // Right after the kill, in the same second as a write the child may have made without
+        // its bookkeeping (KeyCRM and the host's file stamp whole seconds, and newest-wins
+        // gives ties to KeyCRM): the engine's note of the write in flight tells its own echo
+        // from a KeyCRM change, so the host's edit still wins.
         // Between kills the host edits some orders (a few that may be in flight).
         let mut file = HostFile::load(&host_path);
         for _ in 0..12 {

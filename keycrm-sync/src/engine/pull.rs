@@ -489,7 +489,9 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             Some(m) => self.inner.host.load(kind, m.local_id.clone()).await?,
             None => None,
         };
-        let base = mapping.as_ref().and_then(|m| m.base.clone());
+        let base = mapping
+            .as_ref()
+            .and_then(|m| m.effective_base(&remote.fields));
         let first_contact = first_contact && base.is_none() && local.is_some();
         let mut policy = self.policy(kind);
         if !first_contact {
@@ -562,6 +564,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         // The base is what KeyCRM has now: what the host still has to send shows up as a
         // local change against it.
         m.base = Some(remote.clone());
+        m.in_flight = None;
         m.remote_updated_at = remote.updated_at;
         m.last_sync_at = Some(now());
         m.content_hash = Some(canonical::snapshot(planned.merged.clone(), None).hash());

@@ -9,6 +9,12 @@
 //! the payment's KeyCRM id, which only a read gives, so it is always read first; a new
 //! payment is one `POST /order/{id}/payment` each (KeyCRM has no batch for them and no
 //! payments in `PUT /order`).
+//!
+//! Before an update is sent, the mapping notes what KeyCRM will hold ([`Mapping::in_flight`]);
+//! the bookkeeping after the write clears the note. A mapping that still has one is always
+//! read first.
+//!
+//! [`Mapping::in_flight`]: crate::store::Mapping::in_flight
 
 use chrono::{DateTime, Utc};
 use keycrm_api::{Timestamp, types};
@@ -17,7 +23,7 @@ use super::{SyncEngine, SyncError, Work};
 use crate::RunReport;
 use crate::canonical;
 use crate::host::Host;
-use crate::model::EntityKind;
+use crate::model::{EntityKind, Fields};
 use crate::plan::{PlanInput, plan};
 use crate::store::Store;
 
@@ -31,6 +37,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     ) -> Option<Result<(), SyncError>> {
         let remote_id = w.remote_id()?;
         let mapping = w.mapping.as_ref()?;
+        if mapping.in_flight.is_some() {
+            // An earlier update may have landed without its bookkeeping: only a read tells.
+            return None;
+        }
         let base = mapping.base.as_ref()?;
         let taken_at = base.updated_at?;
         if mapping.remote_updated_at.is_none_or(|seen| seen > taken_at) {
@@ -58,6 +68,22 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             self.update_order_with(w, &order, base.fields.clone(), report)
                 .await,
         )
+    }
+
+    /// Notes, durably and before an update is sent, what the update will make KeyCRM hold
+    /// (`fields`, the base its bookkeeping will write). If the engine stops between the write
+    /// and that bookkeeping, the next plan finds KeyCRM's copy equal to the note and takes it
+    /// as its own echo ([`Mapping::effective_base`](crate::store::Mapping::effective_base)),
+    /// so a host edit made since wins as a local change instead of tying with that echo.
+    pub(crate) async fn note_in_flight(&self, w: &Work, fields: &Fields) -> Result<(), SyncError> {
+        let store = &self.inner.store;
+        let stored = store.get_mapping(w.item.kind, &w.item.local_id).await?;
+        let Some(mut mapping) = stored.or_else(|| w.mapping.clone()) else {
+            return Ok(());
+        };
+        mapping.in_flight = Some(fields.clone());
+        store.put_mapping(&mapping).await?;
+        Ok(())
     }
 
     /// After an order was written: its base is KeyCRM's copy as of `updated_at` (the order

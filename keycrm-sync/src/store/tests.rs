@@ -503,3 +503,96 @@ async fn sqlite_second_store_on_a_file_in_use_is_refused() {
     let _a = SqliteStore::open_in_memory().unwrap();
     let _b = SqliteStore::open_in_memory().unwrap();
 }
+
+#[tokio::test]
+async fn sqlite_version_1_files_gain_an_empty_in_flight_note() {
+    let db = TempDb::new("in-flight");
+    {
+        let mut raw = rusqlite::Connection::open(&db.path).unwrap();
+        migrate_steps(
+            &mut raw,
+            &[(1, include_str!("migrations/0001_initial.sql"))],
+        )
+        .unwrap();
+        raw.execute(
+            "INSERT INTO mappings (kind, local_id, remote_id, state) VALUES ('order', 'o-1', 7, 'synced')",
+            [],
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&db.path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    let m = s
+        .get_mapping(EntityKind::Order, "o-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((m.remote_id, m.in_flight), (Some(7), None));
+}
+
+/// The echo rule: where KeyCRM holds the noted value, the note is the base, so a host edit
+/// stamped in the same second as KeyCRM's copy is a plain local change; where KeyCRM holds
+/// something else, the old base stays and the normal conflict rules decide.
+#[test]
+fn the_effective_base_takes_noted_values_that_keycrm_holds() {
+    use crate::model::{Fields, Snapshot};
+    use crate::plan::{PlanInput, Policy, Side, plan};
+
+    fn fields(pairs: &[(&str, serde_json::Value)]) -> Fields {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+    let mut m = Mapping::new(EntityKind::Order, "o-1");
+    m.base = Some(Snapshot::new(
+        fields(&[
+            ("comment", json!("old")),
+            ("status", json!("new")),
+            ("tracking", json!("T-1")),
+        ]),
+        Some(t(0)),
+    ));
+    let remote = Snapshot::new(
+        fields(&[("comment", json!("X")), ("status", json!("Z"))]),
+        Some(t(5)),
+    );
+    // Without a note the base is the stored one.
+    assert_eq!(m.effective_base(&remote.fields), m.base.clone());
+    m.in_flight = Some(fields(&[
+        ("comment", json!("X")),
+        ("status", json!("approved")),
+        ("tracking", Value::Null),
+    ]));
+    let base = m.effective_base(&remote.fields).unwrap();
+    assert_eq!(
+        base.fields,
+        fields(&[("comment", json!("X")), ("status", json!("new"))]),
+        "comment and the removed tracking came back as noted; status did not"
+    );
+    assert_eq!(base.updated_at, Some(t(0)));
+
+    // The host edits both, in the same second as KeyCRM's copy.
+    let local = Snapshot::new(
+        fields(&[("comment", json!("Y")), ("status", json!("packing"))]),
+        Some(t(5)),
+    );
+    let policy = Policy::default();
+    let planned = plan(&PlanInput {
+        kind: EntityKind::Order,
+        base: Some(&base),
+        local: Some(&local),
+        remote: Some(&remote),
+        policy: &policy,
+    });
+    assert_eq!(planned.merged.get("comment"), Some(&json!("Y")));
+    assert!(planned.conflict("comment").is_none(), "{planned:?}");
+    // status: KeyCRM's Z is its own change against the old base; the tie goes to KeyCRM.
+    let status = planned.conflict("status").expect("a both-changed conflict");
+    assert_eq!(status.winner, Some(Side::Remote));
+    assert_eq!(planned.merged.get("status"), Some(&json!("Z")));
+
+    // No base: nothing to correct.
+    m.base = None;
+    assert_eq!(m.effective_base(&remote.fields), None);
+}

@@ -1,6 +1,6 @@
 //! The records the store keeps: mappings, outbox and inbox items, log entries and counts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -9,7 +9,7 @@ use serde_json::Value;
 
 #[cfg(doc)]
 use super::Store;
-use crate::model::{EntityKind, Snapshot};
+use crate::model::{EntityKind, Fields, Snapshot};
 
 /// Where a mapped record stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -69,6 +69,11 @@ pub struct Mapping {
     pub base: Option<Snapshot>,
     /// KeyCRM's `updated_at` of the record when last seen.
     pub remote_updated_at: Option<DateTime<Utc>>,
+    /// A write in flight: the fields the engine was about to make KeyCRM hold, noted before
+    /// it sent an update and cleared once the update's bookkeeping is written. Left behind
+    /// when the engine stopped in between; see [`Mapping::effective_base`].
+    #[serde(default)]
+    pub in_flight: Option<Fields>,
 }
 
 impl Mapping {
@@ -84,7 +89,39 @@ impl Mapping {
             content_hash: None,
             base: None,
             remote_updated_at: None,
+            in_flight: None,
         }
+    }
+
+    /// The base to plan KeyCRM's current record (`remote`) against.
+    ///
+    /// Without a note of a write in flight ([`Mapping::in_flight`]) it is [`Mapping::base`].
+    /// With one, the engine stopped between an update and its bookkeeping: every field where
+    /// KeyCRM holds exactly the noted value holds the engine's own write (an echo, not a
+    /// KeyCRM change), so the noted value is that field's base and a host edit made since is a
+    /// plain local change. Fields where KeyCRM differs from the note (the write never landed,
+    /// or KeyCRM changed them since) keep the old base. A field without a value and one that
+    /// is `null` are the same, as in the planner. `None` when there is no base.
+    pub fn effective_base(&self, remote: &Fields) -> Option<Snapshot> {
+        let mut base = self.base.clone()?;
+        let Some(noted) = &self.in_flight else {
+            return Some(base);
+        };
+        let value = |fields: &Fields, field: &str| -> Option<Value> {
+            fields.get(field).filter(|v| !v.is_null()).cloned()
+        };
+        let fields: BTreeSet<String> = noted.keys().chain(base.fields.keys()).cloned().collect();
+        for field in fields {
+            let noted_value = value(noted, &field);
+            if noted_value != value(remote, &field) {
+                continue;
+            }
+            match noted_value {
+                Some(v) => base.fields.insert(field, v),
+                None => base.fields.remove(&field),
+            };
+        }
+        Some(base)
     }
 }
 

@@ -306,7 +306,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             remote.clone(),
             order.updated_at.map(keycrm_api::Timestamp::into_datetime),
         );
-        let base = w.mapping.as_ref().and_then(|m| m.base.clone());
+        // An update whose bookkeeping was lost counts as landed where KeyCRM holds it.
+        let base = w.mapping.as_ref().and_then(|m| m.effective_base(&remote));
         let policy = self.policy(kind);
         let planned = plan(&PlanInput {
             kind,
@@ -367,6 +368,12 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             }
             return Ok(());
         }
+        let sends = !changes.update.is_empty()
+            || !changes.create_payments.is_empty()
+            || !changes.update_payments.is_empty();
+        if sends {
+            self.note_in_flight(w, &base_after).await?;
+        }
         if !changes.update.is_empty() {
             let body = canonical::order_update_body(&changes.update)?;
             self.call(
@@ -410,7 +417,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let mut done = Work {
             item: w.item.clone(),
             local: Snapshot::new(planned.merged.clone(), None),
-            mapping: w.mapping.clone(),
+            // The bookkeeping clears the note of the write in flight (and any earlier one).
+            mapping: w.mapping.clone().map(|mut m| {
+                m.in_flight = None;
+                m
+            }),
         };
         if planned.to_local.is_empty() {
             done.local = w.local.clone();

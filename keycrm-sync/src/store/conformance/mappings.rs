@@ -118,6 +118,54 @@ pub async fn mappings_round_trip(s: &impl Store) {
     );
 }
 
+/// Conformance check `mapping_in_flight_note_round_trips` (see the [module docs](super)): a
+/// note of a write in flight is stored with its mapping, listed and read back by either key,
+/// written in a batch, and cleared by the next write without one.
+pub async fn mapping_in_flight_note_round_trips(s: &impl Store) {
+    let mut m = full_mapping(EntityKind::Order, "o-9", Some(909));
+    let mut noted = snapshot().fields;
+    noted.insert("comment".into(), json!("sent, not yet booked"));
+    noted.insert("lines.SKU-1.quantity".into(), json!(3));
+    m.in_flight = Some(noted.clone());
+    s.put_mapping(&m).await.unwrap();
+    let read = s.get_mapping(EntityKind::Order, "o-9").await.unwrap();
+    assert_eq!(read.as_ref().and_then(|r| r.in_flight.clone()), Some(noted));
+    assert_eq!(read, Some(m.clone()));
+    assert_eq!(
+        s.get_mapping_by_remote(EntityKind::Order, 909)
+            .await
+            .unwrap(),
+        Some(m.clone())
+    );
+    assert_eq!(
+        s.list_mappings(EntityKind::Order, None).await.unwrap(),
+        vec![m.clone()]
+    );
+
+    // The bookkeeping after the write clears it.
+    let mut cleared = m.clone();
+    cleared.in_flight = None;
+    s.put_mapping(&cleared).await.unwrap();
+    assert_eq!(
+        s.get_mapping(EntityKind::Order, "o-9").await.unwrap(),
+        Some(cleared.clone())
+    );
+
+    // The same through a write batch, noted and cleared again.
+    for written in [&m, &cleared] {
+        let mut batch = WriteBatch::new();
+        batch.put_mapping(written.clone());
+        s.write_batch(batch).await.unwrap();
+        assert_eq!(
+            s.get_mapping(EntityKind::Order, "o-9")
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(written)
+        );
+    }
+}
+
 /// Conformance check `mapping_remote_id_is_unique_per_kind` (see the [module docs](super)).
 pub async fn mapping_remote_id_is_unique_per_kind(s: &impl Store) {
     let a = full_mapping(EntityKind::Product, "p-a", Some(9));

@@ -85,6 +85,7 @@ macro_rules! store_conformance_tests {
     ($make:expr) => {
         $crate::store_conformance_tests!(@each [$make]
             mappings_round_trip,
+            mapping_in_flight_note_round_trips,
             mapping_remote_id_is_unique_per_kind,
             outbox_coalesces_per_record,
             outbox_due_order_and_filter,
@@ -151,6 +152,7 @@ pub fn full_mapping(kind: EntityKind, local_id: &str, remote_id: Option<i64>) ->
         content_hash: Some(base.hash()),
         base: Some(base),
         remote_updated_at: Some(t(15)),
+        in_flight: None,
     }
 }
 

@@ -18,7 +18,7 @@ use crate::store::{
 /// skewed clocks agree).
 pub(super) const DB_NOW: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)";
 
-pub(super) use crate::store::encode::{json, json_opt, limit, ts, ts_opt};
+pub(super) use crate::store::encode::{json, json_column, json_opt, limit, ts, ts_opt};
 
 fn corrupt(column: &str, what: &str) -> StoreError {
     StoreError::Corrupt(format!("column {column}: {what}"))
@@ -68,8 +68,8 @@ fn col_json_opt<T: DeserializeOwned>(r: &Row, column: &str) -> Result<Option<T>,
     }
 }
 
-pub(super) const MAPPING_COLS: &str =
-    "kind, local_id, remote_id, state, last_sync_at, error, content_hash, base, remote_updated_at";
+pub(super) const MAPPING_COLS: &str = "kind, local_id, remote_id, state, last_sync_at, error, content_hash, base, remote_updated_at, \
+     in_flight";
 
 pub(super) fn row_mapping(r: &Row) -> Result<Mapping, StoreError> {
     let state: String = get(r, "state")?;
@@ -83,6 +83,7 @@ pub(super) fn row_mapping(r: &Row) -> Result<Mapping, StoreError> {
         content_hash: get(r, "content_hash")?,
         base: col_json_opt(r, "base")?,
         remote_updated_at: col_ts_opt(r, "remote_updated_at")?,
+        in_flight: col_json_opt(r, "in_flight")?,
     })
 }
 

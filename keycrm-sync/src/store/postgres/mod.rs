@@ -49,6 +49,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: include_str!("migrations/0002_quota.sql"),
     },
+    Migration {
+        version: 3,
+        sql: include_str!("migrations/0003_in_flight.sql"),
+    },
 ];
 
 /// The schema version this build writes (the newest row of `keycrm_schema_version`).

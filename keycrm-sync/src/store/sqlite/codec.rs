@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) use crate::store::encode::{json, json_opt, limit, ts, ts_opt};
+pub(super) use crate::store::encode::{json, json_column, json_opt, limit, ts, ts_opt};
 
 // ---- decoding (errors name the column, never the value) ----
 
@@ -53,8 +53,8 @@ pub(super) fn col_json_opt<T: DeserializeOwned>(
     }
 }
 
-pub(super) const MAPPING_COLS: &str =
-    "kind, local_id, remote_id, state, last_sync_at, error, content_hash, base, remote_updated_at";
+pub(super) const MAPPING_COLS: &str = "kind, local_id, remote_id, state, last_sync_at, error, content_hash, base, remote_updated_at, \
+     in_flight";
 
 pub(super) fn row_mapping(r: &Row<'_>) -> rusqlite::Result<Mapping> {
     let state: String = r.get(3)?;
@@ -68,6 +68,7 @@ pub(super) fn row_mapping(r: &Row<'_>) -> rusqlite::Result<Mapping> {
         content_hash: r.get(6)?,
         base: col_json_opt(r, 7)?,
         remote_updated_at: col_ts_opt(r, 8)?,
+        in_flight: col_json_opt(r, 9)?,
     })
 }
 

@@ -29,10 +29,16 @@ struct Migration {
 }
 
 /// The schema steps, oldest first. Append new steps; never edit a released one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../migrations/0002_in_flight.sql"),
+    },
+];
 
 /// The schema version this build writes (`PRAGMA user_version` of an up-to-date database).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

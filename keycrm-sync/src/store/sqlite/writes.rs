@@ -19,19 +19,15 @@ pub(super) fn put_mapping_in(c: &Connection, m: &Mapping) -> Result<(), Fail> {
             .into());
         }
     }
-    let base = m
-        .base
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|_| StoreError::Backend("base snapshot could not be encoded".into()))?;
+    let base = json_column(m.base.as_ref(), "base snapshot")?;
+    let in_flight = json_column(m.in_flight.as_ref(), "in-flight note")?;
     c.prepare_cached(
         "INSERT INTO mappings (kind, local_id, remote_id, state, last_sync_at, error, content_hash, \
-         base, remote_updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         base, remote_updated_at, in_flight) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
          ON CONFLICT (kind, local_id) DO UPDATE SET remote_id = excluded.remote_id, \
          state = excluded.state, last_sync_at = excluded.last_sync_at, error = excluded.error, \
          content_hash = excluded.content_hash, base = excluded.base, \
-         remote_updated_at = excluded.remote_updated_at",
+         remote_updated_at = excluded.remote_updated_at, in_flight = excluded.in_flight",
     )?
     .execute(params![
         m.kind.as_str(),
@@ -43,6 +39,7 @@ pub(super) fn put_mapping_in(c: &Connection, m: &Mapping) -> Result<(), Fail> {
         m.content_hash,
         base,
         ts_opt(m.remote_updated_at),
+        in_flight,
     ])?;
     Ok(())
 }
