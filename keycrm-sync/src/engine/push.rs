@@ -188,6 +188,20 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         base: Fields,
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
+        self.done_at(work, remote_id, Snapshot::new(base, None), report)
+            .await
+    }
+
+    /// [`Self::done`] with the KeyCRM `updated_at` the base was taken at, when known: the
+    /// mapping then also notes it as the last time seen (so the next update of an order
+    /// needs no read first, see `engine/writes.rs`), in the same write.
+    pub(crate) async fn done_at(
+        &self,
+        work: &Work,
+        remote_id: Option<i64>,
+        base: Snapshot,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
         let remote_id = self.record_synced(work, remote_id, base).await?;
         report.pushed += 1;
         self.publish(SyncEvent::Pushed {
@@ -204,7 +218,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         &self,
         work: &Work,
         remote_id: Option<i64>,
-        base: Fields,
+        base: Snapshot,
     ) -> Result<Option<i64>, SyncError> {
         let mut mapping = work
             .mapping
@@ -216,7 +230,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         mapping.state = SyncState::Synced;
         mapping.error = None;
         mapping.content_hash = Some(work.local.hash());
-        mapping.base = Some(Snapshot::new(base, None));
+        if base.updated_at.is_some() {
+            mapping.remote_updated_at = base.updated_at;
+        }
+        mapping.base = Some(base);
         mapping.last_sync_at = Some(now());
         self.inner.store.put_mapping(&mapping).await?;
         self.inner

@@ -16,7 +16,6 @@
 //!
 //! [`Mapping::in_flight`]: crate::store::Mapping::in_flight
 
-use chrono::{DateTime, Utc};
 use keycrm_api::{Timestamp, types};
 
 use super::{SyncEngine, SyncError, Work};
@@ -82,31 +81,6 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             return Ok(());
         };
         mapping.in_flight = Some(fields.clone());
-        store.put_mapping(&mapping).await?;
-        Ok(())
-    }
-
-    /// After an order was written: its base is KeyCRM's copy as of `updated_at` (the order
-    /// as read or proven before the write), and that is the last time seen.
-    pub(crate) async fn note_order_seen(
-        &self,
-        w: &Work,
-        updated_at: Option<DateTime<Utc>>,
-    ) -> Result<(), SyncError> {
-        let Some(at) = updated_at else {
-            return Ok(());
-        };
-        let store = &self.inner.store;
-        let Some(mut mapping) = store
-            .get_mapping(EntityKind::Order, &w.item.local_id)
-            .await?
-        else {
-            return Ok(());
-        };
-        if let Some(base) = mapping.base.as_mut() {
-            base.updated_at = Some(at);
-        }
-        mapping.remote_updated_at = Some(at);
         store.put_mapping(&mapping).await?;
         Ok(())
     }

@@ -177,7 +177,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 .and_then(|b| QUANTITY.get(&b.fields).cloned());
             if base_quantity.as_ref() == QUANTITY.get(&w.local.fields) {
                 let fields = w.local.fields.clone();
-                self.record_synced(&w, None, fields).await?;
+                self.record_synced(&w, None, Snapshot::new(fields, None))
+                    .await?;
                 report.unchanged += 1;
                 continue;
             }

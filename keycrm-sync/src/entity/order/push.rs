@@ -426,12 +426,14 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         if planned.to_local.is_empty() {
             done.local = w.local.clone();
         }
-        self.done(&done, Some(remote_id), base_after, report)
-            .await?;
-        // requests: the base's KeyCRM time, so the next update needs no read (engine/writes.rs).
-        self.note_order_seen(
-            w,
-            order.updated_at.map(keycrm_api::Timestamp::into_datetime),
+        // The base's KeyCRM time goes with it, so the next update needs no read
+        // (engine/writes.rs).
+        let seen_at = order.updated_at.map(keycrm_api::Timestamp::into_datetime);
+        self.done_at(
+            &done,
+            Some(remote_id),
+            Snapshot::new(base_after, seen_at),
+            report,
         )
         .await
     }
