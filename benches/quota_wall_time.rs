@@ -11,15 +11,15 @@
 //! simulated latency, and waiting costs no real time. Wall times are simulated seconds.
 //!
 //! ```sh
-//! cargo bench --bench quota_wall_time
+//! cargo bench --bench quota_wall_time   # or: cargo test --release --bench quota_wall_time
 //! ```
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use keycrm_api::PacingMode;
 use keycrm_api::mock::{Quota, QuotaCounter, QuotaServer, Window};
+use keycrm_api::{PacingMode, QuotaModel};
 use tokio::time::Instant;
 
 const KEY: &str = "bench-key";
@@ -64,6 +64,8 @@ struct Outcome {
     wall: Duration,
     requests: u64,
     rejected: u64,
+    /// What our client learnt of the server's model (`None` for the naive client).
+    learnt: Option<QuotaModel>,
 }
 
 #[derive(Clone, Copy)]
@@ -110,6 +112,7 @@ async fn ours(server: &QuotaServer, mode: PacingMode, burst: u32, scenario: Scen
         wall,
         requests: stats.requests,
         rejected: stats.rate_limited,
+        learnt: Some(stats.quota_model),
     }
 }
 
@@ -166,6 +169,7 @@ async fn naive(server: &QuotaServer, scenario: Scenario) -> Outcome {
         wall: start.elapsed(),
         requests: sent.load(Ordering::Relaxed),
         rejected: server.rejected() as u64,
+        learnt: None,
     }
 }
 
@@ -205,6 +209,18 @@ fn capacity(quota: Quota, within: Duration) -> u64 {
 fn quota_use(quota: Quota, o: &Outcome) -> f64 {
     let passed = o.requests - o.rejected;
     100.0 * passed as f64 / capacity(quota, o.wall) as f64
+}
+
+/// The model `adaptive` learnt, in a word or two.
+fn learnt(o: &Outcome) -> String {
+    match o.learnt {
+        Some(QuotaModel::Lenient { passed }) => format!("lenient ({passed} probes passed)"),
+        Some(QuotaModel::TokenBucket { refill }) => {
+            format!("token bucket ({} ms)", refill.as_millis())
+        }
+        Some(QuotaModel::Window) => "window".to_string(),
+        Some(_) | None => "-".to_string(),
+    }
 }
 
 fn cell(o: &Outcome) -> String {
@@ -350,6 +366,7 @@ fn main() {
             } else {
                 header.push_str(" | adaptive / naive");
             }
+            header.push_str(" | adaptive learnt");
             println!("{header}");
             for model in [Window::Fixed, Window::Rolling, Window::TokenBucket] {
                 for headers in [true, false] {
@@ -375,8 +392,9 @@ fn main() {
                             row.pace(ADAPTIVE)
                         ));
                     } else {
-                        line.push_str(&format!(" | {:>6.2}x", row.ratio(ADAPTIVE)));
+                        line.push_str(&format!(" | {:>16.2}x", row.ratio(ADAPTIVE)));
                     }
+                    line.push_str(&format!(" | {}", learnt(&row.outcomes[ADAPTIVE])));
                     println!("{line}");
                     rows.push(row);
                 }
@@ -387,14 +405,16 @@ fn main() {
         goals(&rows, ADAPTIVE);
         goals(&rows, ADAPTIVE_B60);
         println!(
-            "why: without rate-limit headers `adaptive` learns its burst (AIMD): it starts with\n\
-             a window of the configured rate (60), halves it on each 429 (one request on the\n\
-             wire while probing, so one 429 before the gate holds everyone) and gives one back\n\
-             per clean minute; `even` keeps the configured burst (1). Whatever the burst, it\n\
-             never sends more than the rate within a minute of its own answers, so no model of\n\
-             60/min refuses it; the price is (b) on a token bucket without headers: nothing\n\
-             tells the client the bucket refills, so the 8 requests beyond the first 60 wait a\n\
-             window where the naive client bursts into the refill (and its 429s)."
+            "why: without rate-limit headers `adaptive` learns its burst (AIMD: it starts with\n\
+             a window of the configured rate, 60, halves it on each 429 and gives one back per\n\
+             clean minute) and, from one probe, how the server counts: once a window's worth\n\
+             is out and more requests wait, one goes beyond it, alone on the wire and no\n\
+             sooner than a bucket of 60/min allows. A fixed or rolling window refuses it with\n\
+             a long Retry-After: that is the run's one 429, and the client never probes again\n\
+             (never more than 60 within a minute of its own answers). A token bucket lets it\n\
+             through, having refilled, and the client keeps probing one at a time at the\n\
+             bucket's rate: (b) follows the refill instead of waiting a window, without the\n\
+             naive client's 429s. `even` keeps the configured burst (1)."
         );
     });
 }

@@ -135,7 +135,7 @@ pub use generated::{Client, ResponseValue, builder, types};
 
 pub use embedded::PaymentMethodRef;
 pub use error::{Error, ErrorMeta, Result};
-pub use limiter::{ClientStats, PacingMode, RateLimitBudget, WaitPhase};
+pub use limiter::{ClientStats, PacingMode, QuotaModel, RateLimitBudget, WaitPhase};
 pub use page::Page;
 pub use paginate::{DEFAULT_STREAM_LIMIT, ListRequest, Paginate};
 pub use quota::{InProcessQuota, SharedQuota};

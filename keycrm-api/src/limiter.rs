@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
@@ -26,7 +27,7 @@ pub(crate) struct Counters {
 }
 
 /// How the client paces its requests (see [`ClientBuilder::pacing`](crate::ClientBuilder::pacing)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 #[non_exhaustive]
 pub enum PacingMode {
     /// The default. When answers carry `X-RateLimit-Limit` and `X-RateLimit-Remaining`,
@@ -45,15 +46,56 @@ pub enum PacingMode {
     /// evenly beyond the burst. Each 429 halves the burst (never below the configured
     /// [`burst`](crate::ClientBuilder::burst), the floor), and closes the gate for every
     /// task, also those already waiting for a slot; each minute without a 429 gives one
-    /// back, up to `requests_per_minute` (or the configured burst, if larger). Whatever
-    /// the burst, it never sends more than `requests_per_minute` within 60 s (1 % more) of
-    /// its own answers, so a server that counts the configured rate in any window of a
-    /// minute (fixed, rolling, or a token bucket) refuses nothing. While the burst in force
-    /// exceeds the configured one, one request at a time is on the wire, so a server that
-    /// counts less than that (a smaller limit, a shorter window, another process on the
-    /// key) answers at most one 429 before the gate holds everyone. A client on a
-    /// [`SharedQuota`](crate::quota::SharedQuota) does not probe: it keeps the configured
-    /// burst, as others spend the same key.
+    /// back, up to `requests_per_minute` (or the configured burst, if larger). While the
+    /// burst in force exceeds the configured one, one request at a time is on the wire, so
+    /// a server that counts less than that (a smaller limit, a shorter window, another
+    /// process on the key) answers at most one 429 before the gate holds everyone.
+    ///
+    /// It also learns how the server counts ([`QuotaModel`], in
+    /// [`ClientStats::quota_model`]), from one probe. Requests within the log of its own
+    /// answers (never more than `requests_per_minute` within 60 s of them, 1 % more) go as
+    /// paced: no server counting the configured rate in any window of a minute (fixed,
+    /// rolling, or a token bucket) refuses those. Once a window's worth is out and more
+    /// requests wait, while the model is unknown, one request goes beyond the log: a
+    /// *probe*, alone on the wire, and no sooner than a bucket of `requests_per_minute`
+    /// tokens refilling one per `60 s / requests_per_minute` (1 % slower), counted over all
+    /// requests, allows it (so a token bucket of the configured rate that started full
+    /// never refuses one). Its answer decides:
+    ///
+    /// - A 429 whose `Retry-After` is short (at most twice the token interval, or 2 s if
+    ///   that is longer), and shorter than any 60-s window of the configured rate would
+    ///   ask for (the window that refused it holds the `requests_per_minute` requests
+    ///   before it, so it closes no sooner than 60 s after the earliest of them was sent):
+    ///   the server refills continuously, [`QuotaModel::TokenBucket`]. From then on the
+    ///   client paces as such a bucket: `requests_per_minute` tokens, one back per token
+    ///   interval (1 % slower; a `Retry-After` of more than a second and more than that
+    ///   interval sets the interval instead), empty when the gate opens; the log no longer
+    ///   holds it back and requests overlap freely. The burst no longer grows or halves. A
+    ///   later 429 proves the model wrong: it becomes [`QuotaModel::Window`].
+    /// - Any other 429 (also one without `Retry-After`): [`QuotaModel::Window`]. The client
+    ///   never probes again and paces as before; that 429 does not halve the burst (the
+    ///   probe was beyond it), and the burst is free again when the gate opens, the log of
+    ///   its own answers keeping it within the window.
+    /// - A success: there is room beyond the configured rate (a bucket that refilled, a
+    ///   fixed window that turned, a larger limit): [`QuotaModel::Lenient`], counting the
+    ///   probes that passed. The client keeps probing on the same terms, one request beyond
+    ///   the log at a time, within the bucket of the configured rate, which bounds it:
+    ///   within any 60 s it sends fewer than twice `requests_per_minute`. The first refused
+    ///   probe decides as above.
+    ///
+    /// Any 429 while the model is unknown decides the same way; before
+    /// `requests_per_minute` requests were sent, no window of the configured rate could
+    /// have refused it (the server counts less, or someone else spends the key), so it is
+    /// [`QuotaModel::Window`] and halves the burst. So against a server of the configured
+    /// rate alone on the key, a run sees at most one 429 in all: a fixed or rolling window
+    /// refuses the first probe and nothing after it; a token bucket that started full
+    /// refuses nothing, and one that did not refuses at most one request (a probe, which
+    /// shows the bucket, or a request of the first window, which is then taken for a
+    /// window). Even misled (another process on the key), a wrong bucket costs one more
+    /// 429 and is a window from then on. The probe state is the limiter's, shared by every
+    /// clone of the client. A client on a [`SharedQuota`](crate::quota::SharedQuota) does
+    /// not probe at all: it keeps the configured burst and the log, as others spend the
+    /// same key.
     #[default]
     Adaptive,
     /// Exactly the pacing of earlier versions: requests evenly spaced at
@@ -62,8 +104,39 @@ pub enum PacingMode {
     Even,
 }
 
+/// What an adaptive client learnt about how the server counts its quota, when answers
+/// carry no rate-limit headers (see [`PacingMode::Adaptive`] for the probe that decides).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum QuotaModel {
+    /// Nothing learnt yet: no request went beyond a window's worth, or the client does
+    /// not probe ([`PacingMode::Even`], a [`SharedQuota`](crate::quota::SharedQuota),
+    /// pacing off, or answers report the budget).
+    #[default]
+    Unknown,
+    /// Probes beyond the configured rate passed and none was refused yet: the server let
+    /// more than `requests_per_minute` through within a window of the client's answers.
+    /// The client keeps probing, one request beyond the window at a time, within a bucket
+    /// of the configured rate.
+    Lenient {
+        /// Probes that passed.
+        passed: u64,
+    },
+    /// A probe was refused with a short `Retry-After`: the server refills continuously.
+    /// The client paces as a bucket of `requests_per_minute` tokens, one back per `refill`.
+    TokenBucket {
+        /// The interval the client counts a token back in (1 % slower than the server's).
+        refill: Duration,
+    },
+    /// A probe was refused with a long `Retry-After` (a fixed or rolling window), or a 429
+    /// came in a way no bucket of the configured rate explains: the client never probes
+    /// again and keeps within `requests_per_minute` per minute of its own answers.
+    Window,
+}
+
 /// The rate-limit budget the server last reported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct RateLimitBudget {
     /// `X-RateLimit-Limit`: requests allowed per window.
@@ -73,7 +146,7 @@ pub struct RateLimitBudget {
 }
 
 /// A snapshot of a client's counters (see [`crate::Client::stats`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct ClientStats {
     /// Requests sent, retries included.
@@ -97,6 +170,8 @@ pub struct ClientStats {
     /// The burst allowed now when pacing without a budget (in [`PacingMode::Adaptive`],
     /// learnt from 429s; in [`PacingMode::Even`], the configured one).
     pub burst: u32,
+    /// How the server counts the quota, as learnt without headers (see [`QuotaModel`]).
+    pub quota_model: QuotaModel,
     /// Whether a [`SharedQuota`](crate::quota::SharedQuota) paces this client too.
     pub shared_quota: bool,
     /// Attempts that waited for their slot of the shared quota (also counted in `waits`).
@@ -148,6 +223,9 @@ pub(crate) struct Limiter {
     burst: u32,
     /// The largest adaptive burst, where it starts without headers (see [`PacingMode`]).
     ceiling: u32,
+    /// Adaptive without headers: whether it probes beyond the window to learn the
+    /// server's [`QuotaModel`] (not on a shared quota).
+    probes: bool,
     state: Mutex<State>,
     /// Wakes the tasks waiting for a slot when their reservations are void (a gate closed,
     /// or the budget became known).
@@ -204,10 +282,22 @@ struct State {
     /// Adaptive without headers: a 429 was answered and the runtime has yet to close its
     /// gate; nobody leaves meanwhile (see [`Limiter::close_gate`]).
     held: bool,
+    /// How the server counts, as learnt from probes (see [`PacingMode::Adaptive`]).
+    model: QuotaModel,
+    /// The probe on the wire, by sequence number.
+    probe_seq: Option<u64>,
+    /// Theoretical arrival time of a bucket of `per_minute` tokens at the configured rate,
+    /// counted over every request sent: a probe leaves no sooner than it allows.
+    probe_tat: Option<Duration>,
+    /// The 429 that made the model [`QuotaModel::Window`] was a probe's: the gate it
+    /// closes leaves the burst free (see [`Limiter::close_gate`]).
+    free_after_gate: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
+    /// When it was sent.
+    sent: Duration,
     /// When it was answered (or, while `done` is false, sent).
     at: Duration,
     done: bool,
@@ -223,6 +313,16 @@ struct Budget {
     seq: u64,
     /// When that answer arrived.
     at: Duration,
+}
+
+/// What an adaptive request without a budget does next.
+enum Go {
+    /// Leave now; `probe`: beyond the window, to learn the server's model.
+    Now { probe: bool },
+    /// Wait until this clock time, then look again.
+    Until(Duration),
+    /// Wait for an answer (at most until this clock time), then look again.
+    Answer(Option<Duration>),
 }
 
 /// What the log of our own requests allows for the next one.
@@ -276,6 +376,8 @@ pub(crate) struct Signal {
     pub(crate) rate_limited: bool,
     /// The answer was a success (2xx).
     pub(crate) success: bool,
+    /// The answer's `Retry-After`, when it had one.
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl Limiter {
@@ -305,6 +407,7 @@ impl Limiter {
             per_minute,
             burst,
             ceiling,
+            probes: mode == PacingMode::Adaptive && interval.is_some(),
             state: Mutex::new(State {
                 tat: None,
                 gate_until: None,
@@ -320,16 +423,22 @@ impl Limiter {
                 refills: false,
                 fresh_since: None,
                 held: false,
+                model: QuotaModel::Unknown,
+                probe_seq: None,
+                probe_tat: None,
+                free_after_gate: false,
             }),
             gate_closed: Notify::new(),
             progress: Notify::new(),
         }
     }
 
-    /// Keeps the configured burst instead of probing for a larger one (a shared quota
-    /// paces this client: other clients spend the same key).
+    /// Keeps the configured burst instead of probing for a larger one, and never probes
+    /// beyond the window (a shared quota paces this client: other clients spend the same
+    /// key).
     pub(crate) fn without_probing(mut self) -> Self {
         self.ceiling = self.burst;
+        self.probes = false;
         self.state().burst = self.burst;
         self
     }
@@ -352,6 +461,7 @@ impl Limiter {
             remaining: b.remaining,
         });
         stats.burst = state.burst;
+        stats.quota_model = state.model;
     }
 
     /// What this limiter asks of a shared quota for one attempt: its interval (zero when
@@ -362,6 +472,37 @@ impl Limiter {
 
     fn adaptive(&self) -> bool {
         self.mode == PacingMode::Adaptive && self.interval.is_some()
+    }
+
+    /// The interval of even pacing in force: the configured one, or a learnt bucket's.
+    fn pace(&self, state: &State) -> Option<Duration> {
+        match state.model {
+            QuotaModel::TokenBucket { refill } if self.interval.is_some() => Some(refill),
+            _ => self.interval,
+        }
+    }
+
+    /// Whether the next request may go beyond the window as a probe, model permitting
+    /// (see [`PacingMode::Adaptive`]).
+    fn may_probe(&self, state: &State) -> bool {
+        self.probes
+            && state.budget.is_none()
+            && matches!(
+                state.model,
+                QuotaModel::Unknown | QuotaModel::Lenient { .. }
+            )
+    }
+
+    /// When a bucket of `per_minute` tokens at the configured rate, counted over every
+    /// request sent, lets the next one out.
+    fn probe_slot(&self, state: &State, now: Duration) -> Duration {
+        match (state.probe_tat, self.interval) {
+            (Some(tat), Some(interval)) => {
+                let tolerance = interval.saturating_mul(self.per_minute.saturating_sub(1));
+                tat.checked_sub(tolerance).map_or(now, |t| t.max(now))
+            }
+            _ => now,
+        }
     }
 
     /// Waits for this request's slot and returns its ticket; refuses at once when the slot
@@ -398,7 +539,7 @@ impl Limiter {
             if deadline.is_some_and(|d| slot > d) {
                 return Err(Refusal::Deadline(phase));
             }
-            if let Some(interval) = self.interval {
+            if let Some(interval) = self.pace(&state) {
                 let tat = state.tat.map_or(slot, |t| t.max(slot));
                 state.tat = Some(tat.saturating_add(interval));
             }
@@ -414,8 +555,9 @@ impl Limiter {
             return Ok(None);
         }
         // Adaptive without headers: never more than `per_minute` within a window of our
-        // own answers, and one request at a time on the wire while probing a burst beyond
-        // the configured one.
+        // own answers (but for one probe at a time while the model is unknown, and not at
+        // all once it is a bucket), and one request at a time on the wire while probing a
+        // burst beyond the configured one.
         if self.adaptive() {
             loop {
                 let progress = self.progress.notified();
@@ -425,24 +567,55 @@ impl Limiter {
                         return Ok(None);
                     }
                     let now = self.clock.now();
-                    let probing = state.budget.is_none() && state.burst > self.burst;
+                    let bucket = matches!(state.model, QuotaModel::TokenBucket { .. });
+                    let probing = state.budget.is_none() && state.burst > self.burst && !bucket;
                     let slot = if state.held || (probing && state.in_flight > 0) {
                         LogSlot::Pending
+                    } else if bucket && state.budget.is_none() {
+                        LogSlot::Free
                     } else {
                         self.log_slot(&state, state.sent, self.per_minute)
                     };
-                    match slot {
-                        LogSlot::Free => return Ok(Some(self.send(&mut state, now))),
-                        LogSlot::At(at) if at <= now => {
-                            return Ok(Some(self.send(&mut state, now)));
+                    let go = match slot {
+                        LogSlot::Free => Go::Now { probe: false },
+                        LogSlot::At(at) if at <= now => Go::Now { probe: false },
+                        LogSlot::At(at) if self.may_probe(&state) => {
+                            if state.in_flight > 0 {
+                                // A probe goes alone: after the answers, or the log's slot.
+                                Go::Answer(Some(at))
+                            } else {
+                                let probe_at = self.probe_slot(&state, now);
+                                if probe_at <= now {
+                                    Go::Now { probe: true }
+                                } else {
+                                    Go::Until(probe_at.min(at))
+                                }
+                            }
                         }
-                        LogSlot::At(at) => {
+                        LogSlot::At(at) => Go::Until(at),
+                        LogSlot::Pending => Go::Answer(None),
+                    };
+                    match go {
+                        Go::Now { probe } => {
+                            let seq = self.send(&mut state, now);
+                            if probe {
+                                state.probe_seq = Some(seq);
+                            }
+                            return Ok(Some(seq));
+                        }
+                        Go::Until(at) => {
                             if deadline.is_some_and(|d| at > d) {
                                 return Err(Refusal::Deadline(WaitPhase::Pacing));
                             }
                             Some(at - now)
                         }
-                        LogSlot::Pending => None,
+                        Go::Answer(at) => match (at, deadline) {
+                            (_, Some(d)) if d <= now => {
+                                return Err(Refusal::Deadline(WaitPhase::Pacing));
+                            }
+                            (Some(at), d) => Some(d.map_or(at, |d| d.min(at)) - now),
+                            (None, _) => None,
+                        },
                     }
                 };
                 self.wait(wait, deadline, progress).await?;
@@ -559,15 +732,26 @@ impl Limiter {
         state.sent = state.sent.saturating_add(1);
         state.in_flight = state.in_flight.saturating_add(1);
         state.last_send = Some(now);
+        if let Some(interval) = self.interval
+            && self.probes
+        {
+            let tat = state.probe_tat.map_or(now, |t| t.max(now));
+            state.probe_tat = Some(tat.saturating_add(interval));
+        }
         if self.mode == PacingMode::Adaptive {
             state.log.push_back(Entry {
+                sent: now,
                 at: now,
                 done: false,
                 refused: false,
             });
+            // Without a budget, a 429 is judged by the request `per_minute` places before
+            // it, and a few may have left since (see [`Limiter::classify`]).
             let keep = state
                 .budget
-                .map_or(self.per_minute, |b| b.limit.max(self.per_minute))
+                .map_or(self.per_minute.saturating_add(MAX_IN_FLIGHT), |b| {
+                    b.limit.max(self.per_minute)
+                })
                 .clamp(1, LOG_CAP);
             while state.log.len() > keep as usize {
                 state.log.pop_front();
@@ -643,16 +827,30 @@ impl Limiter {
                         });
                     }
                 } else if state.budget.is_none() {
+                    let probe = state.probe_seq == Some(seq);
+                    if probe {
+                        state.probe_seq = None;
+                    }
                     if signal.rate_limited {
-                        state.burst = (state.burst / 2).max(self.burst);
-                        state.burst_changed = now;
                         state.held = true;
-                    } else if signal.success
-                        && state.burst < self.ceiling
-                        && now.saturating_sub(state.burst_changed) >= WINDOW
-                    {
-                        state.burst += 1;
-                        state.burst_changed = now;
+                        self.learn_from_429(&mut state, seq, probe, signal.retry_after, now);
+                    } else if signal.success {
+                        if probe {
+                            state.model = match state.model {
+                                QuotaModel::Lenient { passed } => QuotaModel::Lenient {
+                                    passed: passed.saturating_add(1),
+                                },
+                                _ => QuotaModel::Lenient { passed: 1 },
+                            };
+                        }
+                        let bucket = matches!(state.model, QuotaModel::TokenBucket { .. });
+                        if !bucket
+                            && state.burst < self.ceiling
+                            && now.saturating_sub(state.burst_changed) >= WINDOW
+                        {
+                            state.burst += 1;
+                            state.burst_changed = now;
+                        }
                     }
                 }
             }
@@ -661,6 +859,95 @@ impl Limiter {
             self.gate_closed.notify_waiters();
         }
         self.progress.notify_waiters();
+    }
+
+    /// Takes note of a 429 without a budget on request `seq` (`probe`: it went beyond the
+    /// window), answered at `now` with `retry_after`: learns the model while it is unknown,
+    /// and halves the burst unless the model says the burst was not at fault.
+    fn learn_from_429(
+        &self,
+        state: &mut State,
+        seq: u64,
+        probe: bool,
+        retry_after: Option<Duration>,
+        now: Duration,
+    ) {
+        let halve = |state: &mut State| {
+            state.burst = (state.burst / 2).max(self.burst);
+            state.burst_changed = now;
+        };
+        let learnt = match state.model {
+            QuotaModel::Unknown | QuotaModel::Lenient { .. } if self.probes => {
+                self.classify(state, seq, retry_after, now)
+            }
+            QuotaModel::TokenBucket { .. } => QuotaModel::Window,
+            _ => {
+                // A window (or no probing): as ever, the burst was too much.
+                halve(state);
+                return;
+            }
+        };
+        match learnt {
+            QuotaModel::TokenBucket { .. } => {
+                // A bucket of the configured rate, empty now.
+                state.burst = self.per_minute.max(1);
+                state.burst_changed = now;
+            }
+            _ if probe => state.free_after_gate = true,
+            _ => {
+                if matches!(state.model, QuotaModel::TokenBucket { .. }) {
+                    // Back from a bucket's burst to the window's.
+                    state.burst = self.ceiling;
+                }
+                halve(state);
+            }
+        }
+        state.model = learnt;
+    }
+
+    /// What a 429 on request `seq`, answered at `now` with `retry_after`, says of the
+    /// server: a token bucket when the wait is short (at most twice the token interval, or
+    /// 2 s) and shorter than any 60-s window of the configured rate could ask for; a window
+    /// otherwise.
+    ///
+    /// A window of `per_minute` that refuses a request holds `per_minute` requests (ours,
+    /// when we are alone on the key), the earliest of which, request `seq - per_minute`,
+    /// was sent at `s`: a fixed window opened no sooner, a rolling one frees its first slot
+    /// no sooner than `s + 60 s`, so either asks to wait at least `60 s - (now - s)`.
+    /// Before `per_minute` requests, no such window refuses at all.
+    fn classify(
+        &self,
+        state: &State,
+        seq: u64,
+        retry_after: Option<Duration>,
+        now: Duration,
+    ) -> QuotaModel {
+        let (Some(wait), Some(interval)) = (retry_after, self.interval) else {
+            return QuotaModel::Window;
+        };
+        let base = state.sent - state.log.len() as u64;
+        let earliest = seq
+            .checked_sub(u64::from(self.per_minute))
+            .filter(|&back| back >= base)
+            .and_then(|back| state.log.get((back - base) as usize))
+            .map(|entry| entry.sent);
+        let Some(earliest) = earliest else {
+            return QuotaModel::Window;
+        };
+        let token = WINDOW / self.per_minute.max(1);
+        let short = wait <= token.saturating_mul(2).max(Duration::from_secs(2));
+        let window_floor = WINDOW.saturating_sub(now.saturating_sub(earliest));
+        if !short || wait >= window_floor {
+            return QuotaModel::Window;
+        }
+        // `Retry-After` counts whole seconds: one second says only that a token is near;
+        // more than that and more than the interval says the bucket refills slower.
+        let refill = if wait > Duration::from_secs(1) && wait > token {
+            wait.mul_f64(PACING_MARGIN)
+        } else {
+            interval
+        };
+        QuotaModel::TokenBucket { refill }
     }
 
     /// Learns whether the budget refills steadily, from request `seq`'s answer (`remaining`
@@ -714,7 +1001,7 @@ impl Limiter {
                 state.gate_until = None;
             }
         }
-        let Some(interval) = self.interval else {
+        let Some(interval) = self.pace(state) else {
             return (earliest, phase);
         };
         let tolerance = interval.saturating_mul(state.burst.max(1).saturating_sub(1));
@@ -733,11 +1020,14 @@ impl Limiter {
     /// a slot book again after the gate, and even spacing restarts at the gate: in
     /// [`PacingMode::Even`] with the configured burst free at once; in
     /// [`PacingMode::Adaptive`] without headers with no burst free (a token bucket gives
-    /// back only what it refilled meanwhile), which idle time restores.
+    /// back only what it refilled meanwhile), which idle time restores; but after a
+    /// probe's 429 that showed a window, with the burst free (the probe went beyond the
+    /// burst, which the log of our own answers keeps within the window).
     pub(crate) fn close_gate(&self, until: Duration) {
         {
             let mut state = self.state();
             let held = std::mem::take(&mut state.held);
+            let free = std::mem::take(&mut state.free_after_gate);
             if state.gate_until.is_some_and(|g| g >= until) {
                 drop(state);
                 if held {
@@ -748,8 +1038,8 @@ impl Limiter {
             state.gate_until = Some(until);
             state.epoch = state.epoch.wrapping_add(1);
             state.probe = state.budget.is_some();
-            if let Some(interval) = self.interval {
-                let spent = if self.adaptive() && state.budget.is_none() {
+            if let Some(interval) = self.pace(&state) {
+                let spent = if self.adaptive() && state.budget.is_none() && !free {
                     interval.saturating_mul(state.burst.saturating_sub(1))
                 } else {
                     Duration::ZERO
@@ -996,6 +1286,7 @@ mod tests {
             budget: Some((60, 59)),
             rate_limited: false,
             success: true,
+            retry_after: None,
         });
         let start = Instant::now();
         let mut out = Vec::new();
@@ -1023,6 +1314,7 @@ mod tests {
             budget: Some((3, 2)),
             rate_limited: false,
             success: true,
+            retry_after: None,
         });
         for remaining in [1, 0] {
             let t = limiter.acquire(None).await.unwrap();
@@ -1030,6 +1322,7 @@ mod tests {
                 budget: Some((3, remaining)),
                 rate_limited: false,
                 success: true,
+                retry_after: None,
             });
         }
         // The budget is spent at once; nothing came back, so the fourth waits a window
@@ -1045,6 +1338,7 @@ mod tests {
             budget: Some((limit, remaining)),
             rate_limited,
             success: !rate_limited,
+            retry_after: None,
         });
     }
 
@@ -1113,12 +1407,14 @@ mod tests {
             budget: Some((60, 58)),
             rate_limited: false,
             success: true,
+            retry_after: None,
         });
         assert!(!limiter.state().refills);
         first.observe(Signal {
             budget: Some((60, 57)),
             rate_limited: false,
             success: true,
+            retry_after: None,
         });
         assert!(!limiter.state().refills);
     }
@@ -1131,6 +1427,7 @@ mod tests {
             budget: None,
             rate_limited,
             success: !rate_limited,
+            retry_after: None,
         });
         if rate_limited {
             limiter.close_gate(limiter.clock().now());
@@ -1196,9 +1493,15 @@ mod tests {
             answered_without_headers(&limiter, false).await;
         }
         assert_eq!(start.elapsed(), Duration::ZERO, "a window's worth at once");
-        let waited = limiter.acquire_wait(None).await.unwrap();
+        // The 61st goes beyond the window: the probe, when a bucket of the rate allows it.
+        // A window refuses it.
+        let probe = limiter.acquire(None).await.unwrap();
+        assert_eq!(probe.waited, Duration::from_millis(1010));
+        probe.observe(refusal(59));
+        limiter.close_gate(limiter.clock().now() + Duration::from_secs(59));
+        limiter.acquire_wait(None).await.unwrap();
         assert_eq!(
-            waited,
+            start.elapsed(),
             Duration::from_millis(60_600),
             "never more than the rate within a window (1 % wider) of its own answers"
         );
@@ -1208,6 +1511,234 @@ mod tests {
         assert_eq!(
             even.acquire_wait(None).await.unwrap(),
             Duration::from_millis(1010)
+        );
+    }
+
+    /// A 429 without headers asking to wait `secs`.
+    fn refusal(secs: u64) -> Signal {
+        Signal {
+            budget: None,
+            rate_limited: true,
+            success: false,
+            retry_after: Some(Duration::from_secs(secs)),
+        }
+    }
+
+    /// A success without headers.
+    fn success() -> Signal {
+        Signal {
+            success: true,
+            ..Signal::default()
+        }
+    }
+
+    /// A limiter of 60/min, burst 1, that sent a window's worth at once (all answered):
+    /// the next request is a probe.
+    async fn window_spent() -> Limiter {
+        let limiter = limiter(60, 1);
+        for _ in 0..60 {
+            answered_without_headers(&limiter, false).await;
+        }
+        limiter
+    }
+
+    fn model(limiter: &Limiter) -> (QuotaModel, u32) {
+        let mut stats = ClientStats::default();
+        limiter.report(&mut stats);
+        (stats.quota_model, stats.burst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_refused_with_a_short_retry_after_learns_a_bucket_and_paces_as_one() {
+        let limiter = window_spent().await;
+        let start = Instant::now();
+        assert_eq!(model(&limiter), (QuotaModel::Unknown, 60));
+        let probe = limiter.acquire(None).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(1010));
+        probe.observe(refusal(1));
+        let bucket = QuotaModel::TokenBucket {
+            refill: Duration::from_millis(1010),
+        };
+        assert_eq!(
+            model(&limiter),
+            (bucket, 60),
+            "the probe was beyond the burst"
+        );
+        limiter.close_gate(limiter.clock().now() + Duration::from_secs(1));
+        // Empty when the gate opens, a token back every 1.01 s; the log holds nothing back,
+        // and requests overlap.
+        let mut at = Vec::new();
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            out.push(limiter.acquire(None).await.unwrap());
+            at.push(start.elapsed().as_millis());
+        }
+        assert_eq!(at, vec![2010, 3020, 4030, 5040]);
+        for ticket in out {
+            ticket.observe(success());
+        }
+        // Idle for a minute: a full bucket of 60 at once, then the refill rate.
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        let idle = Instant::now();
+        for _ in 0..60 {
+            answered_without_headers(&limiter, false).await;
+        }
+        assert_eq!(idle.elapsed(), Duration::ZERO);
+        assert_eq!(
+            limiter.acquire_wait(None).await.unwrap(),
+            Duration::from_millis(1010)
+        );
+        // A bucket's burst neither grows nor halves on clean minutes; a later 429 proves
+        // the model wrong: a window, and the burst halves.
+        assert_eq!(model(&limiter), (bucket, 60));
+        answered_without_headers(&limiter, true).await;
+        assert_eq!(model(&limiter), (QuotaModel::Window, 30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_asking_for_more_than_the_interval_sets_the_refill() {
+        let limiter = window_spent().await;
+        limiter.acquire(None).await.unwrap().observe(refusal(2));
+        assert_eq!(
+            model(&limiter).0,
+            QuotaModel::TokenBucket {
+                refill: Duration::from_millis(2020)
+            }
+        );
+        // Too long for a bucket of the rate (more than twice its interval, 2 s): a window.
+        let limiter = window_spent().await;
+        limiter.acquire(None).await.unwrap().observe(refusal(5));
+        assert_eq!(model(&limiter), (QuotaModel::Window, 60));
+        // No Retry-After: nothing says it is a bucket.
+        let limiter = window_spent().await;
+        limiter.acquire(None).await.unwrap().observe(Signal {
+            retry_after: None,
+            ..refusal(1)
+        });
+        assert_eq!(model(&limiter).0, QuotaModel::Window);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_retry_after_that_a_window_could_give_is_no_bucket() {
+        // The 60 requests are spread over 58.5 s: a window that opened with the first
+        // closes 1.5 s after the probe, and may well say "2".
+        let spread = limiter(60, 1);
+        for _ in 0..60 {
+            answered_without_headers(&spread, false).await;
+            tokio::time::sleep(Duration::from_millis(991)).await;
+        }
+        let probe = spread.acquire(None).await.unwrap();
+        assert!(
+            probe.waited.is_zero(),
+            "the bucket of the rate allows it at once"
+        );
+        probe.observe(refusal(2));
+        assert_eq!(model(&spread).0, QuotaModel::Window);
+        // Before a window's worth was sent, no window of the rate refuses: a 429 then says
+        // the server counts less, whatever its Retry-After; the burst halves.
+        let early = limiter(60, 1);
+        early.acquire(None).await.unwrap().observe(refusal(1));
+        assert_eq!(model(&early), (QuotaModel::Window, 30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_refused_with_a_long_retry_after_learns_a_window_for_good() {
+        let limiter = window_spent().await;
+        let start = Instant::now();
+        let probe = limiter.acquire(None).await.unwrap();
+        probe.observe(refusal(59));
+        assert_eq!(
+            model(&limiter),
+            (QuotaModel::Window, 60),
+            "the probe's 429 does not halve the burst"
+        );
+        limiter.close_gate(limiter.clock().now() + Duration::from_secs(59));
+        // The gate opens at 60.01 s; the log then lets 59 out at 60.6 s (a window after
+        // the first answers), the 60th at 61.61 s (a window after the probe's answer)...
+        let mut at = Vec::new();
+        for _ in 0..60 {
+            let ticket = limiter.acquire(None).await.unwrap();
+            at.push(start.elapsed().as_millis());
+            ticket.observe(success());
+        }
+        assert!(at[..59].iter().all(|&t| t == 60_600), "{at:?}");
+        assert_eq!(at[59], 61_610);
+        // ...and the next waits for the log: no probe ever again.
+        limiter.acquire(None).await.unwrap();
+        assert_eq!(start.elapsed().as_millis(), 121_200);
+        assert_eq!(model(&limiter).0, QuotaModel::Window);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probes_that_pass_go_one_at_a_time_within_a_bucket_of_the_rate() {
+        let limiter = Arc::new(window_spent().await);
+        let start = Instant::now();
+        let first = limiter.acquire(None).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(1010));
+        // While the probe is on the wire, nobody else goes beyond the window.
+        let handles = spawn_acquires(&limiter, 1, start);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!handles[0].is_finished(), "one probe at a time");
+        first.observe(success());
+        assert_eq!(times(handles).await, vec![6010], "at once after the answer");
+        // That one was answered without a word (dropped): nothing learnt from it.
+        assert_eq!(model(&limiter).0, QuotaModel::Lenient { passed: 1 });
+        // Within a bucket of 60 tokens at the rate, over all 62 requests so far: it refilled
+        // while the probe was out, three more are due at once, the next at 6.06 s, then one
+        // per 1.01 s.
+        let mut at = Vec::new();
+        for _ in 0..5 {
+            let ticket = limiter.acquire(None).await.unwrap();
+            at.push(start.elapsed().as_millis());
+            ticket.observe(success());
+        }
+        assert_eq!(at, vec![6010, 6010, 6010, 6060, 7070]);
+        assert_eq!(model(&limiter).0, QuotaModel::Lenient { passed: 6 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn even_mode_and_a_shared_quota_never_probe() {
+        let even = even(60, 60);
+        for _ in 0..60 {
+            answered_without_headers(&even, false).await;
+        }
+        assert_eq!(
+            even.acquire_wait(None).await.unwrap(),
+            Duration::from_millis(1010)
+        );
+        let shared = limiter(60, 60).without_probing();
+        for _ in 0..60 {
+            answered_without_headers(&shared, false).await;
+        }
+        assert_eq!(
+            shared.acquire_wait(None).await.unwrap(),
+            Duration::from_millis(60_600),
+            "the log holds it: no probe"
+        );
+        for l in [&even, &shared] {
+            assert_eq!(model(l).0, QuotaModel::Unknown);
+        }
+    }
+
+    #[test]
+    fn stats_serialize_with_the_mode_and_the_model() {
+        let stats = ClientStats {
+            quota_model: QuotaModel::TokenBucket {
+                refill: Duration::from_millis(1010),
+            },
+            ..ClientStats::default()
+        };
+        let json = serde_json::to_value(stats).unwrap();
+        assert_eq!(json["mode"], "Adaptive");
+        assert_eq!(
+            json["quota_model"],
+            serde_json::json!({"kind": "token_bucket", "refill": {"secs": 1, "nanos": 10_000_000}})
+        );
+        let lenient = serde_json::to_value(QuotaModel::Lenient { passed: 3 }).unwrap();
+        assert_eq!(lenient, serde_json::json!({"kind": "lenient", "passed": 3}));
+        assert_eq!(
+            serde_json::to_value(QuotaModel::Window).unwrap(),
+            serde_json::json!({"kind": "window"})
         );
     }
 
@@ -1221,6 +1752,7 @@ mod tests {
             budget: None,
             rate_limited: false,
             success: true,
+            retry_after: None,
         });
         let next = tokio::time::timeout(Duration::from_millis(1), probing.acquire(None)).await;
         assert!(next.is_ok(), "an answer lets the next one out at once");
@@ -1255,6 +1787,7 @@ mod tests {
             budget: None,
             rate_limited: true,
             success: false,
+            retry_after: None,
         });
         // Until the runtime closes the gate, the 429 alone holds them.
         tokio::time::sleep(Duration::from_millis(1000)).await;

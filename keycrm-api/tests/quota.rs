@@ -10,7 +10,7 @@ use std::time::Duration;
 use keycrm_api::clock::TokioClock;
 use keycrm_api::mock::{Arrival, Quota, QuotaServer, Window};
 use keycrm_api::quota::InProcessQuota;
-use keycrm_api::{Client, PacingMode, RateLimitBudget};
+use keycrm_api::{Client, PacingMode, QuotaModel, RateLimitBudget};
 use tokio::time::Instant;
 
 const KEY: &str = "sk-test-quota";
@@ -47,9 +47,15 @@ fn quota(model: Window, headers: bool) -> Quota {
     Quota::per_minute(60).with_model(model).headers(headers)
 }
 
+/// Whether a default client's probe beyond the window meets a 429 from `model` (without
+/// headers, a fixed or rolling window refuses it; a token bucket of the rate does not).
+fn probe_refused(model: Window, headers: bool) -> usize {
+    usize::from(!headers && model != Window::TokenBucket)
+}
+
 /// A default client against `model`: 30 reads by one task, which must take under a
-/// second, then 170 more by eight tasks, without a 429. Returns the server, the client and
-/// the time it all took.
+/// second, then 170 more by eight tasks, without a 429 but for a refused probe (see
+/// [`probe_refused`]). Returns the server, the client and the time it all took.
 async fn small_then_large(model: Window, headers: bool) -> (QuotaServer, Client, Duration) {
     let server = QuotaServer::start(quota(model, headers)).await;
     let client = server.client(KEY).build().unwrap();
@@ -62,7 +68,12 @@ async fn small_then_large(model: Window, headers: bool) -> (QuotaServer, Client,
     );
     run(&client, 8, 170).await;
     let elapsed = start.elapsed();
-    assert_eq!(server.rejected(), 0, "{model:?}: {:?}", server.arrivals());
+    assert_eq!(
+        server.rejected(),
+        probe_refused(model, headers),
+        "{model:?}: {:?}",
+        server.arrivals()
+    );
     (server, client, elapsed)
 }
 
@@ -73,6 +84,11 @@ async fn with_headers_a_small_job_runs_at_once_and_a_large_one_never_sees_a_429(
         let stats = client.stats();
         assert_eq!((stats.requests, stats.rate_limited), (200, 0), "{model:?}");
         assert_eq!(stats.mode, PacingMode::Adaptive);
+        assert_eq!(
+            stats.quota_model,
+            QuotaModel::Unknown,
+            "no probing with a budget"
+        );
         assert!(
             matches!(stats.budget, Some(RateLimitBudget { limit: 60, .. })),
             "{stats:?}"
@@ -118,11 +134,8 @@ async fn without_headers_a_small_job_runs_at_once_and_no_window_is_exceeded() {
         // The 30 reads go in the optimistic burst (a window of the configured rate).
         let (server, client, elapsed) = small_then_large(model, false).await;
         let arrivals = server.arrivals();
-        assert!(
-            busiest(&arrivals, Duration::from_secs(60)) <= 60,
-            "{model:?}: never more than the rate within a minute"
-        );
         let stats = client.stats();
+        let refused = probe_refused(model, false);
         assert_eq!(
             (
                 stats.requests,
@@ -130,15 +143,45 @@ async fn without_headers_a_small_job_runs_at_once_and_no_window_is_exceeded() {
                 stats.budget,
                 stats.burst
             ),
-            (200, 0, None, 60),
+            (200 + refused as u64, refused as u64, None, 60),
             "{model:?}"
         );
-        // Three windows beyond the first, each spent at once.
-        assert!(
-            elapsed < Duration::from_secs(3 * 61 + 5),
-            "{model:?}: 200 requests took {elapsed:?}"
-        );
+        if model == Window::TokenBucket {
+            // Beyond the first window, probes one by one in a bucket of the rate: every one
+            // passes, and 200 requests take 60 at once plus 140 at 1.01 s. From 60.6 s on
+            // the log of the answers (all at once, no latency) allows each as the bucket
+            // does: 59 went as probes.
+            assert_eq!(
+                stats.quota_model,
+                QuotaModel::Lenient { passed: 59 },
+                "{stats:?}"
+            );
+            assert!(
+                (Duration::from_millis(141_400)..Duration::from_millis(141_500)).contains(&elapsed),
+                "200 requests took {elapsed:?}"
+            );
+        } else {
+            // The probe, the 61st, is the one 429 of the whole run; its gate held everyone
+            // and the window it showed was kept ever after.
+            assert_eq!(stats.quota_model, QuotaModel::Window, "{model:?}");
+            let refused = gates_held(&arrivals, Duration::from_secs(58));
+            assert_eq!(refused, vec![arrivals[60].at], "{model:?}");
+            assert!(
+                busiest(&passed(&arrivals), Duration::from_secs(60)) <= 60,
+                "{model:?}: never more than the rate within a minute"
+            );
+            // Three windows beyond the first, each spent at once.
+            assert!(
+                elapsed < Duration::from_secs(3 * 61 + 5),
+                "{model:?}: 200 requests took {elapsed:?}"
+            );
+        }
     }
+}
+
+/// The arrivals the quota let through.
+fn passed(arrivals: &[Arrival]) -> Vec<Arrival> {
+    arrivals.iter().filter(|a| a.allowed).copied().collect()
 }
 
 /// The arrivals refused with 429, and a check that after each one nobody arrived before
@@ -224,10 +267,25 @@ async fn without_headers_a_server_counting_less_sees_at_most_one_429_per_window(
 async fn without_headers_the_even_rate_never_sends_a_window_too_many() {
     for model in MODELS {
         let server = QuotaServer::start(quota(model, false)).await;
-        // A burst larger than the window: only the log of our own answers keeps it in.
+        // A burst larger than the window: only the log of our own answers keeps it in, but
+        // for the one probe beyond it that learns the model.
         let client = server.client(KEY).burst(200).build().unwrap();
         run(&client, 8, 130).await;
-        assert_eq!(server.rejected(), 0, "{model:?}: {:?}", server.arrivals());
+        let arrivals = server.arrivals();
+        if model == Window::TokenBucket {
+            assert_eq!(server.rejected(), 0, "{model:?}: {arrivals:?}");
+        } else {
+            // Exactly one 429 over the whole run: the probe, the 61st request. Every
+            // request after it passes, and no window holds more than the rate.
+            assert_eq!(server.rejected(), 1, "{model:?}: {arrivals:?}");
+            assert!(!arrivals[60].allowed, "{model:?}: {arrivals:?}");
+            assert!(arrivals[61..].iter().all(|a| a.allowed), "{model:?}");
+            assert!(
+                busiest(&passed(&arrivals), Duration::from_secs(60)) <= 60,
+                "{model:?}"
+            );
+            assert_eq!(client.stats().quota_model, QuotaModel::Window);
+        }
         let even = QuotaServer::start(quota(model, false)).await;
         let client = even
             .client(KEY)
@@ -238,6 +296,171 @@ async fn without_headers_the_even_rate_never_sends_a_window_too_many() {
         calls(&client, 8, 130).await;
         assert!(even.rejected() > 0, "{model:?}: even mode trusts the burst");
         assert_eq!(client.stats().mode, PacingMode::Even);
+        assert_eq!(client.stats().quota_model, QuotaModel::Unknown);
+    }
+}
+
+/// Each answer of the latency servers below takes this long (as in the
+/// `quota_wall_time` bench).
+const LATENCY: Duration = Duration::from_millis(20);
+
+#[tokio::test(start_paused = true)]
+async fn without_headers_one_probe_learns_each_model_and_a_run_sees_at_most_one_429() {
+    for model in MODELS {
+        let server = QuotaServer::start_with_latency(quota(model, false), LATENCY).await;
+        let client = server.client(KEY).build().unwrap();
+        let start = Instant::now();
+        run(&client, 8, 250).await;
+        let elapsed = start.elapsed();
+        let arrivals = server.arrivals();
+        let stats = client.stats();
+        if model == Window::TokenBucket {
+            // The probes pass: a bucket of the rate, that started full, refuses none.
+            assert_eq!(server.rejected(), 0, "{arrivals:?}");
+            // Answers come 20 ms after the requests: the log never catches up with the
+            // bucket, so all 190 beyond the first window went as probes.
+            assert_eq!(
+                stats.quota_model,
+                QuotaModel::Lenient { passed: 190 },
+                "{stats:?}"
+            );
+            // 60 in 1.2 s, then one per 1.01 s.
+            assert!(
+                elapsed < Duration::from_millis(1_200 + 190 * 1_010 + 100),
+                "{elapsed:?}"
+            );
+        } else {
+            // The 61st is the probe; the window refuses it, for the whole run only it.
+            assert_eq!(server.rejected(), 1, "{model:?}: {arrivals:?}");
+            assert!(!arrivals[60].allowed);
+            let refused = gates_held(&arrivals, Duration::from_secs(58));
+            assert_eq!(refused.len(), 1);
+            assert_eq!(stats.quota_model, QuotaModel::Window, "{model:?}");
+            assert_eq!(
+                stats.burst, 60,
+                "{model:?}: the probe's 429 spared the burst"
+            );
+            assert!(
+                busiest(&passed(&arrivals), Duration::from_secs(60)) <= 60,
+                "{model:?}"
+            );
+            assert!(
+                elapsed < Duration::from_secs(5 * 61),
+                "{model:?}: {elapsed:?}"
+            );
+        }
+        assert_eq!(
+            (stats.requests, stats.rate_limited),
+            (250 + server.rejected() as u64, server.rejected() as u64)
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_headers_a_bucket_that_refuses_the_probe_is_learnt_and_refuses_nothing_more() {
+    let server = QuotaServer::start(quota(Window::TokenBucket, false)).await;
+    let client = server.client(KEY).build().unwrap();
+    run(&client, 1, 60).await;
+    // A second later someone else takes the token that came back: the probe, due at
+    // 1.01 s, finds the bucket empty and is told to come back in a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.spend_elsewhere(1);
+    run(&client, 8, 100).await;
+    let arrivals = server.arrivals();
+    let refused = gates_held(&arrivals, Duration::from_secs(1));
+    assert_eq!(refused, vec![Duration::from_millis(1010)], "{arrivals:?}");
+    let stats = client.stats();
+    assert_eq!(
+        stats.quota_model,
+        QuotaModel::TokenBucket {
+            refill: Duration::from_millis(1010)
+        }
+    );
+    assert_eq!(
+        (stats.requests, stats.rate_limited, stats.burst),
+        (161, 1, 60)
+    );
+    // After the gate, the eight tasks go at the bucket's rate (1 % slower): none refused.
+    let after = &arrivals[61..];
+    assert_eq!(after.len(), 100);
+    assert_eq!(after[0].at, Duration::from_millis(2010));
+    for pair in after.windows(2) {
+        assert!(pair[1].allowed, "{arrivals:?}");
+        assert_eq!(pair[1].at - pair[0].at, Duration::from_millis(1010));
+    }
+}
+
+/// What one contender did: wall time, requests sent, 429s received.
+#[derive(Debug)]
+struct Outcome {
+    wall: Duration,
+    requests: u64,
+    rejected: u64,
+}
+
+/// 68 reads by one task, our default client or a naive one (no pacing; on a 429 it sleeps
+/// `Retry-After` and sends again), against a fresh `quota` answering in `LATENCY`.
+async fn sixty_eight(quota: Quota, naive: bool) -> Outcome {
+    let server = QuotaServer::start_with_latency(quota, LATENCY).await;
+    let start = Instant::now();
+    let requests = if naive {
+        let http = reqwest::Client::new();
+        let mut sent = 0;
+        for _ in 0..68 {
+            loop {
+                sent += 1;
+                let response = http
+                    .get(format!("{}/order/status", server.uri()))
+                    .bearer_auth(KEY)
+                    .send()
+                    .await
+                    .unwrap();
+                let wait = (response.status() == 429).then(|| {
+                    let header = &response.headers()["retry-after"];
+                    header.to_str().unwrap().parse().unwrap()
+                });
+                response.bytes().await.unwrap();
+                match wait {
+                    None => break,
+                    Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+                }
+            }
+        }
+        sent
+    } else {
+        let client = server.client(KEY).build().unwrap();
+        run(&client, 1, 68).await;
+        assert_eq!(client.stats().rate_limited as usize, server.rejected());
+        client.stats().requests
+    };
+    Outcome {
+        wall: start.elapsed(),
+        requests,
+        rejected: server.rejected() as u64,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sixty_eight_reads_take_at_most_a_tenth_longer_than_a_naive_client_and_fewer_429s() {
+    for model in MODELS {
+        for headers in [true, false] {
+            let q = quota(model, headers);
+            let ours = sixty_eight(q, false).await;
+            let naive = sixty_eight(q, true).await;
+            let row = format!("{model:?} headers {headers}: ours {ours:?}, naive {naive:?}");
+            assert!(
+                ours.wall.as_secs_f64() <= 1.1 * naive.wall.as_secs_f64(),
+                "{row}"
+            );
+            assert!(ours.rejected <= naive.rejected, "{row}");
+            assert_eq!(ours.rejected, probe_refused(model, headers) as u64, "{row}");
+            assert_eq!(ours.requests, 68 + ours.rejected, "{row}");
+            if model == Window::TokenBucket && !headers {
+                // The case the probe is for: the bucket refills, and the client follows.
+                assert!(ours.wall < Duration::from_secs(10), "{row}");
+                assert!(naive.rejected > 0, "{row}");
+            }
+        }
     }
 }
 

@@ -149,8 +149,9 @@ impl ClientBuilder {
     /// accounts have 20). In [`PacingMode::Even`] requests are spaced evenly, one every
     /// `60 s / n`, across all clones and tasks of the client; in [`PacingMode::Adaptive`]
     /// the server's budget decides when its answers report one, and otherwise a learnt
-    /// burst of up to `n` goes at once, never more than `n` within a minute (see
-    /// [`PacingMode::Adaptive`]). `0` turns pacing off altogether, headers or not (a 429
+    /// burst of up to `n` goes at once, never more than `n` within a minute but for one
+    /// probe at a time that learns how the server counts (see [`PacingMode::Adaptive`]).
+    /// `0` turns pacing off altogether, headers or not (a 429
     /// still pauses every task).
     pub fn requests_per_minute(mut self, n: u32) -> Self {
         self.requests_per_minute = n;

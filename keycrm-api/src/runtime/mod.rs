@@ -219,7 +219,8 @@ impl Client {
     /// Counters of this client and all its clones: requests, retries, quota waits, 429s.
     ///
     /// They also say which [`PacingMode`](crate::PacingMode) is in force, the rate-limit budget the server
-    /// last reported, and the burst allowed now.
+    /// last reported, the burst allowed now, and what was learnt of how the server counts
+    /// (a [`QuotaModel`](crate::QuotaModel)).
     pub fn stats(&self) -> ClientStats {
         let shared = &self.inner().shared;
         let mut stats = shared.counters.snapshot();
@@ -500,6 +501,7 @@ impl Client {
                         budget: rate_limit_budget(response.headers()),
                         rate_limited: status == StatusCode::TOO_MANY_REQUESTS,
                         success: status.is_success(),
+                        retry_after: retry_after(response.headers(), clock.wall_time()),
                     });
                     span.record("status", status.as_u16());
                     span.in_scope(|| tracing::debug!(target: "keycrm", "request finished"));
