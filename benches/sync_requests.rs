@@ -30,28 +30,46 @@
 //!   `GET /offers?filter[sku]` (50), `POST /products/import` (100), a read-back by SKU (50);
 //! - prices: `⌈N/10000⌉` (`PUT /offers` takes 10,000 rows); stock: one `PUT /offers/stocks`
 //!   per warehouse per 10,000 rows;
-//! - reconciliation reads: one page of 50 per existing record of each feed read in full (at
-//!   least one request per feed), plus the order statuses (one request) — the first sync must
-//!   bring KeyCRM's records to the host;
+//! - reconciliation reads in (a): one page of 50 per existing record of each feed read in full
+//!   (at least one request per feed), plus the order statuses (one request) — the first sync
+//!   must bring KeyCRM's records to the host;
+//! - reconciliation reads in (b) and (c): per run, per incremental feed, `⌈w/50⌉` pages (at
+//!   least one request), where w is the number of records of that feed the run before wrote
+//!   (its push comes after its pull, so they are new to this run): orders by
+//!   `updated_between`, orders by `created_between` (matched against `ordered_at`, which is
+//!   the create's time), buyers by `updated_between` (the engine's buyer imports, and the
+//!   buyers KeyCRM makes for the orders it imports). KeyCRM forces this: the filters of
+//!   `GET /order` are `status_id`, `source_id`, `source_uuid`, `buyer_phone`, `buyer_email`,
+//!   `created_between`, `updated_between`, `shipping_between`, `payment_status` and
+//!   `has_tracking_code`, those of `GET /buyer` `buyer_id`, `buyer_phone`, `buyer_email`,
+//!   `created_between` and `updated_between`: none leaves out the records a client wrote
+//!   itself, and none is a negation, so a feed's window returns the engine's own writes with
+//!   everyone else's. w is counted on the simulator after each run (the `total` of one
+//!   filtered page per feed over the run's second, outside the counted requests);
 //! - updates: one request per order change (KeyCRM has no bulk order update; status,
 //!   comment and tracking travel in one `PUT /order/{id}`, a payment is one
 //!   `POST /order/{id}/payment`), `⌈M/10000⌉` for prices, one per warehouse for stock;
 //! - idle: one request per incremental feed (orders by `updated_between`, orders by
-//!   `created_between`, buyers by `updated_between`);
+//!   `created_between`, buyers by `updated_between`); (b)'s last run writes stock only, so
+//!   (c) reads no page beyond those;
 //! - webhooks: one event is one `GET /order/{id}`; a burst of k events `⌈k/50⌉` pages of
 //!   `GET /order?filter[updated_between]` (the order list has no id filter).
 //!
-//! The runs here follow each other within the same seconds, which no deployment does (runs
-//! are `sync_interval_secs` apart): a pass reads again the records of a second that had not
-//! ended (plus `overlap_secs`) when it started, since KeyCRM stamps whole seconds and a change
-//! later in that second must not be lost. Reconciliation reads in (b) and (c) above the
-//! minimum are those re-reads of the engine's own writes.
+//! Time: the simulator and the engine's client share one
+//! [`VirtualClock`](keycrm::api::clock::VirtualClock), moved forward by the configuration's
+//! `sync_interval_secs` before each run, as a deployment's runs are spaced (the setup's
+//! records are that much older than the first sync, too). Nothing waits: the clock moves
+//! only between runs, and the simulator stamps each write a microsecond after the one before.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
+use keycrm::api::clock::{Clock, VirtualClock};
+
 use keycrm::api::mock::{KeyCrmMock, Quota, RecordedRequest, SeedConfig};
-use keycrm::api::{Decimal, Paginate};
+use keycrm::api::{Client, Decimal, Paginate, Timestamp};
 use keycrm::sync::SyncEngine;
 use keycrm::sync::canonical::{
     CanonicalBuyer, CanonicalContact, CanonicalLine, CanonicalOffer, CanonicalOrder,
@@ -99,6 +117,77 @@ fn by_kind(requests: &[RecordedRequest]) -> BTreeMap<&'static str, usize> {
         *out.entry(kind_of(r)).or_default() += 1;
     }
     out
+}
+
+/// The incremental feeds, in the order the engine reads them.
+const FEEDS: [&str; 3] = ["orders updated", "orders created", "buyers updated"];
+
+/// The feed a reconciliation read belongs to, if it is one of [`FEEDS`].
+fn feed_of(r: &RecordedRequest) -> Option<usize> {
+    match r.operation? {
+        "order_list" if has_filter(r, "updated_between") => Some(0),
+        "order_list" if has_filter(r, "created_between") => Some(1),
+        "buyer_list" if has_filter(r, "updated_between") => Some(2),
+        _ => None,
+    }
+}
+
+/// Reconciliation reads per feed, and the other reconciliation reads.
+fn feed_reads(requests: &[RecordedRequest]) -> ([usize; 3], usize) {
+    let mut feeds = [0; 3];
+    let mut other = 0;
+    for r in requests.iter().filter(|r| kind_of(r) == "reconciliation") {
+        match feed_of(r) {
+            Some(f) => feeds[f] += 1,
+            None => other += 1,
+        }
+    }
+    (feeds, other)
+}
+
+/// How many records of each feed KeyCRM has with a stamp in `since`'s second or later: what
+/// a run that started in that second wrote (read with one filtered page per feed, each
+/// answering its `total`).
+async fn written_since(client: &Client, since: DateTime<Utc>) -> [usize; 3] {
+    let window = keycrm::api::filter::between(
+        Timestamp::from(since),
+        Timestamp::from(since + chrono::Duration::minutes(1)),
+    );
+    let total = |t: Option<i64>| t.map_or(0, |t| t as usize);
+    let updated = client
+        .order_list()
+        .limit(1u64)
+        .filter_updated_between(window.clone())
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .total;
+    let created = client
+        .order_list()
+        .limit(1u64)
+        .filter_created_between(window.clone())
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .total;
+    let buyers = client
+        .buyer_list()
+        .limit(1u64)
+        .filter_updated_between(window)
+        .send()
+        .await
+        .unwrap()
+        .into_inner()
+        .total;
+    [total(updated), total(created), total(buyers)]
+}
+
+/// The fewest reads of the feeds after a run that wrote `written`: `⌈w/50⌉` pages per feed,
+/// at least one request.
+fn feed_minimum(written: [usize; 3]) -> [usize; 3] {
+    written.map(|w| pages(w, 50).max(1))
 }
 
 struct Table {
@@ -169,8 +258,11 @@ async fn main() {
     let existing = n / 5;
     let new = n - existing;
 
+    // KeyCRM's time and the engine's, moved by the bench only.
+    let clock = Arc::new(VirtualClock::new());
     let mock = KeyCrmMock::builder()
         .quota(Quota::unlimited())
+        .clock(clock.clone())
         .start()
         .await;
     mock.seed(SeedConfig {
@@ -183,6 +275,7 @@ async fn main() {
         transactions: 0,
         ..SeedConfig::default()
     });
+    // The simulator's client builder carries its clock.
     let client = mock
         .client_builder()
         .requests_per_minute(0)
@@ -288,8 +381,15 @@ async fn main() {
             });
         }
     }
+    let interval = config.sync_interval();
+    // A run starts `sync_interval_secs` after the one before (and after the setup); returns
+    // the run's time.
+    let next_run = || {
+        clock.advance(interval);
+        DateTime::<Utc>::from(clock.wall_time())
+    };
     let engine = SyncEngine::builder()
-        .client(client)
+        .client(client.clone())
         .store(MemoryStore::new())
         .host(host.clone())
         .config(config)
@@ -297,6 +397,7 @@ async fn main() {
         .unwrap();
 
     // (a) First sync.
+    let mut run_at = next_run();
     mock.clear_log();
     let first = engine.run_once().await.unwrap();
     let log = mock.requests();
@@ -349,7 +450,8 @@ async fn main() {
     // (b) M updates of each kind, one run per kind.
     let mut table = Table::new();
     let mut recon_b = 0;
-    let mut feeds_b = 0;
+    let mut recon_b_min = 0;
+    let mut per_run = Vec::new();
     let kinds: [(&str, &str, usize); 6] = [
         ("order status", "orders", m),
         ("order comment", "orders", m),
@@ -396,28 +498,72 @@ async fn main() {
                 }),
             }
         }
+        // What the run before wrote: this run's feeds must read it.
+        let written = written_since(&client, run_at).await;
+        run_at = next_run();
         mock.clear_log();
         let report = engine.run_once().await.unwrap();
         assert_eq!(report.failed, 0, "{name}: {report:?}");
-        let b = by_kind(&mock.requests());
+        let log = mock.requests();
+        let b = by_kind(&log);
         table.row(*name, get(&b, kind), m, *minimum);
+        let (feeds, other) = feed_reads(&log);
+        let min = feed_minimum(written);
         recon_b += get(&b, "reconciliation");
-        feeds_b += 3;
+        recon_b_min += min.iter().sum::<usize>();
+        per_run.push((*name, written, feeds, min, other));
     }
-    table.row("reconciliation reads (6 runs)", recon_b, recon_b, feeds_b);
+    table.row(
+        "reconciliation reads (6 runs)",
+        recon_b,
+        recon_b,
+        recon_b_min,
+    );
     table.print(&format!("(b) M = {m} updates of each kind"));
 
-    // (c) Idle, right after (b).
+    // (c) Idle, one interval after (b).
+    let written = written_since(&client, run_at).await;
+    next_run();
     mock.clear_log();
     let idle = engine.run_once().await.unwrap();
-    let idle_requests = mock.request_count();
+    let log = mock.requests();
+    let idle_requests = log.len();
+    let (feeds, other) = feed_reads(&log);
+    let idle_min = feed_minimum(written);
+    per_run.push(("(c) idle", written, feeds, idle_min, other));
     let mut table = Table::new();
-    table.row("idle run (after own writes)", idle_requests, 3, 3);
+    table.row(
+        "idle run (after own writes)",
+        idle_requests,
+        3,
+        idle_min.iter().sum(),
+    );
     table.print(&format!(
         "(c) idle run ({} writes)",
-        mock.requests().iter().filter(|r| r.method != "GET").count()
+        log.iter().filter(|r| r.method != "GET").count()
     ));
     assert_eq!(idle.pushed, 0, "{idle:?}");
+
+    // Per run: what the run before wrote on each feed, and the pages read of it.
+    println!(
+        "
+reconciliation per run: written by the run before / read (minimum), per feed"
+    );
+    println!(
+        "{:<16} {:>22} {:>22} {:>22} {:>6}",
+        "run", FEEDS[0], FEEDS[1], FEEDS[2], "other"
+    );
+    for (name, written, feeds, min, other) in &per_run {
+        let cell = |f: usize| format!("{} / {} ({})", written[f], feeds[f], min[f]);
+        println!(
+            "{:<16} {:>22} {:>22} {:>22} {:>6}",
+            name,
+            cell(0),
+            cell(1),
+            cell(2),
+            other
+        );
+    }
 
     // Webhooks: receipt to host, one event and a burst of 200.
     println!("\nwebhooks: order status changes in the CRM, receipt to host");

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
-use keycrm_api::clock::VirtualClock;
+use chrono::{DateTime, Utc};
+use keycrm_api::clock::{Clock, VirtualClock};
 use keycrm_api::mock::{KeyCrmMock, Quota, RecordedRequest};
 use keycrm_api::{Client, Decimal, Paginate, types};
 use keycrm_sync::SyncEngine;
@@ -39,34 +39,44 @@ struct Rig {
     host: MemoryHost,
     engine: SyncEngine<MemoryStore, MemoryHost>,
     skew: Arc<AtomicI64>,
+    /// The time of KeyCRM (the simulator) and of the engine (its client) alike.
+    clock: Arc<VirtualClock>,
 }
 
 async fn rig() -> Rig {
     rig_with(config()).await
 }
 
+/// A simulator and an engine on one virtual clock: waits (retry backoff) are instant, and
+/// time moves between runs only when the test says so.
 async fn rig_with(config: SyncConfig) -> Rig {
+    let clock = Arc::new(VirtualClock::new());
     let mock = KeyCrmMock::builder()
         .quota(Quota::unlimited())
         .lost_response_delay(Duration::from_secs(2))
+        .clock(clock.clone())
         .start()
         .await;
     let host = MemoryHost::new(Mappings::from_config(&config));
     let skew = Arc::new(AtomicI64::new(0));
-    let clock = skew.clone();
+    let offset = skew.clone();
     let client = mock
         .client_builder()
         .requests_per_minute(0)
-        .clock(Arc::new(VirtualClock::new()))
+        .clock(clock.clone())
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
+    let outbox_time = clock.clone();
     let engine = SyncEngine::builder()
         .client(client)
         .store(MemoryStore::new())
         .host(host.clone())
         .config(config)
-        .outbox_clock(move || Utc::now() + chrono::Duration::seconds(clock.load(Ordering::Relaxed)))
+        .outbox_clock(move || {
+            DateTime::<Utc>::from(outbox_time.wall_time())
+                + chrono::Duration::seconds(offset.load(Ordering::Relaxed))
+        })
         .build()
         .unwrap();
     Rig {
@@ -74,12 +84,23 @@ async fn rig_with(config: SyncConfig) -> Rig {
         host,
         engine,
         skew,
+        clock,
     }
 }
 
 impl Rig {
     fn client(&self) -> &Client {
         self.engine.client()
+    }
+
+    /// The time now, on the shared clock.
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.wall_time().into()
+    }
+
+    /// Time passes between runs, as it does between a deployment's runs.
+    fn wait(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
     }
 
     /// Past every backoff the engine uses.
@@ -183,8 +204,8 @@ async fn new_buyers_cost_a_look_up_an_import_and_a_read_back_per_fifty() {
         .set_cursor(
             EntityKind::Buyer,
             "remote",
-            &(Utc::now() + chrono::Duration::seconds(2)).to_rfc3339(),
-            Utc::now(),
+            &(rig.now() + chrono::Duration::seconds(2)).to_rfc3339(),
+            rig.now(),
         )
         .await
         .unwrap();
@@ -484,20 +505,66 @@ async fn a_single_webhook_costs_one_read() {
 /// `created_between`, buyers by `updated_between`.
 const FEEDS: usize = 3;
 
-/// Right after the engine's own writes (creates, then updates), an idle run costs one request
-/// per incremental feed: the run that read the writes back moved the cursors past them.
+/// Seconds between runs in the tests below: more than KeyCRM's whole second plus the
+/// overlap (2 s by default), far less than the 120 s overlap the cursor once had.
+const GAP: u64 = 5;
+
+/// `order_list` requests by the filter they carry.
+fn order_lists_by(rig: &Rig, key: &str) -> usize {
+    rig.mock
+        .requests()
+        .iter()
+        .filter(|r| r.operation == Some("order_list") && filters_by(r, key))
+        .count()
+}
+
+/// The engine's own writes (120 creates, then 120 status updates, runs `GAP` seconds apart)
+/// are read back once, by the run after each: one page of 50 per written record on the feed
+/// that has them, one request on the others; an idle run after that costs one request per
+/// incremental feed.
+///
+/// With the old cursor (the pass start minus a 120 s overlap) every run here would read all
+/// 120 orders and buyers again on every feed: 9 requests, not 5 and 3.
 #[tokio::test]
 async fn an_idle_run_right_after_the_engines_writes_costs_one_request_per_feed() {
     let rig = rig().await;
-    let orders = pushed_orders(&rig, 40).await;
+    let orders = pushed_orders(&rig, 120).await;
+    assert_eq!(rig.mock.count("order_import"), 3, "120 creates");
     for (local, _) in &orders {
         rig.host
             .edit_order(local, |o| o.status = Some("approved".into()));
     }
+    rig.wait(GAP);
+    rig.mock.clear_log();
     let report = rig.engine.run_once().await.unwrap();
     assert_eq!(report.failed, 0, "{report:?}");
-    assert_eq!(report.pushed, 40, "{report:?}");
+    assert_eq!(report.pushed, 120, "{report:?}");
+    // The creates come back: 120 orders on the updated and the created feed, and the 120
+    // buyers KeyCRM made for them.
+    assert_eq!(order_lists_by(&rig, "updated_between"), 3);
+    assert_eq!(order_lists_by(&rig, "created_between"), 3);
+    assert_eq!(rig.mock.count("buyer_list"), 3);
 
+    rig.wait(GAP);
+    rig.mock.clear_log();
+    let back = rig.engine.run_once().await.unwrap();
+    // The 120 status updates, once: 3 pages of the updated feed; nothing was created.
+    assert_eq!(
+        order_lists_by(&rig, "updated_between"),
+        3,
+        "{:?}",
+        rig.mock.requests()
+    );
+    assert_eq!(order_lists_by(&rig, "created_between"), 1);
+    assert_eq!(rig.mock.count("buyer_list"), 1);
+    assert_eq!(rig.mock.request_count(), 3 + (FEEDS - 1));
+    assert_eq!(
+        (back.pushed, back.applied, back.failed),
+        (0, 0, 0),
+        "its own writes change nothing: {back:?}"
+    );
+
+    rig.wait(GAP);
     rig.mock.clear_log();
     let idle = rig.engine.run_once().await.unwrap();
     assert_eq!(rig.mock.request_count(), FEEDS, "{:?}", rig.mock.requests());
@@ -509,31 +576,45 @@ async fn an_idle_run_right_after_the_engines_writes_costs_one_request_per_feed()
         "{idle:?}"
     );
 
+    rig.wait(GAP);
     rig.mock.clear_log();
     rig.engine.run_once().await.unwrap();
     assert_eq!(rig.mock.request_count(), FEEDS, "and every idle run after");
 }
 
 /// A manager's change in KeyCRM right after the engine's own write to the same order (in the
-/// same second, as KeyCRM stamps them) is still pulled by the next run.
+/// same second, as KeyCRM stamps them, and after a run already read that write back) is
+/// still pulled by the next run; and only that second is read again, not the minutes before.
+///
+/// With the old cursor (the pass start minus a 120 s overlap) the run that pulls the change
+/// would also read the 60 orders created 10 s before and their buyers again: 6 requests, not 3.
 #[tokio::test]
 async fn a_keycrm_change_right_after_the_engines_write_is_pulled() {
     let rig = rig().await;
-    let orders = pushed_orders(&rig, 3).await;
+    let orders = pushed_orders(&rig, 60).await;
     let (local, id) = &orders[1];
     rig.host
         .edit_order(local, |o| o.status = Some("approved".into()));
+    rig.wait(GAP);
     let report = rig.engine.run_once().await.unwrap();
     assert_eq!(report.pushed, 1, "{report:?}");
     assert_eq!(
         rig.mock.crm().order(*id).unwrap()["status_id"],
         serde_json::json!(2)
     );
-    // No webhook: only the reconciliation can find it.
+    // A run in the same second (an operator's "sync now") reads the write back...
+    rig.mock.clear_log();
+    let again = rig.engine.run_once().await.unwrap();
+    assert_eq!(rig.mock.request_count(), FEEDS);
+    assert_eq!((again.applied, again.pushed), (0, 0), "{again:?}");
+    // ...and a manager changes the order later in that second. No webhook: only the
+    // reconciliation can find it.
     rig.mock.crm().set_order_status(*id, 4);
+    rig.wait(GAP);
     rig.mock.clear_log();
     let report = rig.engine.run_once().await.unwrap();
     assert_eq!(report.failed, 0, "{report:?}");
+    assert_eq!(report.applied, 1, "{report:?}");
     assert_eq!(
         rig.host.order(local).unwrap().status.as_deref(),
         Some("shipped")
@@ -541,6 +622,56 @@ async fn a_keycrm_change_right_after_the_engines_write_is_pulled() {
     assert_eq!(
         rig.mock.request_count(),
         FEEDS,
-        "the change is on the feeds' pages"
+        "the change is on the feeds' pages: {:?}",
+        rig.mock.requests()
     );
+
+    rig.wait(GAP);
+    rig.mock.clear_log();
+    let idle = rig.engine.run_once().await.unwrap();
+    assert_eq!(rig.mock.request_count(), FEEDS);
+    assert_eq!((idle.applied, idle.pushed), (0, 0), "{idle:?}");
+}
+
+/// The simulator stamps `updated_at` (and `created_at`) by the injected clock, and its
+/// `updated_between` filter selects by those stamps.
+#[tokio::test]
+async fn the_simulators_stamps_follow_the_injected_clock() {
+    let rig = rig().await;
+    let orders = pushed_orders(&rig, 1).await;
+    let (_, id) = orders[0];
+    let created = rig.now();
+    let stamp = |field: &str| -> DateTime<Utc> {
+        rig.mock.crm().order(id).unwrap()[field]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(stamp("created_at").timestamp(), created.timestamp());
+    assert_eq!(stamp("updated_at").timestamp(), created.timestamp());
+
+    rig.wait(3600);
+    rig.mock.crm().set_order_status(id, 4);
+    let changed = rig.now();
+    assert_eq!(changed - created, chrono::Duration::hours(1));
+    assert_eq!(stamp("updated_at").timestamp(), changed.timestamp());
+    assert_eq!(stamp("created_at").timestamp(), created.timestamp());
+
+    let between = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        keycrm_api::filter::between(from.into(), to.into())
+    };
+    let client = rig.client();
+    let list = |window: String| async move {
+        client
+            .order_list()
+            .filter_updated_between(window)
+            .collect_all()
+            .await
+            .unwrap()
+            .len()
+    };
+    let minute = chrono::Duration::minutes(1);
+    assert_eq!(list(between(created - minute, created + minute)).await, 0);
+    assert_eq!(list(between(changed - minute, changed + minute)).await, 1);
 }

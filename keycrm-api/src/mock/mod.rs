@@ -50,6 +50,9 @@
 //!
 //! # What is simulated, and how
 //!
+//! - **Time**: stamps come from the system's clock, or from a clock given to
+//!   [`KeyCrmMockBuilder::clock`] (a [`VirtualClock`](crate::clock::VirtualClock) moves the
+//!   account's time without waiting, shared with the simulator's clients).
 //! - **Base URL**: [`KeyCrmMock::uri`] ends in `/v1`, like the real one. Unknown paths
 //!   answer 404 with Laravel's route message, known paths with another method 405.
 //! - **Quota**: by default a fixed window that opens with the first request (Laravel's
@@ -120,6 +123,7 @@ pub use quota_server::{Arrival, QuotaServer};
 pub use seed::{SeedConfig, Seeded, reference};
 pub use webhooks::WebhookDelivery;
 
+use crate::clock::Clock;
 use crate::{Client, ClientBuilder};
 use faults::FaultState;
 use quota::Throttle;
@@ -168,6 +172,7 @@ pub struct KeyCrmMockBuilder {
     fail_share: Option<(f64, u16, u64)>,
     latency: Duration,
     lose_create_share: Option<(f64, u64)>,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl std::fmt::Debug for KeyCrmMockBuilder {
@@ -179,6 +184,7 @@ impl std::fmt::Debug for KeyCrmMockBuilder {
             .field("seed", &self.seed)
             .field("webhooks", &self.webhooks.len())
             .field("stock_webhooks", &self.stock_webhooks.len())
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }
@@ -198,6 +204,7 @@ impl Default for KeyCrmMockBuilder {
             fail_share: None,
             latency: Duration::ZERO,
             lose_create_share: None,
+            clock: None,
         }
     }
 }
@@ -282,6 +289,48 @@ impl KeyCrmMockBuilder {
         self
     }
 
+    /// The account's wall clock: `created_at`, `updated_at` and every other time the
+    /// simulator stamps (API writes and changes made with [`KeyCrmMock::crm`]) are the
+    /// clock's [`wall_time`](Clock::wall_time), so that a `*_between` filter selects by it
+    /// (default: the system's time). Stamps stay strictly increasing (a write in the same
+    /// microsecond as the one before is stamped a microsecond later). The quota's window
+    /// and webhook retries keep the system's time.
+    ///
+    /// A client from [`KeyCrmMock::client_builder`] or [`KeyCrmMock::client`] gets the same
+    /// clock, so that code under test and the simulated KeyCRM agree on the time. With a
+    /// [`VirtualClock`](crate::clock::VirtualClock), a test moves both forward at once:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// use keycrm_api::clock::{Clock, VirtualClock};
+    /// use keycrm_api::mock::{KeyCrmMock, SeedConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let clock = Arc::new(VirtualClock::new());
+    /// let mock = KeyCrmMock::builder().clock(clock.clone()).start().await;
+    /// let seeded = mock.seed(SeedConfig { orders: 1, ..SeedConfig::default() });
+    ///
+    /// // An hour later (no waiting), a manager moves the order on.
+    /// clock.advance(Duration::from_secs(3600));
+    /// mock.crm().set_order_status(seeded.orders[0], 4);
+    /// let order = mock.crm().order(seeded.orders[0]).unwrap();
+    /// let updated_at: chrono::DateTime<chrono::Utc> =
+    ///     order["updated_at"].as_str().unwrap().parse().unwrap();
+    /// let expected: chrono::DateTime<chrono::Utc> = clock.wall_time().into();
+    /// assert_eq!(updated_at.timestamp(), expected.timestamp());
+    ///
+    /// // The simulator's client reads the same time.
+    /// assert_eq!(mock.client().wall_time(), clock.wall_time());
+    /// # }
+    /// ```
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// The faults armed at start and after every reset.
     fn initial_faults(&self) -> FaultState {
         let mut faults = FaultState::new(self.lost_response_delay);
@@ -330,7 +379,7 @@ impl KeyCrmMockBuilder {
             attempts: self.webhook_attempts,
             delay: self.webhook_retry_delay,
         });
-        let mut state = State::new(self.leads_enabled);
+        let mut state = State::new(self.leads_enabled, self.clock.clone());
         let seeded = self.seed.as_ref().map(|c| seed::seed(&mut state, c));
         let shared = Arc::new(Shared {
             inner: std::sync::Mutex::new(Inner {
@@ -398,11 +447,21 @@ impl KeyCrmMock {
     }
 
     /// A client builder with the simulator's key and base URL, for further settings
-    /// (timeouts, retries, pacing).
+    /// (timeouts, retries, pacing); and the simulator's clock when one was given
+    /// ([`KeyCrmMockBuilder::clock`]).
     pub fn client_builder(&self) -> ClientBuilder {
-        Client::builder()
+        let builder = Client::builder()
             .api_key(self.api_key())
-            .base_url(self.uri())
+            .base_url(self.uri());
+        match &self.shared.config.clock {
+            Some(clock) => builder.clock(Arc::clone(clock)),
+            None => builder,
+        }
+    }
+
+    /// The clock given to [`KeyCrmMockBuilder::clock`], if any.
+    pub fn clock(&self) -> Option<Arc<dyn Clock>> {
+        self.shared.config.clock.clone()
     }
 
     /// A client with the simulator's key and base URL and the client's defaults.

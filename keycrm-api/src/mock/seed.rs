@@ -987,7 +987,7 @@ mod tests {
 
     #[test]
     fn the_reference_ids_are_the_simulators() {
-        let reference = crate::mock::admin::reference(&State::new(false));
+        let reference = crate::mock::admin::reference(&State::new(false, None));
         let id = |list: &str, key: &str, value: &str| {
             reference[list]
                 .as_array()

@@ -72,7 +72,7 @@ impl Shared {
     pub fn reset(&self) {
         let config = &self.config;
         let mut inner = self.lock();
-        let mut state = State::new(config.leads_enabled);
+        let mut state = State::new(config.leads_enabled, config.clock.clone());
         if let Some(seed) = &config.seed {
             seed::seed(&mut state, seed);
         }

@@ -2,12 +2,14 @@
 //! changes produce.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use super::model::*;
 use super::wire::{self, Time};
+use crate::clock::Clock;
 
 /// A webhook KeyCRM would send because of a change.
 #[derive(Clone, Debug)]
@@ -88,6 +90,8 @@ pub(crate) fn take(counter: &mut i64) -> i64 {
 #[derive(Debug)]
 pub(crate) struct State {
     last_time: Time,
+    /// Where the account's time comes from (`None`: the system's time).
+    clock: Option<Arc<dyn Clock>>,
     pub ids: Ids,
     pub leads_enabled: bool,
     pub statuses: Vec<StatusDef>,
@@ -139,8 +143,9 @@ pub(crate) fn row_by_name<'a>(rows: &'a [Value], name: &str) -> Option<&'a Value
 }
 
 impl State {
-    /// A new account holding only reference data.
-    pub fn new(leads_enabled: bool) -> Self {
+    /// A new account holding only reference data, whose time comes from `clock` (the
+    /// system's time without one).
+    pub fn new(leads_enabled: bool, clock: Option<Arc<dyn Clock>>) -> Self {
         let t = wire::iso(account_created());
         let ts = wire::sql(account_created());
         let status = |id: i64,
@@ -367,6 +372,7 @@ impl State {
         })];
         Self {
             last_time: account_created(),
+            clock,
             ids: Ids::default(),
             leads_enabled,
             statuses,
@@ -402,7 +408,7 @@ impl State {
     /// The current time, strictly later than any time handed out before, so that every
     /// write moves `updated_at` forward.
     pub fn now(&mut self) -> Time {
-        let mut t = wire::now();
+        let mut t = wire::now(self.clock.as_deref());
         if t <= self.last_time {
             t = self.last_time + chrono::Duration::microseconds(1);
         }

@@ -79,9 +79,36 @@ pub(crate) fn id_opt(value: Option<i64>) -> Value {
     value.map_or(Value::Null, Value::from)
 }
 
-/// The current time, truncated to microseconds.
-pub(crate) fn now() -> Time {
-    Utc::now().trunc_subsecs(6)
+/// The current time on `clock` (its [`wall_time`](crate::clock::Clock::wall_time); the
+/// system's time without one), truncated to microseconds.
+pub(crate) fn now(clock: Option<&dyn crate::clock::Clock>) -> Time {
+    let Some(clock) = clock else {
+        return Utc::now().trunc_subsecs(6);
+    };
+    from_system(clock.wall_time()).trunc_subsecs(6)
+}
+
+/// A system time as a simulator time; one outside chrono's range (a virtual clock moved by
+/// centuries) is clamped to it.
+fn from_system(t: std::time::SystemTime) -> Time {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs())
+            .ok()
+            .and_then(|secs| DateTime::from_timestamp(secs, after.subsec_nanos()))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        Err(before) => {
+            let before = before.duration();
+            i64::try_from(before.as_secs())
+                .ok()
+                .and_then(|secs| {
+                    DateTime::from_timestamp(0, 0)?.checked_sub_signed(
+                        chrono::Duration::seconds(secs)
+                            + chrono::Duration::nanoseconds(i64::from(before.subsec_nanos())),
+                    )
+                })
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        }
+    }
 }
 
 /// Parses a time KeyCRM accepts in bodies and filters: `YYYY-MM-DD HH:MM:SS`, ISO-8601, or
@@ -151,5 +178,30 @@ mod tests {
             Some("2".parse().unwrap())
         );
         assert_eq!(phone_digits("+380 (67) 123-45-67"), "380671234567");
+    }
+
+    #[test]
+    fn now_follows_the_given_clock() {
+        use crate::clock::{Clock, VirtualClock};
+        use std::time::{Duration, UNIX_EPOCH};
+
+        let clock = VirtualClock::new();
+        let before = now(Some(&clock));
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(now(Some(&clock)) - before, chrono::Duration::hours(1));
+        assert_eq!(
+            from_system(UNIX_EPOCH + Duration::from_micros(1_715_878_721_123_456)),
+            parse_time("2024-05-16T16:58:41.123456Z").unwrap()
+        );
+        assert_eq!(
+            from_system(UNIX_EPOCH - Duration::from_secs(86_400)),
+            parse_time("1969-12-31 00:00:00").unwrap()
+        );
+        // Far outside chrono's range: clamped, no panic.
+        assert_eq!(
+            from_system(UNIX_EPOCH + Duration::from_secs(u64::MAX / 4)),
+            DateTime::<Utc>::MAX_UTC
+        );
+        let _ = clock.wall_time();
     }
 }

@@ -243,6 +243,8 @@ impl ClientBuilder {
 
     /// The clock for quota pacing and retry backoff (default: `tokio::time`). Tests pass a
     /// [`VirtualClock`](crate::clock::VirtualClock) to run waits instantly and inspect them.
+    /// Its [`wall_time`](Clock::wall_time) is also the client's
+    /// [`wall_time`](Client::wall_time) (the system's time without a clock given here).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self
@@ -308,6 +310,7 @@ impl ClientBuilder {
             .map_err(|e| {
                 Error::config(format!("cannot build the HTTP client: {}", e.without_url()))
             })?;
+        let clock_given = self.clock.is_some();
         let mut limiter = Limiter::new(
             self.requests_per_minute,
             self.burst,
@@ -323,6 +326,7 @@ impl ClientBuilder {
                 auth: key.header()?,
                 user_agent,
                 limiter,
+                clock_given,
                 shared_quota: self.shared_quota,
                 counters: Counters::default(),
                 retry: RetryPolicy {

@@ -112,6 +112,9 @@ struct Shared {
     auth: HeaderValue,
     user_agent: String,
     limiter: Limiter,
+    /// Whether the limiter's clock was given to [`ClientBuilder::clock`]: only then is
+    /// [`Client::wall_time`] its time rather than the system's.
+    clock_given: bool,
     /// The quota shared with other clients on the same key, when one is set.
     shared_quota: Option<Arc<dyn SharedQuota>>,
     counters: Counters,
@@ -209,6 +212,43 @@ impl Client {
             builder = builder.base_url(url);
         }
         builder.build()
+    }
+
+    /// The current wall-clock time as this client sees it: the
+    /// [`wall_time`](Clock::wall_time) of the clock given to [`ClientBuilder::clock`], or the
+    /// system's time when none was given.
+    ///
+    /// Code built on a client (the sync engine's pull windows and cursors) takes its time
+    /// from here, so that a test can share one [`VirtualClock`](crate::clock::VirtualClock)
+    /// between the client and a simulated KeyCRM and move both forward without waiting.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// use keycrm_api::Client;
+    /// use keycrm_api::clock::{Clock, VirtualClock};
+    ///
+    /// let clock = Arc::new(VirtualClock::new());
+    /// let client = Client::builder()
+    ///     .api_key("key")
+    ///     .clock(clock.clone())
+    ///     .build()
+    ///     .unwrap();
+    /// let before = client.wall_time();
+    /// clock.advance(Duration::from_secs(300));
+    /// assert_eq!(
+    ///     client.wall_time().duration_since(before).unwrap(),
+    ///     Duration::from_secs(300)
+    /// );
+    /// ```
+    pub fn wall_time(&self) -> std::time::SystemTime {
+        let shared = &self.inner().shared;
+        if shared.clock_given {
+            shared.limiter.clock().wall_time()
+        } else {
+            std::time::SystemTime::now()
+        }
     }
 
     /// The user agent this client sends.

@@ -75,10 +75,12 @@ impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
         self
     }
 
-    /// The clock the outbox is scheduled by (default: the system's UTC time): which items are
-    /// due, and when a failed item is tried again (30 s after its first failure, doubling,
-    /// capped at 1 h). Only the outbox uses it; pull windows, cursors and logs keep real UTC time,
-    /// which KeyCRM's `updated_at` values are compared with.
+    /// The clock the outbox is scheduled by (default: the engine's time, which is the
+    /// client's [`wall_time`](Client::wall_time): the system's UTC time unless the client was
+    /// given a clock): which items are due, and when a failed item is tried again (30 s after
+    /// its first failure, doubling, capped at 1 h). Only the outbox uses it; pull windows,
+    /// cursors and logs keep the engine's time, which KeyCRM's `updated_at` values are
+    /// compared with.
     ///
     /// Tests move it forward to retry failed items without waiting; a host may do the same
     /// for an operator's "retry now".
@@ -123,7 +125,7 @@ impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
                 latency_micros: AtomicU64::new(0),
                 ranks_loaded: std::sync::atomic::AtomicBool::new(false),
                 gathered: std::sync::Mutex::new(None),
-                outbox_clock: self.outbox_clock.unwrap_or_else(|| Arc::new(Utc::now)),
+                outbox_clock: self.outbox_clock,
                 shutdown: self.shutdown.unwrap_or_default(),
                 run_observers: std::sync::RwLock::new(Vec::new()),
             }),

@@ -21,7 +21,7 @@ use keycrm_api::{Paginate, Timestamp, types};
 use super::{Work, text};
 use crate::RunReport;
 use crate::canonical;
-use crate::engine::{SyncEngine, SyncError, batch, now};
+use crate::engine::{SyncEngine, SyncError, batch};
 use crate::field::FieldPath;
 use crate::host::Host;
 use crate::model::{EntityKind, Fields, Snapshot};
@@ -476,7 +476,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         if let Some(since) = Self::noted_create(w).and_then(|s| s.updated_at) {
             let window = keycrm_api::filter::between(
                 Timestamp::from(since - CREATED_SKEW),
-                Timestamp::from(now() + chrono::Duration::minutes(1)),
+                Timestamp::from(self.now() + chrono::Duration::minutes(1)),
             );
             let candidates = self
                 .call(
@@ -502,7 +502,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             .mapping
             .clone()
             .unwrap_or_else(|| Mapping::new(EntityKind::Buyer, &w.item.local_id));
-        mapping.base = Some(Snapshot::new(w.local.fields.clone(), Some(now())));
+        mapping.base = Some(Snapshot::new(w.local.fields.clone(), Some(self.now())));
         self.inner.store.put_mapping(&mapping).await?;
         self.create_one(w, body, report).await
     }

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use keycrm_api::{Paginate, Timestamp, types};
 
-use super::{RunReport, SyncEngine, SyncError, now};
+use super::{RunReport, SyncEngine, SyncError};
 use crate::canonical;
 use crate::engine::pull::Key;
 use crate::entity::order::ORDER_INCLUDE;
@@ -40,10 +40,12 @@ struct Pending {
     contexts: Vec<OrderContext>,
 }
 
-fn pending_orders(items: &[InboxItem]) -> Option<Pending> {
+/// The order events among `items`, when they concern more than one order; `now` is the
+/// engine's time.
+fn pending_orders(items: &[InboxItem], now: DateTime<Utc>) -> Option<Pending> {
     let mut out = Pending {
         items: BTreeMap::new(),
-        oldest: now(),
+        oldest: now,
         contexts: Vec::new(),
     };
     for item in items {
@@ -75,7 +77,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         items: &[InboxItem],
         report: &mut RunReport,
     ) -> Result<BTreeMap<InboxId, Option<String>>, SyncError> {
-        let Some(pending) = pending_orders(items) else {
+        let Some(pending) = pending_orders(items, self.now()) else {
             return Ok(BTreeMap::new());
         };
         for c in &pending.contexts {
@@ -83,7 +85,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         }
         let window = keycrm_api::filter::between(
             Timestamp::from(pending.oldest - SKEW),
-            Timestamp::from(now() + Duration::minutes(1)),
+            Timestamp::from(self.now() + Duration::minutes(1)),
         );
         let mut request = self
             .inner

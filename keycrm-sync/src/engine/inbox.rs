@@ -28,7 +28,7 @@ mod coalesce;
 
 use super::pull::Key;
 use super::push::GUARD_MIN_ROWS;
-use super::{RunReport, SyncEngine, SyncError, SyncEvent, now};
+use super::{RunReport, SyncEngine, SyncError, SyncEvent};
 use crate::canonical;
 use crate::host::Host;
 use crate::model::{EntityKind, Fields, Snapshot};
@@ -97,7 +97,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     pub async fn ingest_webhook(&self, body: &serde_json::Value) -> Result<bool, SyncError> {
         let event = WebhookEvent::from_value(body.clone())?;
         let ids = self
-            .commit_inbox(vec![inbox_item(&event, DEFAULT_REDELIVERY_WINDOW)])
+            .commit_inbox(vec![inbox_item(
+                &event,
+                DEFAULT_REDELIVERY_WINDOW,
+                self.now(),
+            )])
             .await?;
         Ok(ids.first().is_some_and(Option::is_some))
     }
@@ -108,7 +112,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         &self,
         items: Vec<NewInboxItem>,
     ) -> Result<Vec<Option<InboxId>>, StoreError> {
-        let ids = self.inner.store.inbox_insert_batch(&items, now()).await?;
+        let ids = self
+            .inner
+            .store
+            .inbox_insert_batch(&items, self.now())
+            .await?;
         if ids.iter().any(Option::is_some) {
             self.inner.inbox_wake.notify_one();
         }
@@ -129,7 +137,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let found = self
             .inner
             .store
-            .inbox_mark(id, InboxStatus::Pending, Some(RELEASED), now())
+            .inbox_mark(id, InboxStatus::Pending, Some(RELEASED), self.now())
             .await?;
         self.inner.inbox_wake.notify_one();
         Ok(found)
@@ -175,7 +183,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     };
                     self.inner
                         .store
-                        .inbox_mark(item.id, status, error.as_deref(), now())
+                        .inbox_mark(item.id, status, error.as_deref(), self.now())
                         .await?;
                     continue;
                 }
@@ -191,7 +199,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 };
                 self.inner
                     .store
-                    .inbox_mark(item.id, status, error.as_deref(), now())
+                    .inbox_mark(item.id, status, error.as_deref(), self.now())
                     .await?;
             }
         }

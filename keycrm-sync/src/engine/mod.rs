@@ -102,7 +102,8 @@ pub(crate) struct Inner<S, H> {
     /// Store writes gathered while a page is applied, written as one batch at its end (see
     /// [`SyncEngine::gathering`]). Only the task holding `run_lock` uses it.
     gathered: std::sync::Mutex<Option<WriteBatch>>,
-    outbox_clock: OutboxClock,
+    /// The outbox's clock when one was given (else the engine's time).
+    outbox_clock: Option<OutboxClock>,
     shutdown: CancellationToken,
     run_observers: std::sync::RwLock<Vec<RunObserver>>,
 }
@@ -244,7 +245,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let started = Instant::now();
         let requests_before = self.inner.client.stats().requests;
         let mut report = RunReport {
-            started_at: Some(now()),
+            started_at: Some(self.now()),
             full_pass: full,
             ..RunReport::default()
         };
@@ -266,7 +267,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             Box::pin(self.process_inbox(&mut report)).await?;
             Box::pin(self.push(&mut report)).await?;
             let cutoff =
-                now() - chrono::Duration::days(i64::from(self.inner.config.retention_days));
+                self.now() - chrono::Duration::days(i64::from(self.inner.config.retention_days));
             self.inner.store.purge(cutoff).await?;
             Ok::<_, SyncError>(())
         }
@@ -313,7 +314,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let started = Instant::now();
         let requests_before = self.inner.client.stats().requests;
         let mut report = RunReport {
-            started_at: Some(now()),
+            started_at: Some(self.now()),
             ..RunReport::default()
         };
         // A record the host does not have is an error of the caller, not a deletion: nothing
@@ -338,7 +339,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         }
         self.inner
             .store
-            .enqueue(kind, local_id, serde_json::json!({}), now())
+            .enqueue(kind, local_id, serde_json::json!({}), self.now())
             .await?;
         report.collected += 1;
         Box::pin(self.push_only(&mut report, Some((kind, local_id)))).await?;
@@ -423,9 +424,20 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         self.inner.ranks_loaded.store(true, Ordering::Relaxed);
     }
 
+    /// The engine's time: the wall time of its KeyCRM client's clock
+    /// ([`Client::wall_time`]: the system's time unless the client was given a clock). Pull
+    /// windows and cursors compare it with KeyCRM's `updated_at`, so a test that shares one
+    /// virtual clock between the client and a simulated KeyCRM controls both.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        utc(self.inner.client.wall_time())
+    }
+
     /// The outbox's time (see [`SyncEngineBuilder::outbox_clock`]).
     pub(crate) fn outbox_now(&self) -> DateTime<Utc> {
-        (self.inner.outbox_clock)()
+        match &self.inner.outbox_clock {
+            Some(clock) => clock(),
+            None => self.now(),
+        }
     }
 
     pub(crate) fn policy(&self, kind: EntityKind) -> Policy {
@@ -495,7 +507,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 }
             };
             self.write(WriteOp::LogConflict(ConflictRecord {
-                at: now(),
+                at: self.now(),
                 kind,
                 local_id: local_id.to_string(),
                 remote_id,
@@ -528,7 +540,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         detail: String,
     ) -> Result<(), SyncError> {
         self.write(WriteOp::LogAudit(AuditEntry {
-            at: now(),
+            at: self.now(),
             kind,
             local_id: local_id.to_string(),
             action: action.to_string(),
@@ -666,9 +678,19 @@ fn record_run(span: &tracing::Span, report: &RunReport, ok: bool) {
     });
 }
 
-/// The current UTC time.
-pub(crate) fn now() -> DateTime<Utc> {
-    Utc::now()
+/// A system time as UTC; one outside chrono's range (a virtual clock moved by centuries) is
+/// clamped to it.
+pub(crate) fn utc(t: std::time::SystemTime) -> DateTime<Utc> {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs())
+            .ok()
+            .and_then(|secs| DateTime::from_timestamp(secs, after.subsec_nanos()))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        Err(before) => chrono::Duration::from_std(before.duration())
+            .ok()
+            .and_then(|d| DateTime::UNIX_EPOCH.checked_sub_signed(d))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC),
+    }
 }
 
 /// Backoff before the next attempt of an outbox item that failed `attempts` times before:

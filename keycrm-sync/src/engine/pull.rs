@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use super::quarantine::{self, Decoded, Quarantined, RawList, RawPages};
-use super::{RunReport, SyncEngine, SyncError, SyncEvent, now};
+use super::{RunReport, SyncEngine, SyncError, SyncEvent};
 use crate::canonical::{self, MappingError};
 use crate::host::{Applied, Host, RemoteChange};
 use crate::model::{EntityKind, Snapshot};
@@ -141,12 +141,14 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             let changes = self.inner.host.changes_since(kind, cursor).await?;
             for id in &changes.ids {
                 store
-                    .enqueue(kind, id, serde_json::json!({}), now())
+                    .enqueue(kind, id, serde_json::json!({}), self.now())
                     .await?;
                 report.collected += 1;
             }
             if let Some(next) = changes.cursor {
-                store.set_cursor(kind, LOCAL_CURSOR, &next, now()).await?;
+                store
+                    .set_cursor(kind, LOCAL_CURSOR, &next, self.now())
+                    .await?;
             }
         }
         Ok(())
@@ -173,7 +175,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         kind: EntityKind,
         everything: bool,
     ) -> Result<(Option<String>, DateTime<Utc>), SyncError> {
-        let start = now();
+        let start = self.now();
         if everything {
             return Ok((None, start));
         }
@@ -223,7 +225,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 let applied = async {
                     for record in page {
                         records += 1;
-                        let item = match quarantine::decode::<T>(kind, pages.operation(), &record) {
+                        let item = match quarantine::decode::<T>(kind, pages.operation(), &record, self.now()) {
                             Decoded::Record(item) => item,
                             Decoded::Broken(q) => {
                                 state.complete = false;
@@ -310,7 +312,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 chrono::Duration::from_std(self.inner.config.overlap()).unwrap_or_default();
             if let Some(next) = next_cursor(old, newest, start, overlap) {
                 store
-                    .set_cursor(kind, REMOTE_CURSOR, &next.to_rfc3339(), now())
+                    .set_cursor(kind, REMOTE_CURSOR, &next.to_rfc3339(), self.now())
                     .await?;
             }
         }
@@ -566,7 +568,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         m.base = Some(remote.clone());
         m.in_flight = None;
         m.remote_updated_at = remote.updated_at;
-        m.last_sync_at = Some(now());
+        m.last_sync_at = Some(self.now());
         m.content_hash = Some(canonical::snapshot(planned.merged.clone(), None).hash());
         m.error = None;
         tracing::debug!(
@@ -587,7 +589,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 kind,
                 local_id: local_id.clone(),
                 payload: serde_json::json!({}),
-                now: now(),
+                now: self.now(),
             })
             .await?;
         }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{RunReport, SyncEngine, SyncError, SyncEvent, now, outbox_backoff};
+use super::{RunReport, SyncEngine, SyncError, SyncEvent, outbox_backoff};
 use crate::field::FieldPath;
 use crate::host::Host;
 use crate::model::{EntityKind, Fields, Snapshot};
@@ -234,7 +234,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             mapping.remote_updated_at = base.updated_at;
         }
         mapping.base = Some(base);
-        mapping.last_sync_at = Some(now());
+        mapping.last_sync_at = Some(self.now());
         self.inner.store.put_mapping(&mapping).await?;
         self.inner
             .store

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{SyncEngine, SyncError, SyncEvent, now};
+use super::{SyncEngine, SyncError, SyncEvent};
 use crate::host::Host;
 use crate::model::EntityKind;
 use crate::model::redact;
@@ -87,11 +87,13 @@ pub(crate) enum Decoded<T> {
     Broken(Quarantined),
 }
 
-/// Decodes one record, naming the path of the first offending value on failure.
+/// Decodes one record, naming the path of the first offending value on failure (quarantined
+/// `now`, the engine's time).
 pub(crate) fn decode<T: DeserializeOwned>(
     kind: EntityKind,
     operation: &str,
     record: &Value,
+    now: DateTime<Utc>,
 ) -> Decoded<T> {
     match serde_path_to_error::deserialize::<_, T>(record) {
         Ok(value) => Decoded::Record(value),
@@ -103,7 +105,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
                 path: redact::bounded(&path),
                 operation: operation.to_string(),
                 reason: redact::message(&e.into_inner().to_string()),
-                at: now(),
+                at: now,
             })
         }
     }
@@ -285,7 +287,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             let text = serde_json::to_string(&after).unwrap_or_else(|_| "[]".to_string());
             self.inner
                 .store
-                .set_cursor(kind, QUARANTINE_CURSOR, &text, now())
+                .set_cursor(kind, QUARANTINE_CURSOR, &text, self.now())
                 .await?;
         }
         Ok(())
@@ -324,7 +326,8 @@ mod tests {
     #[test]
     fn a_broken_record_names_its_path_and_id_but_not_its_value() {
         let record = json!({"id": 7, "grand_total": {"amount": "+380501234567"}});
-        let Decoded::Broken(q) = decode::<types::Order>(EntityKind::Order, "order_list", &record)
+        let Decoded::Broken(q) =
+            decode::<types::Order>(EntityKind::Order, "order_list", &record, Utc::now())
         else {
             panic!("an object is no grand total");
         };
@@ -336,11 +339,12 @@ mod tests {
 
         let fine = json!({"id": 8, "grand_total": "12.50"});
         assert!(matches!(
-            decode::<types::Order>(EntityKind::Order, "order_list", &fine),
+            decode::<types::Order>(EntityKind::Order, "order_list", &fine, Utc::now()),
             Decoded::Record(_)
         ));
         let nameless = json!({"id": {"x": 1}, "grand_total": []});
-        let Decoded::Broken(q) = decode::<types::Order>(EntityKind::Order, "order_list", &nameless)
+        let Decoded::Broken(q) =
+            decode::<types::Order>(EntityKind::Order, "order_list", &nameless, Utc::now())
         else {
             panic!("a list is no grand total");
         };

@@ -328,17 +328,21 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 let applied = async {
                     for record in page {
                         records += 1;
-                        let stock: types::OfferStock =
-                            match quarantine::decode(kind, pages.operation(), &record) {
-                                Decoded::Record(stock) => stock,
-                                Decoded::Broken(q) => {
-                                    state.complete = false;
-                                    report.quarantined += 1;
-                                    self.quarantine(&q, &already, &state.broken).await?;
-                                    state.broken.push(q);
-                                    continue;
-                                }
-                            };
+                        let stock: types::OfferStock = match quarantine::decode(
+                            kind,
+                            pages.operation(),
+                            &record,
+                            self.now(),
+                        ) {
+                            Decoded::Record(stock) => stock,
+                            Decoded::Broken(q) => {
+                                state.complete = false;
+                                report.quarantined += 1;
+                                self.quarantine(&q, &already, &state.broken).await?;
+                                state.broken.push(q);
+                                continue;
+                            }
+                        };
                         self.apply_stock(&stock, &mut state).await?;
                     }
                     Ok::<_, SyncError>(())

@@ -259,7 +259,11 @@ impl<S: Store, H: Host> Service<S, H> {
 
     async fn oldest_webhook(&self) -> Result<Option<Duration>, HttpError> {
         let oldest = self.shared.engine.store().oldest_pending_inbox().await?;
-        Ok(oldest.map(|received_at| (Utc::now() - received_at).to_std().unwrap_or_default()))
+        Ok(oldest.map(|received_at| {
+            (self.shared.engine.now() - received_at)
+                .to_std()
+                .unwrap_or_default()
+        }))
     }
 
     /// `GET /sync/conflicts`: the most recent conflicts, with both values and the winner.

@@ -400,7 +400,7 @@ impl WebhookReceiver {
 
     /// The store step alone: commits an already checked event.
     pub async fn store(&self, event: &WebhookEvent) -> Result<Accepted, Rejection> {
-        let item = inbox_item(event, self.inner.settings.redelivery_window);
+        let item = inbox_item(event, self.inner.settings.redelivery_window, Utc::now());
         let (answer, rx) = oneshot::channel();
         let name = item.event.clone();
         self.inner
@@ -418,8 +418,13 @@ impl WebhookReceiver {
     }
 }
 
-/// The inbox row of an event: its dedupe key and rule, the body in KeyCRM's form.
-pub(crate) fn inbox_item(event: &WebhookEvent, window: Duration) -> NewInboxItem {
+/// The inbox row of an event: its dedupe key and rule (a redelivery within `window` before
+/// `now` is a duplicate), the body in KeyCRM's form.
+pub(crate) fn inbox_item(
+    event: &WebhookEvent,
+    window: Duration,
+    now: chrono::DateTime<Utc>,
+) -> NewInboxItem {
     let key = event.dedupe();
     let dedupe = match key.stream {
         None => InboxDedupe::Stored,
@@ -427,7 +432,7 @@ pub(crate) fn inbox_item(event: &WebhookEvent, window: Duration) -> NewInboxItem
             stream,
             since: chrono::Duration::from_std(window)
                 .ok()
-                .and_then(|w| Utc::now().checked_sub_signed(w))
+                .and_then(|w| now.checked_sub_signed(w))
                 .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC),
         },
     };

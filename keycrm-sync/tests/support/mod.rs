@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use keycrm_api::clock::VirtualClock;
+use keycrm_api::clock::{Clock, Sleep, VirtualClock};
 use keycrm_api::mock::{KeyCrmMock, KeyCrmMockBuilder, Quota, SeedConfig};
 use keycrm_api::{Client, Decimal, Paginate, types};
 use keycrm_sync::canonical::{
@@ -214,10 +214,25 @@ pub fn engine_on<S: Store>(
 pub fn impatient_client(mock: &KeyCrmMock) -> Client {
     mock.client_builder()
         .requests_per_minute(0)
-        .clock(Arc::new(VirtualClock::new()))
+        .clock(Arc::new(InstantWaits::default()))
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap()
+}
+
+/// The waits of a [`VirtualClock`] (instant), the wall time of the system: these simulators
+/// stamp by the system's time, and the engine takes its time from its client's clock.
+#[derive(Debug, Default)]
+struct InstantWaits(VirtualClock);
+
+impl Clock for InstantWaits {
+    fn now(&self) -> Duration {
+        self.0.now()
+    }
+
+    fn sleep(&self, duration: Duration) -> Sleep {
+        self.0.sleep(duration)
+    }
 }
 
 /// An outbox clock the test moves forward, so that failed items are retried at once

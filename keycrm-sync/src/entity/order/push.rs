@@ -8,7 +8,7 @@ use keycrm_api::{Paginate, types};
 use super::{ORDER_INCLUDE, SOURCE_UUID, source_uuid_key};
 use crate::canonical;
 use crate::engine::push::{Work, lookup, text};
-use crate::engine::{RunReport, SyncEngine, SyncError, SyncEvent, batch, now};
+use crate::engine::{RunReport, SyncEngine, SyncError, SyncEvent, batch};
 use crate::host::{Applied, Host, RemoteChange};
 use crate::model::{EntityKind, Fields, Snapshot};
 use crate::plan::{PlanInput, plan};
@@ -108,7 +108,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     EntityKind::Order,
                     &source_uuid_key(uuid),
                     &w.item.local_id,
-                    now(),
+                    self.now(),
                 )
                 .await?;
             if w.mapping.is_none() {
