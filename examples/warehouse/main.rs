@@ -105,6 +105,9 @@ fn simulator_config(mock: &KeyCrmMock, token: &str) -> SyncConfig {
         webhook_secret: Secret::new(token),
         requests_per_minute: 60_000,
         sync_interval_secs: 1,
+        // Production's ratios to a 5-minute run (an hour, a day) for 1-second runs.
+        catalogue_pass_interval_secs: 12,
+        stock_pass_interval_secs: 288,
         retry_attempts: 3,
         max_concurrency: 16,
         source_id: Some(reference::SOURCE_WEBSITE),
@@ -457,6 +460,18 @@ mod tests {
         assert_eq!(
             config.payment_method_ids.get("card"),
             Some(&reference::PAYMENT_LIQPAY)
+        );
+        let defaults = SyncConfig::default();
+        assert_eq!(
+            (
+                config.catalogue_pass_interval_secs,
+                config.stock_pass_interval_secs
+            ),
+            (
+                defaults.catalogue_pass_interval_secs,
+                defaults.stock_pass_interval_secs
+            ),
+            "the sample shows the default schedule"
         );
     }
 

@@ -202,6 +202,21 @@ pub struct SyncConfig {
     pub retry_attempts: u32,
     /// Seconds between background runs.
     pub sync_interval_secs: u64,
+    /// Seconds between full passes of the catalogue (products and offers; default 3600, an
+    /// hour). KeyCRM's `GET /products` filters only by `product_id`, `category_id` and
+    /// `is_archived`, and `GET /offers` by `id`, `product_id`, `sku` and `is_archived`: neither
+    /// offers `updated_between` (orders and buyers do, and are read incrementally every run),
+    /// so the catalogue can only be reconciled by reading it whole, on this schedule. A run
+    /// reads a kind in full when this long has passed since the start of its last full pass
+    /// (kept in the store, so a restart does not read it early; a pass that failed does not
+    /// count), on its first run, and on [`full_resync`](crate::SyncEngine::full_resync).
+    pub catalogue_pass_interval_secs: u64,
+    /// Seconds between full passes of stock levels (default 86400, a day). `GET /offers/stocks`
+    /// filters only by `offers_id`, `offers_sku` and `details`, no `updated_between`: levels
+    /// are reconciled by reading them whole on this schedule (as the catalogue, see
+    /// [`SyncConfig::catalogue_pass_interval_secs`]); between passes, KeyCRM's stock webhooks
+    /// bring its changes.
+    pub stock_pass_interval_secs: u64,
     /// Records processed concurrently (requests still share the one quota).
     pub max_concurrency: u32,
     /// Whether webhooks are applied as they arrive (else only on the next run).
@@ -261,6 +276,8 @@ impl Default for SyncConfig {
             batch_size: 50,
             retry_attempts: 5,
             sync_interval_secs: 300,
+            catalogue_pass_interval_secs: 3600,
+            stock_pass_interval_secs: 86_400,
             max_concurrency: 4,
             realtime: true,
             overlap_secs: 2,
@@ -286,6 +303,8 @@ const ENV_KEYS: &[&str] = &[
     "batch_size",
     "retry_attempts",
     "sync_interval_secs",
+    "catalogue_pass_interval_secs",
+    "stock_pass_interval_secs",
     "max_concurrency",
     "realtime",
     "overlap_secs",
@@ -343,6 +362,12 @@ impl SyncConfig {
                 "sync_interval_secs" => {
                     self.sync_interval_secs = raw.parse().map_err(|_| bad("seconds"))?
                 }
+                "catalogue_pass_interval_secs" => {
+                    self.catalogue_pass_interval_secs = raw.parse().map_err(|_| bad("seconds"))?
+                }
+                "stock_pass_interval_secs" => {
+                    self.stock_pass_interval_secs = raw.parse().map_err(|_| bad("seconds"))?
+                }
                 "max_concurrency" => {
                     self.max_concurrency = raw.parse().map_err(|_| bad("a whole number"))?
                 }
@@ -399,6 +424,18 @@ impl SyncConfig {
                 "must be at least 1 second",
             ));
         }
+        if self.catalogue_pass_interval_secs == 0 {
+            return Err(ConfigError::new(
+                "catalogue_pass_interval_secs",
+                "must be at least 1 second",
+            ));
+        }
+        if self.stock_pass_interval_secs == 0 {
+            return Err(ConfigError::new(
+                "stock_pass_interval_secs",
+                "must be at least 1 second",
+            ));
+        }
         if self.max_concurrency == 0 {
             return Err(ConfigError::new("max_concurrency", "must be at least 1"));
         }
@@ -448,6 +485,29 @@ impl SyncConfig {
     /// The reconciliation overlap.
     pub fn overlap(&self) -> Duration {
         Duration::from_secs(self.overlap_secs)
+    }
+
+    /// The time between full passes of the catalogue
+    /// ([`SyncConfig::catalogue_pass_interval_secs`]).
+    pub fn catalogue_pass_interval(&self) -> Duration {
+        Duration::from_secs(self.catalogue_pass_interval_secs)
+    }
+
+    /// The time between full passes of stock levels
+    /// ([`SyncConfig::stock_pass_interval_secs`]).
+    pub fn stock_pass_interval(&self) -> Duration {
+        Duration::from_secs(self.stock_pass_interval_secs)
+    }
+
+    /// The time between scheduled full passes of `kind`: the catalogue's for products and
+    /// offers, the stock's for stock; `None` for orders and buyers, which KeyCRM lets the
+    /// engine read incrementally (`updated_between`) on every run.
+    pub fn full_pass_interval(&self, kind: EntityKind) -> Option<Duration> {
+        match kind {
+            EntityKind::Product | EntityKind::Offer => Some(self.catalogue_pass_interval()),
+            EntityKind::Stock => Some(self.stock_pass_interval()),
+            EntityKind::Order | EntityKind::Buyer => None,
+        }
     }
 }
 
@@ -608,6 +668,56 @@ mod tests {
     }
 
     #[test]
+    fn full_pass_schedule_defaults_loads_and_refuses_zero() {
+        let config = SyncConfig::from_toml_str("api_key = \"k\"\n").unwrap();
+        assert_eq!(config.catalogue_pass_interval(), Duration::from_secs(3600));
+        assert_eq!(config.stock_pass_interval(), Duration::from_secs(86_400));
+        assert_eq!(
+            config.full_pass_interval(EntityKind::Product),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            config.full_pass_interval(EntityKind::Offer),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            config.full_pass_interval(EntityKind::Stock),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(config.full_pass_interval(EntityKind::Order), None);
+        assert_eq!(config.full_pass_interval(EntityKind::Buyer), None);
+
+        let config = SyncConfig::from_toml_str(
+            "api_key = \"k\"\ncatalogue_pass_interval_secs = 600\nstock_pass_interval_secs = 7200\n",
+        )
+        .unwrap();
+        assert_eq!(config.catalogue_pass_interval_secs, 600);
+        assert_eq!(config.stock_pass_interval_secs, 7200);
+
+        for setting in ["catalogue_pass_interval_secs", "stock_pass_interval_secs"] {
+            let err = SyncConfig::from_toml_str(&format!("api_key = \"k\"\n{setting} = 0\n"))
+                .unwrap_err();
+            assert_eq!(err.setting, setting);
+            assert_eq!(err.reason, "must be at least 1 second");
+            let err = SyncConfig::from_toml_str(&format!("api_key = \"k\"\n{setting} = -1\n"))
+                .unwrap_err();
+            assert_eq!(
+                err.setting, setting,
+                "a negative interval is refused by its type"
+            );
+        }
+        let zero = SyncConfig {
+            api_key: Secret::new("k"),
+            stock_pass_interval_secs: 0,
+            ..SyncConfig::default()
+        };
+        assert_eq!(
+            zero.validate().unwrap_err().setting,
+            "stock_pass_interval_secs"
+        );
+    }
+
+    #[test]
     fn secrets_serialise_redacted_unless_exposed() {
         let config = SyncConfig {
             api_key: Secret::new("k-123"),
@@ -671,11 +781,15 @@ mod tests {
             "KEYCRM_API_KEY" => Some("env-key".to_string()),
             "KEYCRM_SYNC_INTERVAL_SECS" => Some("30".to_string()),
             "KEYCRM_REALTIME" => Some("off".to_string()),
+            "KEYCRM_CATALOGUE_PASS_INTERVAL_SECS" => Some("1800".to_string()),
+            "KEYCRM_STOCK_PASS_INTERVAL_SECS" => Some("43200".to_string()),
             _ => None,
         };
         let config = SyncConfig::default().with_env(env).unwrap();
         assert_eq!(config.api_key.expose(), "env-key");
         assert_eq!(config.sync_interval_secs, 30);
+        assert_eq!(config.catalogue_pass_interval_secs, 1800);
+        assert_eq!(config.stock_pass_interval_secs, 43_200);
         assert!(!config.realtime);
         let bad = |name: &str| match name {
             "KEYCRM_API_KEY" => Some("k".to_string()),
@@ -685,5 +799,12 @@ mod tests {
         let err = SyncConfig::default().with_env(bad).unwrap_err();
         assert_eq!(err.setting, "KEYCRM_BATCH_SIZE");
         assert_eq!(err.reason, "expected a whole number");
+        let zero = |name: &str| match name {
+            "KEYCRM_API_KEY" => Some("k".to_string()),
+            "KEYCRM_CATALOGUE_PASS_INTERVAL_SECS" => Some("0".to_string()),
+            _ => None,
+        };
+        let err = SyncConfig::default().with_env(zero).unwrap_err();
+        assert_eq!(err.setting, "catalogue_pass_interval_secs");
     }
 }

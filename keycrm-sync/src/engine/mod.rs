@@ -6,9 +6,21 @@
 //! 1. **collect**: asks the host which records changed since its cursor and writes each to
 //!    the durable outbox (nothing is sent before it is stored);
 //! 2. **pull**: reconciles KeyCRM's changes: orders and buyers by `updated_between` from the
-//!    cursor minus the overlap (orders also by `created_between`), the catalogue and stock
-//!    in full passes every [`FULL_PASS_EVERY`] runs; each remote record is planned against the
-//!    base snapshot and applied to the host; cursors advance only after the pass is applied.
+//!    cursor minus the overlap (orders also by `created_between`); the catalogue and stock in
+//!    full passes on their own schedule, since KeyCRM offers no `updated_between` for them
+//!    (`GET /products` filters by `product_id`, `category_id`, `is_archived`; `GET /offers` by
+//!    `id`, `product_id`, `sku`, `is_archived`; `GET /offers/stocks` by `offers_id`,
+//!    `offers_sku`, `details`): a kind is read whole when
+//!    [`SyncConfig::catalogue_pass_interval_secs`] (products, offers; default an hour) or
+//!    [`SyncConfig::stock_pass_interval_secs`] (stock; default a day) has passed since the
+//!    start of its last full pass, which the store keeps (a restart does not read it early; a
+//!    kind never read whole is read on the first run). An incomplete pass (a quarantined or
+//!    refused record, a pass held by the mass-zeroing guard) keeps the time of the last
+//!    complete one and is tried again after the same interval; a failed one (the run
+//!    stopped) stores nothing and is tried again on the next run. Between passes, KeyCRM's webhooks bring stock changes
+//!    ([`RunReport::full_passes`] tells which kinds a run read whole). Each remote record is
+//!    planned against the base snapshot and applied to the host; cursors advance only after
+//!    the pass is applied.
 //!    Pages are read as raw JSON and decoded record by record: a record of an unknown shape is
 //!    quarantined ([`SyncStatus::quarantined`], the audit log) and the rest of its page applied,
 //!    but the pass is then incomplete (no cursor move, no tombstones). Records that already
@@ -43,7 +55,8 @@ pub use builder::SyncEngineBuilder;
 pub use pull::FIRST_LINK_ACTION;
 pub use quarantine::Quarantined;
 pub use report::{
-    ApiHealth, OutboxClock, RunObserver, RunPhase, RunReport, SyncError, SyncEvent, SyncStatus,
+    ApiHealth, OutboxClock, PassOutcome, RunObserver, RunPhase, RunReport, SyncError, SyncEvent,
+    SyncStatus,
 };
 
 use std::collections::BTreeMap;
@@ -64,10 +77,6 @@ use crate::host::Host;
 use crate::model::{EntityKind, redact};
 use crate::plan::{Conflict, ConflictReason, Policy, Resolution, Side};
 use crate::store::{AuditEntry, ConflictRecord, Mapping, Store, WriteBatch, WriteOp};
-
-/// Catalogue and stock are reconciled in full passes, every this many runs (and on
-/// [`SyncEngine::full_resync`]); orders and buyers incrementally on every run.
-pub const FULL_PASS_EVERY: u64 = 12;
 
 /// The two-way sync engine. Cheap to clone; clones share everything.
 pub struct SyncEngine<S, H> {
@@ -102,6 +111,9 @@ pub(crate) struct Inner<S, H> {
     /// Store writes gathered while a page is applied, written as one batch at its end (see
     /// [`SyncEngine::gathering`]). Only the task holding `run_lock` uses it.
     gathered: std::sync::Mutex<Option<WriteBatch>>,
+    /// What the current run has read of KeyCRM's catalogue by SKU (emptied as each run
+    /// starts; see [`crate::entity::offer::CatalogueRead`]).
+    pub(crate) catalogue: std::sync::Mutex<crate::entity::offer::CatalogueRead>,
     /// The outbox's clock when one was given (else the engine's time).
     outbox_clock: Option<OutboxClock>,
     shutdown: CancellationToken,
@@ -223,21 +235,22 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         tokio::join!(periodic, self.run_inbox_worker(shutdown.clone()));
     }
 
-    /// One complete run (collect, pull, inbox, push). Runs never overlap.
+    /// One complete run (collect, pull, inbox, push). Runs never overlap. The catalogue and
+    /// stock are read in full when their schedule says so (see the module documentation).
     pub async fn run_once(&self) -> Result<RunReport, SyncError> {
-        let run = self.inner.runs.fetch_add(1, Ordering::Relaxed);
-        self.run_with(run.is_multiple_of(FULL_PASS_EVERY), false)
-            .await
+        self.inner.runs.fetch_add(1, Ordering::Relaxed);
+        self.run_with(false).await
     }
 
     /// Re-syncs everything: every local record is queued again, every kind is reconciled in a
     /// full pass (records missing from a complete pass become tombstones), then all is pushed.
+    /// The complete passes of the catalogue and stock count for their schedule.
     pub async fn full_resync(&self) -> Result<RunReport, SyncError> {
         self.inner.runs.fetch_add(1, Ordering::Relaxed);
-        self.run_with(true, true).await
+        self.run_with(true).await
     }
 
-    async fn run_with(&self, full: bool, everything: bool) -> Result<RunReport, SyncError> {
+    async fn run_with(&self, everything: bool) -> Result<RunReport, SyncError> {
         let _guard = self.inner.run_lock.lock().await;
         self.tell_runs(RunPhase::Started {
             full_resync: everything,
@@ -246,13 +259,13 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let requests_before = self.inner.client.stats().requests;
         let mut report = RunReport {
             started_at: Some(self.now()),
-            full_pass: full,
+            full_pass: everything,
             ..RunReport::default()
         };
         let span = tracing::info_span!(
             target: "keycrm_sync",
             "keycrm_sync.run",
-            full,
+            full = tracing::field::Empty,
             everything,
             records = tracing::field::Empty,
             requests = tracing::field::Empty,
@@ -260,10 +273,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         );
         // Each stage's future is large (every KeyCRM call it may make is a state of it):
         // boxed, they live on the heap and a run fits the 2 MiB stack of a test thread.
+        self.forget_catalogue();
         let result = async {
             Box::pin(self.ensure_status_ranks()).await;
             Box::pin(self.collect(&mut report, everything)).await?;
-            Box::pin(self.pull(&mut report, full, everything)).await?;
+            Box::pin(self.pull(&mut report, everything)).await?;
             Box::pin(self.process_inbox(&mut report)).await?;
             Box::pin(self.push(&mut report)).await?;
             let cutoff =
@@ -275,6 +289,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         .await;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.requests = self.inner.client.stats().requests - requests_before;
+        span.record("full", report.full_pass);
         record_run(&span, &report, result.is_ok());
         *self
             .inner
@@ -331,6 +346,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 local_id: local_id.to_string(),
             });
         }
+        self.forget_catalogue();
         Box::pin(self.ensure_status_ranks()).await;
         if let Some(mapping) = self.inner.store.get_mapping(kind, local_id).await?
             && let Some(remote_id) = mapping.remote_id

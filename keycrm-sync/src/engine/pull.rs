@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use super::quarantine::{self, Decoded, Quarantined, RawList, RawPages};
-use super::{RunReport, SyncEngine, SyncError, SyncEvent};
+use super::{PassOutcome, RunReport, SyncEngine, SyncError, SyncEvent};
 use crate::canonical::{self, MappingError};
 use crate::host::{Applied, Host, RemoteChange};
 use crate::model::{EntityKind, Snapshot};
@@ -21,6 +21,15 @@ pub(crate) const LOCAL_CURSOR: &str = "local";
 /// Cursor of a kind's remote changes: the newest KeyCRM `updated_at` a complete pass read
 /// (never later than that pass's start), or the pass start when it read nothing.
 pub(crate) const REMOTE_CURSOR: &str = "remote";
+/// Cursor of a scheduled kind's last complete full pass (the catalogue, stock): the pass's
+/// start, RFC 3339. The kind is read whole again once its interval has passed since.
+pub(crate) const FULL_PASS_CURSOR: &str = "full";
+/// Cursor of a scheduled kind's last full pass that ended incomplete (a quarantined record,
+/// a record the host refused, a pass held by the mass-zeroing guard): its start, RFC 3339.
+/// Such a pass moves no [`FULL_PASS_CURSOR`], but is not tried again before the interval has
+/// passed since it either: what made it incomplete seldom goes away within minutes, and a
+/// whole catalogue read every run would spend the quota orders need.
+pub(crate) const INCOMPLETE_PASS_CURSOR: &str = "full_incomplete";
 
 /// What one reconciliation pass of a kind found.
 pub(crate) struct PassState {
@@ -154,17 +163,74 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         Ok(())
     }
 
-    /// Reconciliation: orders and buyers incrementally, catalogue and stock in full passes.
+    /// Reconciliation: orders and buyers incrementally, catalogue and stock in full passes
+    /// when they are due (see [`Self::full_pass_due`]), everything in full when `everything`.
+    /// A complete full pass of a scheduled kind stores its start as the kind's last one
+    /// ([`FULL_PASS_CURSOR`]); an incomplete one as its last try ([`INCOMPLETE_PASS_CURSOR`]);
+    /// a failed one (the run stops) neither, so the next run tries again.
     pub(crate) async fn pull(
         &self,
         report: &mut RunReport,
-        full: bool,
         everything: bool,
     ) -> Result<(), SyncError> {
         for kind in crate::entity::PULL_ORDER {
+            let start = self.now();
+            let scheduled = self.inner.config.full_pass_interval(kind);
+            let full = match scheduled {
+                Some(interval) => everything || self.full_pass_due(kind, interval, start).await?,
+                None => everything,
+            };
+            report.full_pass |= full;
             self.pull_kind(kind, report, full, everything).await?;
+            if !full || scheduled.is_none() {
+                continue;
+            }
+            let cursor = match report.full_passes.get(&kind) {
+                Some(PassOutcome::Complete) => FULL_PASS_CURSOR,
+                Some(PassOutcome::Incomplete) => INCOMPLETE_PASS_CURSOR,
+                None => continue,
+            };
+            self.inner
+                .store
+                .set_cursor(kind, cursor, &start.to_rfc3339(), self.now())
+                .await?;
         }
         Ok(())
+    }
+
+    /// Whether `kind`'s scheduled full pass is due at `now`: it never had one, or `interval`
+    /// has passed since the start of the last, complete or not (a failed one stores nothing).
+    /// A stored time later than `now` (the clock was set back) or one that does not parse
+    /// counts as none, so that a wrong time never stops the passes.
+    async fn full_pass_due(
+        &self,
+        kind: EntityKind,
+        interval: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool, SyncError> {
+        let store = &self.inner.store;
+        let stored = |c: Option<String>| {
+            c.and_then(|c| DateTime::parse_from_rfc3339(&c).ok())
+                .map(|c| c.with_timezone(&Utc))
+                .filter(|c| *c <= now)
+        };
+        let complete = stored(store.get_cursor(kind, FULL_PASS_CURSOR).await?);
+        let incomplete = stored(store.get_cursor(kind, INCOMPLETE_PASS_CURSOR).await?);
+        let Some(last) = complete.max(incomplete) else {
+            return Ok(true);
+        };
+        let interval = chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX);
+        Ok(now - last >= interval)
+    }
+
+    /// Notes how a full pass of `kind` ended in the run's report.
+    pub(crate) fn note_full_pass(&self, kind: EntityKind, complete: bool, report: &mut RunReport) {
+        let outcome = if complete {
+            PassOutcome::Complete
+        } else {
+            PassOutcome::Incomplete
+        };
+        report.full_passes.insert(kind, outcome);
     }
 
     /// The `*_between` window of an incremental pass: from the cursor's second minus the
@@ -291,6 +357,9 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let newest = state.newest;
         self.settle_quarantine(kind, &state.seen, state.broken, full)
             .await?;
+        if full {
+            self.note_full_pass(kind, state.complete, report);
+        }
         if !state.complete {
             return Ok(());
         }

@@ -165,11 +165,29 @@ pub struct RunReport {
     pub failed: u64,
     /// KeyCRM requests the run made.
     pub requests: u64,
-    /// Whether catalogue and stock were reconciled in full.
+    /// Whether any kind was read in a full pass: the catalogue or stock on their schedule
+    /// ([`SyncConfig::catalogue_pass_interval_secs`](crate::config::SyncConfig::catalogue_pass_interval_secs),
+    /// [`SyncConfig::stock_pass_interval_secs`](crate::config::SyncConfig::stock_pass_interval_secs)),
+    /// or everything in a [`full_resync`](super::SyncEngine::full_resync).
     pub full_pass: bool,
+    /// The kinds read in a full pass by this run, each with its outcome: only a complete
+    /// pass turns absence into tombstones and is stored as the kind's last complete pass.
+    pub full_passes: BTreeMap<EntityKind, PassOutcome>,
     /// Remote records that could not be decoded and were set aside (see
     /// [`SyncStatus::quarantined`]).
     pub quarantined: u64,
+}
+
+/// How a full pass of a kind ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassOutcome {
+    /// Every record was read, decoded and applied.
+    Complete,
+    /// A record could not be decoded or applied, or the pass was held for review (the
+    /// mass-zeroing guard): no tombstones, and the kind's last complete pass stays where it
+    /// was; the pass is tried again on the kind's schedule (or by a full resync).
+    Incomplete,
 }
 
 impl RunReport {

@@ -365,6 +365,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             state.complete,
         );
         result?;
+        self.note_full_pass(kind, state.complete, report);
         self.settle_quarantine(kind, &state.seen, state.broken, true)
             .await
     }

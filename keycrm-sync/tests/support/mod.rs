@@ -22,7 +22,7 @@ use keycrm_sync::canonical::{
     CanonicalStock, Mappings,
 };
 use keycrm_sync::config::{Secret, SyncConfig};
-use keycrm_sync::engine::FULL_PASS_EVERY;
+use keycrm_sync::engine::PassOutcome;
 use keycrm_sync::host::MemoryHost;
 use keycrm_sync::model::{EntityKind, Fields};
 use keycrm_sync::store::{MemoryStore, SqliteStore, Store};
@@ -441,16 +441,49 @@ pub async fn settle<S: Store>(engine: &SyncEngine<S, MemoryHost>, max: usize) ->
     panic!("still busy after {max} runs");
 }
 
-/// Runs incrementally until the run that reconciles the catalogue and stock in full.
-pub async fn run_to_full_pass<S: Store>(engine: &SyncEngine<S, MemoryHost>) {
-    for _ in 0..FULL_PASS_EVERY {
-        let report = engine.run_once().await.unwrap();
-        assert_eq!(report.failed, 0, "{report:?}");
-        if report.full_pass {
-            return;
+/// The kinds read in full on a schedule (the catalogue's and the stock's).
+pub const SCHEDULED_KINDS: [EntityKind; 3] =
+    [EntityKind::Product, EntityKind::Offer, EntityKind::Stock];
+
+/// The store's cursors of a kind's last complete and last incomplete full pass.
+pub const FULL_PASS_CURSORS: [&str; 2] = ["full", "full_incomplete"];
+
+/// Moves the stored times of `kinds`' last full passes `by` into the past, as if that much
+/// time had passed since (a kind without one is due anyway).
+pub async fn age_full_passes<S: Store>(store: &S, kinds: &[EntityKind], by: chrono::Duration) {
+    for kind in kinds {
+        for name in FULL_PASS_CURSORS {
+            let Some(at) = store.get_cursor(*kind, name).await.unwrap() else {
+                continue;
+            };
+            let at = DateTime::parse_from_rfc3339(&at).unwrap() - by;
+            store
+                .set_cursor(*kind, name, &at.to_rfc3339(), Utc::now())
+                .await
+                .unwrap();
         }
     }
-    panic!("no full pass within {FULL_PASS_EVERY} runs");
+}
+
+/// Lets a day and an hour pass for the catalogue's and stock's schedules, then runs once:
+/// the run reconciles the catalogue and stock in full, and completely.
+pub async fn run_to_full_pass<S: Store>(engine: &SyncEngine<S, MemoryHost>) {
+    age_full_passes(
+        engine.store(),
+        &SCHEDULED_KINDS,
+        chrono::Duration::hours(25),
+    )
+    .await;
+    let report = engine.run_once().await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert!(report.full_pass, "{report:?}");
+    assert_eq!(
+        report.full_passes,
+        SCHEDULED_KINDS
+            .map(|kind| (kind, PassOutcome::Complete))
+            .into(),
+        "{report:?}"
+    );
 }
 
 pub fn product(local_id: &str, sku: &str, name: &str, price: &str) -> CanonicalProduct {
