@@ -102,6 +102,9 @@ pub(crate) struct Inner<S, H> {
     /// Store writes gathered while a page is applied, written as one batch at its end (see
     /// [`SyncEngine::gathering`]). Only the task holding `run_lock` uses it.
     gathered: std::sync::Mutex<Option<WriteBatch>>,
+    /// What the current run has read of KeyCRM's catalogue by SKU (emptied as each run
+    /// starts; see [`crate::entity::offer::CatalogueRead`]).
+    pub(crate) catalogue: std::sync::Mutex<crate::entity::offer::CatalogueRead>,
     outbox_clock: OutboxClock,
     shutdown: CancellationToken,
     run_observers: std::sync::RwLock<Vec<RunObserver>>,
@@ -259,6 +262,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         );
         // Each stage's future is large (every KeyCRM call it may make is a state of it):
         // boxed, they live on the heap and a run fits the 2 MiB stack of a test thread.
+        self.forget_catalogue();
         let result = async {
             Box::pin(self.ensure_status_ranks()).await;
             Box::pin(self.collect(&mut report, everything)).await?;
@@ -330,6 +334,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 local_id: local_id.to_string(),
             });
         }
+        self.forget_catalogue();
         Box::pin(self.ensure_status_ranks()).await;
         if let Some(mapping) = self.inner.store.get_mapping(kind, local_id).await?
             && let Some(remote_id) = mapping.remote_id
