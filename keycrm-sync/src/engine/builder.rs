@@ -125,6 +125,7 @@ impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
                 latency_micros: AtomicU64::new(0),
                 ranks_loaded: std::sync::atomic::AtomicBool::new(false),
                 gathered: std::sync::Mutex::new(None),
+                catalogue: std::sync::Mutex::default(),
                 outbox_clock: self.outbox_clock,
                 shutdown: self.shutdown.unwrap_or_default(),
                 run_observers: std::sync::RwLock::new(Vec::new()),

@@ -1,6 +1,9 @@
 //! Offers: the host's sellable variant, its KeyCRM mapping both ways and `PUT /offers` rows,
 //! and the engine's offer push and pull.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 use keycrm_api::{Decimal, Timestamp};
 use keycrm_api::{Paginate, types};
 use serde::{Deserialize, Serialize};
@@ -138,7 +141,36 @@ plain_entity! {
 // ------------------------------------------------------------------------------------------
 // The engine's push and pull of this kind
 
+/// What one run has read of KeyCRM's catalogue by SKU, kept for the rest of that run only
+/// (emptied as each run starts): a product's create needs no look-up for a SKU a complete read
+/// of this run showed absent, and an offer created with its product needs no look-up after
+/// the import's read-back returned it.
+#[derive(Debug, Default)]
+pub(crate) struct CatalogueRead {
+    /// The SKUs of every offer a complete full read of KeyCRM's offers saw in this run, plus
+    /// those the engine has sent a create for since; `None` when this run made no complete
+    /// full read. A SKU outside the set was absent from KeyCRM when the run read it.
+    pub(crate) listed: Option<BTreeSet<String>>,
+    /// Offers read by SKU in this run (a look-up or a product import's read-back), each as
+    /// KeyCRM answered it.
+    pub(crate) offers: BTreeMap<String, types::Offer>,
+}
+
 impl<S: Store, H: Host> SyncEngine<S, H> {
+    /// The current run's [`CatalogueRead`].
+    pub(crate) fn catalogue(&self) -> MutexGuard<'_, CatalogueRead> {
+        self.inner
+            .catalogue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets what an earlier run read of the catalogue (called as a run starts): KeyCRM may
+    /// have changed since, so only this run's reads count.
+    pub(crate) fn forget_catalogue(&self) {
+        *self.catalogue() = CatalogueRead::default();
+    }
+
     /// Prices go out in one bulk `PUT /offers` (up to 10,000 rows); offers are found by SKU.
     pub(crate) async fn push_offers(
         &self,
@@ -151,12 +183,30 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             .filter(|w| w.remote_id().is_none())
             .filter_map(|w| text(&w.local.fields, &SKU))
             .collect();
-        let by_sku = lookup(
-            &unmapped,
-            |filter| client.offer_list().filter_sku(filter).collect_all(),
-            |offer: &types::Offer| offer.sku.clone(),
-        )
-        .await?;
+        // Offers this run has read already (created with their products and read back) are
+        // not read again.
+        let mut by_sku: BTreeMap<String, types::Offer> = {
+            let catalogue = self.catalogue();
+            unmapped
+                .iter()
+                .filter_map(|sku| Some((sku.clone(), catalogue.offers.get(sku)?.clone())))
+                .collect()
+        };
+        let unread: Vec<String> = unmapped
+            .iter()
+            .filter(|sku| !by_sku.contains_key(*sku))
+            .cloned()
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect();
+        by_sku.extend(
+            lookup(
+                &unread,
+                |filter| client.offer_list().filter_sku(filter).collect_all(),
+                |offer: &types::Offer| offer.sku.clone(),
+            )
+            .await?,
+        );
         let mut rows = Vec::new();
         let mut sent: Vec<(Work, i64, Fields)> = Vec::new();
         for w in work {
@@ -253,15 +303,29 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
     pub(crate) async fn pull_offers(&self, report: &mut RunReport) -> Result<(), SyncError> {
         let kind = EntityKind::Offer;
         let mut state = PassState::default();
+        let skus = Mutex::new(BTreeSet::new());
         self.apply_all(
             kind,
             "full",
             quarantine::offer_list(),
             &mut state,
             report,
-            |o: &types::Offer| Some((o.id?, remote_snapshot::<Offer>(o, None))),
+            |o: &types::Offer| {
+                if let Some(sku) = &o.sku {
+                    skus.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(sku.clone());
+                }
+                Some((o.id?, remote_snapshot::<Offer>(o, None)))
+            },
         )
         .await?;
+        if state.complete {
+            // Every offer KeyCRM has was read: the products' push needs no look-up for a SKU
+            // not among them.
+            self.catalogue().listed =
+                Some(skus.into_inner().unwrap_or_else(PoisonError::into_inner));
+        }
         self.finish_pass(kind, state, true, None, report).await
     }
 

@@ -215,115 +215,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     Err(e) => self.fail(&w.item, &e.to_string(), report).await?,
                 }
             }
-            for chunk in with_sku.chunks(canonical::MAX_PRODUCT_IMPORT) {
-                let skus: Vec<String> = chunk
-                    .iter()
-                    .filter_map(|w| text(&w.local.fields, &SKU))
-                    .collect();
-                let mut known = self.products_by_sku(&skus).await?;
-                let mut bodies = Vec::new();
-                let mut sent: Vec<&Work> = Vec::new();
-                for w in chunk {
-                    let sku = text(&w.local.fields, &SKU).unwrap_or_default();
-                    if let Some(p) = known.get(&sku)
-                        && let Some(noted) = Self::noted_create(w)
-                    {
-                        // Created by an earlier run that stopped before its bookkeeping:
-                        // linked against the body it sent, then updated like any mapped
-                        // product, so a local edit made since reaches KeyCRM.
-                        let Some(id) = p.id else {
-                            self.fail(&w.item, &product_without_id().to_string(), report)
-                                .await?;
-                            continue;
-                        };
-                        let mut mapping = w
-                            .mapping
-                            .clone()
-                            .unwrap_or_else(|| Mapping::new(EntityKind::Product, &w.item.local_id));
-                        mapping.remote_id = Some(id);
-                        mapping.base = Some(noted);
-                        updates.push(Work {
-                            item: w.item.clone(),
-                            local: w.local.clone(),
-                            mapping: Some(mapping),
-                        });
-                        known.remove(&sku);
-                        continue;
-                    }
-                    if known.contains_key(&sku) {
-                        continue;
-                    }
-                    match canonical::product_create_body(&w.local.fields) {
-                        Ok(b) => {
-                            self.note_create(w).await?;
-                            bodies.push(b);
-                            sent.push(w);
-                        }
-                        Err(e) => self.fail(&w.item, &e.to_string(), report).await?,
-                    }
-                }
-                let mut imported = Vec::new();
-                if !bodies.is_empty() {
-                    // Rows KeyCRM refuses (a 422 naming `products.N.…`) are dead-lettered with
-                    // its message; the others are imported in the same run.
-                    let outcome = batch::send_splitting(
-                        EntityKind::Product,
-                        "products",
-                        &bodies,
-                        |products| {
-                            self.call(
-                                client
-                                    .product_import()
-                                    .body(types::ProductImport { products })
-                                    .send(),
-                            )
-                        },
-                    )
-                    .await;
-                    for (index, message) in &outcome.rejected {
-                        self.reject(&sent[*index].item, message, report).await?;
-                    }
-                    if let Some(e) = &outcome.error {
-                        for index in &outcome.failed {
-                            self.fail(&sent[*index].item, &e.to_string(), report)
-                                .await?;
-                        }
-                    }
-                    imported = outcome.delivered.iter().map(|&i| sent[i].item.id).collect();
-                    if !imported.is_empty() {
-                        known = self.products_by_sku(&skus).await?;
-                    }
-                }
-                for w in chunk {
-                    let sku = text(&w.local.fields, &SKU).unwrap_or_default();
-                    let was_sent = sent.iter().any(|s| s.item.id == w.item.id);
-                    if was_sent && !imported.contains(&w.item.id) {
-                        continue; // refused or failed above
-                    }
-                    match known.get(&sku) {
-                        Some(p) => match p.id {
-                            Some(id) => {
-                                self.done(
-                                    w,
-                                    Some(id),
-                                    canonical::product_fields_from_remote(p),
-                                    report,
-                                )
-                                .await?
-                            }
-                            None => {
-                                self.fail(&w.item, &product_without_id().to_string(), report)
-                                    .await?
-                            }
-                        },
-                        None if was_sent => {
-                            self.fail(&w.item, "imported, but not found on read-back yet", report)
-                                .await?
-                        }
-                        None => {}
-                    }
-                }
-            }
+            self.import_products(with_sku, &mut updates, report).await?;
         }
         for w in updates {
             let remote_id = w.remote_id().expect("mapped");
@@ -374,11 +266,183 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         Ok(())
     }
 
-    /// Products KeyCRM has with these SKUs, found through their offers.
-    async fn products_by_sku(
+    /// Creates the products that have a SKU, 100 per `POST /products/import`, and links them.
+    ///
+    /// A create is never sent for a SKU KeyCRM may have already: the SKUs are looked up first
+    /// (`GET /offers?filter[sku]=..&include=product`, 50 per request), except those a complete
+    /// full read of KeyCRM's offers in this run showed absent (a SKU a create was noted for is
+    /// looked up all the same: an earlier attempt's create may have landed after that read).
+    /// A product found is linked, not created: against the body an earlier attempt sent, when
+    /// one was noted (it then goes out as an update, so a local edit made since reaches
+    /// KeyCRM), else against KeyCRM's copy. The import answers no ids, so the products it took
+    /// are read back by SKU, 50 per request, after the last import; the offers read (KeyCRM
+    /// creates one with each product) serve the offers' push of this run.
+    async fn import_products(
+        &self,
+        with_sku: Vec<Work>,
+        updates: &mut Vec<Work>,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let client = &self.inner.client;
+        let sku_of = |w: &Work| text(&w.local.fields, &SKU).unwrap_or_default();
+        let unknown: Vec<String> = {
+            let catalogue = self.catalogue();
+            let unknown: std::collections::BTreeSet<String> = with_sku
+                .iter()
+                .filter(|w| {
+                    catalogue
+                        .listed
+                        .as_ref()
+                        .is_none_or(|listed| listed.contains(&sku_of(w)))
+                        || Self::noted_create(w).is_some()
+                })
+                .map(sku_of)
+                .collect();
+            unknown.into_iter().collect()
+        };
+        let found = self.offers_by_sku(&unknown).await?;
+        let mut claimed = std::collections::BTreeSet::new();
+        let mut to_create: Vec<(Work, types::ProductCreate)> = Vec::new();
+        for w in with_sku {
+            let sku = sku_of(&w);
+            if !claimed.insert(sku.clone()) {
+                // One KeyCRM product per SKU: a second host product with it is not created.
+                self.fail(
+                    &w.item,
+                    "another host product with this SKU is synced in the same run",
+                    report,
+                )
+                .await?;
+                continue;
+            }
+            if let Some(p) = found.get(&sku).and_then(|o| o.product.as_ref()) {
+                let Some(id) = p.id else {
+                    self.fail(&w.item, &product_without_id().to_string(), report)
+                        .await?;
+                    continue;
+                };
+                if let Some(noted) = Self::noted_create(&w) {
+                    // Created by an earlier run that stopped before its bookkeeping: linked
+                    // against the body it sent, then updated like any mapped product, so a
+                    // local edit made since reaches KeyCRM.
+                    let mut mapping = w
+                        .mapping
+                        .clone()
+                        .unwrap_or_else(|| Mapping::new(EntityKind::Product, &w.item.local_id));
+                    mapping.remote_id = Some(id);
+                    mapping.base = Some(noted);
+                    updates.push(Work {
+                        item: w.item,
+                        local: w.local,
+                        mapping: Some(mapping),
+                    });
+                } else {
+                    // A KeyCRM product another host record is linked to already fails this
+                    // record only (see `item_result`).
+                    let linked = self
+                        .done(
+                            &w,
+                            Some(id),
+                            canonical::product_fields_from_remote(p),
+                            report,
+                        )
+                        .await;
+                    self.item_result(&w.item, linked, report).await?;
+                }
+                continue;
+            }
+            match canonical::product_create_body(&w.local.fields) {
+                Ok(body) => to_create.push((w, body)),
+                Err(e) => self.fail(&w.item, &e.to_string(), report).await?,
+            }
+        }
+        let mut imported: Vec<Work> = Vec::new();
+        let mut chunks = to_create.into_iter().peekable();
+        while chunks.peek().is_some() {
+            let chunk: Vec<(Work, types::ProductCreate)> = chunks
+                .by_ref()
+                .take(canonical::MAX_PRODUCT_IMPORT)
+                .collect();
+            for (w, _) in &chunk {
+                self.note_create(w).await?;
+            }
+            if let Some(listed) = self.catalogue().listed.as_mut() {
+                // KeyCRM may have these SKUs from now on.
+                listed.extend(chunk.iter().map(|(w, _)| sku_of(w)));
+            }
+            let bodies: Vec<types::ProductCreate> =
+                chunk.iter().map(|(_, body)| body.clone()).collect();
+            // Rows KeyCRM refuses (a 422 naming `products.N.…`) are dead-lettered with its
+            // message; the others are imported in the same run.
+            let outcome =
+                batch::send_splitting(EntityKind::Product, "products", &bodies, |products| {
+                    self.call(
+                        client
+                            .product_import()
+                            .body(types::ProductImport { products })
+                            .send(),
+                    )
+                })
+                .await;
+            for (index, message) in &outcome.rejected {
+                self.reject(&chunk[*index].0.item, message, report).await?;
+            }
+            if let Some(e) = &outcome.error {
+                for index in &outcome.failed {
+                    self.fail(&chunk[*index].0.item, &e.to_string(), report)
+                        .await?;
+                }
+            }
+            let delivered: std::collections::BTreeSet<usize> =
+                outcome.delivered.iter().copied().collect();
+            imported.extend(
+                chunk
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(index, _)| delivered.contains(index))
+                    .map(|(_, (w, _))| w),
+            );
+        }
+        if imported.is_empty() {
+            return Ok(());
+        }
+        let skus: Vec<String> = imported.iter().map(sku_of).collect();
+        let back = self.offers_by_sku(&skus).await?;
+        for w in imported {
+            match back.get(&sku_of(&w)).and_then(|o| o.product.as_ref()) {
+                Some(p) => match p.id {
+                    Some(id) => {
+                        let linked = self
+                            .done(
+                                &w,
+                                Some(id),
+                                canonical::product_fields_from_remote(p),
+                                report,
+                            )
+                            .await;
+                        self.item_result(&w.item, linked, report).await?
+                    }
+                    None => {
+                        self.fail(&w.item, &product_without_id().to_string(), report)
+                            .await?
+                    }
+                },
+                None => {
+                    self.fail(&w.item, "imported, but not found on read-back yet", report)
+                        .await?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// KeyCRM's offers with these SKUs, each with its product
+    /// (`GET /offers?filter[sku]=..&include=product`, 50 SKUs per request); noted in this
+    /// run's [`CatalogueRead`](super::offer::CatalogueRead) for the offers' push.
+    async fn offers_by_sku(
         &self,
         skus: &[String],
-    ) -> Result<BTreeMap<String, types::Product>, SyncError> {
+    ) -> Result<BTreeMap<String, types::Offer>, SyncError> {
         let client = &self.inner.client;
         let offers = lookup(
             skus,
@@ -392,10 +456,13 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             |offer: &types::Offer| offer.sku.clone(),
         )
         .await?;
-        Ok(offers
-            .into_iter()
-            .filter_map(|(sku, offer)| offer.product.map(|p| (sku, p)))
-            .collect())
+        self.catalogue().offers.extend(
+            offers
+                .iter()
+                .filter(|(_, offer)| offer.id.is_some())
+                .map(|(sku, offer)| (sku.clone(), offer.clone())),
+        );
+        Ok(offers)
     }
 
     pub(crate) async fn pull_products(&self, report: &mut RunReport) -> Result<(), SyncError> {
