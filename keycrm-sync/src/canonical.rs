@@ -27,8 +27,9 @@
 //!
 //! * decimals are JSON strings of the normalised number ([`decimal_text`]): `"2.50"`, `2.5` and
 //!   `"2.5"` all become `"2.5"`, `100.00` becomes `"100"`;
-//! * phones are digits with a leading `+` ([`normalize_phone`]); e-mails are trimmed and lower
-//!   case; text is trimmed;
+//! * phones are E.164, `+` and digits, national numbers read in the [`Mappings`]' home country
+//!   ([`Mappings::phone_region`], Ukraine by default); e-mails are trimmed and lower case; text
+//!   is trimmed;
 //! * ids are JSON numbers; times are `"YYYY-MM-DD HH:MM:SS"` (UTC, whole seconds);
 //! * an empty or missing value is no key at all (the planner treats absent and `null` alike).
 //!
@@ -57,8 +58,8 @@
 //! Order creation takes no status either: create, then send `status_id` in an update.
 
 pub use crate::entity::buyer::{
-    CanonicalBuyer, buyer_create_body, buyer_fields_from_local, buyer_fields_from_remote,
-    buyer_from_fields, buyer_update_body,
+    CanonicalBuyer, buyer_create_body, buyer_fields_from_local, buyer_fields_from_local_in,
+    buyer_fields_from_remote, buyer_fields_from_remote_in, buyer_from_fields, buyer_update_body,
 };
 pub use crate::entity::mapping::{MappingError, Mappings};
 pub use crate::entity::offer::{
@@ -68,9 +69,9 @@ pub use crate::entity::offer::{
 pub use crate::entity::order::{
     CanonicalContact, CanonicalLine, CanonicalOrder, CanonicalPayment, CanonicalShipping,
     ORDER_STATUS_FIELD, OrderChanges, PaymentStatus, UnsupportedChange, order_create_body,
-    order_fields_from_local, order_fields_from_remote, order_from_fields, order_update_body,
-    payment_create_bodies, payment_update_bodies, split_order_changes,
-    try_order_fields_from_remote,
+    order_fields_from_local, order_fields_from_remote, order_fields_from_remote_in,
+    order_from_fields, order_update_body, payment_create_bodies, payment_update_bodies,
+    split_order_changes, try_order_fields_from_remote, try_order_fields_from_remote_in,
 };
 pub use crate::entity::product::{
     CanonicalProduct, MAX_PRODUCT_IMPORT, product_create_body, product_fields_from_local,

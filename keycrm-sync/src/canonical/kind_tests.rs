@@ -408,3 +408,104 @@ fn each_kind_owns_its_keys_and_maps_both_ways_through_the_trait() {
         Err(MappingError::InvalidField { .. })
     ));
 }
+
+fn poland() -> crate::phone::PhoneRegion {
+    crate::phone::PhoneRegion {
+        country_code: "48".into(),
+        trunk_prefix: String::new(),
+        national_digits: 9,
+    }
+}
+
+#[test]
+fn the_configured_phone_region_reaches_the_canonical_model() {
+    let config = SyncConfig {
+        phone_region: poland(),
+        ..SyncConfig::default()
+    };
+    let polish = Mappings::from_config(&config);
+    assert_eq!(polish.phone_region(), &poland());
+    assert_eq!(
+        mappings().with_phone_region(poland()).phone_region(),
+        &poland()
+    );
+    assert_eq!(
+        Mappings::new().phone_region(),
+        &crate::phone::PhoneRegion::default()
+    );
+
+    // A buyer: local national number, KeyCRM's number without `+`: the same fields.
+    let local = CanonicalBuyer {
+        local_id: "c-1".into(),
+        name: "Anna Nowak".into(),
+        phones: vec!["501 234 567".into()],
+        ..CanonicalBuyer::default()
+    };
+    let remote: types::Buyer = serde_json::from_value(json!({
+        "id": 5, "full_name": "Anna Nowak", "phone": ["501234567"]
+    }))
+    .unwrap();
+    let expected = fields(json!({"full_name": "Anna Nowak", "phone.0": "+48501234567"}));
+    assert_eq!(Buyer::fields_from_local(&local, &polish).unwrap(), expected);
+    assert_eq!(
+        <Buyer as entity::RemoteRecord>::fields_from_remote(&remote, &polish).unwrap(),
+        expected
+    );
+    assert_eq!(buyer_fields_from_local_in(&local, &poland()), expected);
+    assert_eq!(buyer_fields_from_remote_in(&remote, &poland()), expected);
+    assert_eq!(
+        Buyer::natural_keys(&expected),
+        vec![(FieldPath::item("phone", 0), "+48501234567".to_string())]
+    );
+
+    // With default mappings (and the region-free functions), Ukraine as before.
+    let ukrainian = fields(json!({"full_name": "Anna Nowak", "phone.0": "+380501234567"}));
+    assert_eq!(
+        Buyer::fields_from_local(&local, &Mappings::new()).unwrap(),
+        ukrainian
+    );
+    assert_eq!(buyer_fields_from_local(&local), ukrainian);
+    assert_eq!(buyer_fields_from_remote(&remote), ukrainian);
+
+    // An order: the buyer's and the recipient's phones.
+    let mut order = local_order();
+    order.buyer.phone = Some("501 234 567".into());
+    order.shipping.recipient_phone = Some("(501) 234-567".into());
+    let m = mappings().with_phone_region(poland());
+    let local_fields = Order::fields_from_local(&order, &m).unwrap();
+    assert_eq!(local_fields["buyer.phone"], json!("+48501234567"));
+    assert_eq!(
+        local_fields["shipping.recipient_phone"],
+        json!("+48501234567")
+    );
+    let default_fields = order_fields_from_local(&order, &mappings()).unwrap();
+    assert_eq!(default_fields["buyer.phone"], json!("+380501234567"));
+    assert_eq!(
+        default_fields["shipping.recipient_phone"],
+        json!("+380501234567")
+    );
+
+    // KeyCRM's copy of the order, its phones without `+`, maps to the same fields (no diff).
+    let mut remote_order =
+        serde_json::to_value(order_create_body(&local_fields, &m).unwrap()).unwrap();
+    remote_order["id"] = json!(1501);
+    remote_order["status_id"] = json!(1);
+    remote_order["buyer"]["phone"] = json!("501234567");
+    remote_order["shipping"]["recipient_phone"] = json!("501234567");
+    let remote_order: types::Order = serde_json::from_value(remote_order).unwrap();
+    let remote_fields =
+        <Order as entity::RemoteRecord>::fields_from_remote(&remote_order, &m).unwrap();
+    assert_eq!(remote_fields["buyer.phone"], json!("+48501234567"));
+    assert_eq!(
+        remote_fields["shipping.recipient_phone"],
+        json!("+48501234567")
+    );
+    assert_eq!(
+        order_fields_from_remote_in(&remote_order, &poland()),
+        remote_fields
+    );
+    assert_eq!(
+        order_fields_from_remote(&remote_order)["buyer.phone"],
+        json!("+380501234567")
+    );
+}

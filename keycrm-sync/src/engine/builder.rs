@@ -62,7 +62,9 @@ impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
         self
     }
 
-    /// Status, payment method and warehouse mappings (default: built from the config).
+    /// Status, payment method and warehouse mappings and the phone region (default: built from
+    /// the config; mappings without a [phone region](Mappings::with_phone_region) take the
+    /// config's).
     pub fn mappings(mut self, mappings: Mappings) -> Self {
         self.mappings = Some(mappings);
         self
@@ -103,9 +105,12 @@ impl<S: Store, H: Host> SyncEngineBuilder<S, H> {
         let host = self
             .host
             .ok_or_else(|| SyncError::Config("a host is required".into()))?;
-        let mappings = self
+        let mut mappings = self
             .mappings
             .unwrap_or_else(|| Mappings::from_config(&self.config));
+        if !mappings.has_phone_region() {
+            mappings = mappings.with_phone_region(self.config.phone_region.clone());
+        }
         let (events, _) = broadcast::channel(4096);
         Ok(SyncEngine {
             inner: Arc::new(Inner {

@@ -182,7 +182,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
 
     /// The phones (E.164 under the configured region) and e-mails a buyer is matched by.
     fn match_keys(&self, fields: &Fields) -> (Vec<String>, Vec<String>) {
-        let region = &self.inner.config.phone_region;
+        let region = self.inner.mappings.phone_region();
         let mut phones: Vec<String> = list_values(fields, "phone")
             .iter()
             .filter_map(|p| region.normalize(p))
@@ -215,7 +215,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             let asked: Vec<&str> = list.split(',').collect();
             let buyers = self.call(request.collect_all()).await?;
             for b in buyers {
-                let fields = canonical::buyer_fields_from_remote(&b);
+                let fields =
+                    canonical::buyer_fields_from_remote_in(&b, self.inner.mappings.phone_region());
                 let (phones, emails) = self.match_keys(&fields);
                 let theirs = if by == By::Phone { phones } else { emails };
                 for key in attribute(&asked, &theirs, by) {
@@ -452,7 +453,12 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let id = buyer_id(b)?;
         let base = Self::noted_create(w)
             .map(|noted| Snapshot::new(noted.fields, None))
-            .unwrap_or_else(|| Snapshot::new(canonical::buyer_fields_from_remote(b), None));
+            .unwrap_or_else(|| {
+                Snapshot::new(
+                    canonical::buyer_fields_from_remote_in(b, self.inner.mappings.phone_region()),
+                    None,
+                )
+            });
         self.update_buyer(w, id, Some(base), report).await
     }
 
@@ -464,8 +470,13 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
         let id = buyer_id(b)?;
-        self.done(w, Some(id), canonical::buyer_fields_from_remote(b), report)
-            .await
+        self.done(
+            w,
+            Some(id),
+            canonical::buyer_fields_from_remote_in(b, self.inner.mappings.phone_region()),
+            report,
+        )
+        .await
     }
 
     /// A buyer with neither phone nor e-mail: created alone, never twice. A create that
@@ -487,7 +498,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 )
                 .await?;
             let same = candidates.iter().find(|b| {
-                let fields = canonical::buyer_fields_from_remote(b);
+                let fields =
+                    canonical::buyer_fields_from_remote_in(b, self.inner.mappings.phone_region());
                 let (phones, emails) = self.match_keys(&fields);
                 phones.is_empty()
                     && emails.is_empty()
@@ -526,7 +538,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         self.done(
             w,
             Some(id),
-            canonical::buyer_fields_from_remote(&created),
+            canonical::buyer_fields_from_remote_in(&created, self.inner.mappings.phone_region()),
             report,
         )
         .await

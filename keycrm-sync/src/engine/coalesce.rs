@@ -115,8 +115,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let mut outcome: BTreeMap<i64, Option<String>> = BTreeMap::new();
         for order in &orders {
             let Some(id) = order.id else { continue };
-            let remote =
-                canonical::snapshot(canonical::order_fields_from_remote(order), order.updated_at);
+            let remote = canonical::snapshot(
+                canonical::order_fields_from_remote_in(order, self.inner.mappings.phone_region()),
+                order.updated_at,
+            );
             let result = self
                 .apply_remote(EntityKind::Order, Key::Remote(id), id, true, remote, report)
                 .await;

@@ -5,7 +5,7 @@ use keycrm_api::Timestamp;
 use keycrm_api::types;
 use serde::{Deserialize, Serialize};
 
-use super::mapping::MappingError;
+use super::mapping::{MappingError, Mappings};
 use super::order::all_contacts;
 use super::remote_snapshot;
 use super::values::{Out, Reader, body_error, normalize_email};
@@ -15,6 +15,7 @@ use crate::engine::{RunReport, SyncEngine, SyncError};
 use crate::field::FieldPath;
 use crate::host::Host;
 use crate::model::{EntityKind, Fields, Snapshot};
+use crate::phone::PhoneRegion;
 use crate::store::Store;
 
 /// A customer as a simple host keeps it.
@@ -40,33 +41,51 @@ fn flatten_buyer(
     phones: &[&str],
     emails: &[&str],
     note: Option<&str>,
+    region: &PhoneRegion,
 ) -> Fields {
     let mut out = Out::default();
     out.text(FULL_NAME, name);
-    // requests: E.164 with the home country (Ukraine) for national numbers.
-    out.list(
-        PHONE,
-        phones.iter().filter_map(|p| crate::phone::normalize(p)),
-    );
+    // E.164, national numbers read in the configured home country.
+    out.list(PHONE, phones.iter().filter_map(|p| region.normalize(p)));
     out.list(EMAIL, emails.iter().filter_map(|e| normalize_email(e)));
     out.text(NOTE, note);
     out.0
 }
 
-/// The host's customer as fields (`full_name`, `phone.<n>`, `email.<n>`, `note`).
+/// The host's customer as fields (`full_name`, `phone.<n>`, `email.<n>`, `note`), with
+/// Ukraine as the home country of national phone numbers ([`buyer_fields_from_local_in`]
+/// takes the region).
 pub fn buyer_fields_from_local(buyer: &CanonicalBuyer) -> Fields {
-    let phones: Vec<&str> = buyer.phones.iter().map(String::as_str).collect();
-    let emails: Vec<&str> = buyer.emails.iter().map(String::as_str).collect();
-    flatten_buyer(Some(&buyer.name), &phones, &emails, buyer.note.as_deref())
+    buyer_fields_from_local_in(buyer, &PhoneRegion::default())
 }
 
-/// KeyCRM's buyer as fields.
+/// The host's customer as fields, national phone numbers read in `region`.
+pub fn buyer_fields_from_local_in(buyer: &CanonicalBuyer, region: &PhoneRegion) -> Fields {
+    let phones: Vec<&str> = buyer.phones.iter().map(String::as_str).collect();
+    let emails: Vec<&str> = buyer.emails.iter().map(String::as_str).collect();
+    flatten_buyer(
+        Some(&buyer.name),
+        &phones,
+        &emails,
+        buyer.note.as_deref(),
+        region,
+    )
+}
+
+/// KeyCRM's buyer as fields, with Ukraine as the home country of national phone numbers
+/// ([`buyer_fields_from_remote_in`] takes the region).
 pub fn buyer_fields_from_remote(buyer: &types::Buyer) -> Fields {
+    buyer_fields_from_remote_in(buyer, &PhoneRegion::default())
+}
+
+/// KeyCRM's buyer as fields, national phone numbers read in `region`.
+pub fn buyer_fields_from_remote_in(buyer: &types::Buyer, region: &PhoneRegion) -> Fields {
     flatten_buyer(
         buyer.full_name.as_deref(),
         &all_contacts(buyer.phone.as_ref()),
         &all_contacts(buyer.email.as_ref()),
         buyer.note.as_deref(),
+        region,
     )
 }
 
@@ -127,8 +146,8 @@ pub const NOTE: FieldPath = FieldPath::plain("note");
 
 plain_entity! {
     Buyer: Buyer,
-    local: CanonicalBuyer = buyer_fields_from_local,
-    remote: types::Buyer = buyer_fields_from_remote,
+    local: CanonicalBuyer = |b, m: &Mappings| buyer_fields_from_local_in(b, m.phone_region()),
+    remote: types::Buyer = |b, m: &Mappings| buyer_fields_from_remote_in(b, m.phone_region()),
     from_fields: buyer_from_fields,
     fields: [FULL_NAME, FieldPath::plain(PHONE), FieldPath::plain(EMAIL), NOTE],
     natural_keys: buyer_natural_keys,
@@ -139,6 +158,7 @@ plain_entity! {
 fn buyer_natural_keys(fields: &Fields) -> Vec<(FieldPath, String)> {
     let phone = FieldPath::item(PHONE, 0);
     let email = FieldPath::item(EMAIL, 0);
+    // The fields' phones are E.164 already (`+` and digits), which every region keeps.
     let phone_value = super::text_of(fields, &phone).and_then(|p| crate::phone::normalize(&p));
     let email_value = super::text_of(fields, &email).and_then(|e| normalize_email(&e));
     [(phone, phone_value), (email, email_value)]
@@ -169,7 +189,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         }
         let mut state = PassState::default();
         self.apply_all(kind, pass, list, &mut state, report, |b: &types::Buyer| {
-            Some((b.id?, remote_snapshot::<Buyer>(b, b.updated_at)))
+            Some((
+                b.id?,
+                remote_snapshot::<Buyer>(b, b.updated_at, &self.inner.mappings),
+            ))
         })
         .await?;
         self.finish_pass(kind, state, everything, Some(start), report)
@@ -182,6 +205,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let b = self
             .call(client.buyer_get().buyer_id(remote_id).send())
             .await?;
-        Ok(Some(remote_snapshot::<Buyer>(&b, b.updated_at)?))
+        Ok(Some(remote_snapshot::<Buyer>(
+            &b,
+            b.updated_at,
+            &self.inner.mappings,
+        )?))
     }
 }

@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::LazyLock;
 
 use serde_json::Value;
 
 use crate::config::SyncConfig;
 use crate::model::EntityKind;
+use crate::phone::PhoneRegion;
 
 // Mappings and errors
 
@@ -162,7 +164,11 @@ pub struct Mappings {
     payment_method_names: BTreeMap<i64, String>,
     warehouse_ids: BTreeMap<String, i64>,
     warehouse_codes: BTreeMap<i64, String>,
+    phone_region: Option<PhoneRegion>,
 }
+
+/// The region of mappings that set none: Ukraine.
+static HOME_REGION: LazyLock<PhoneRegion> = LazyLock::new(PhoneRegion::default);
 
 impl Mappings {
     /// No mappings at all (add them with the `with_*` methods).
@@ -170,10 +176,10 @@ impl Mappings {
         Self::default()
     }
 
-    /// The mappings an operator configured: `source_id`, `status_ids`, `payment_method_ids`
-    /// and `warehouse_ids`.
+    /// The mappings an operator configured: `source_id`, `status_ids`, `payment_method_ids`,
+    /// `warehouse_ids` and `phone_region`.
     pub fn from_config(config: &SyncConfig) -> Self {
-        let mut m = Self::new();
+        let mut m = Self::new().with_phone_region(config.phone_region.clone());
         m.source_id = config.source_id;
         for (name, id) in &config.status_ids {
             m = m.with_status(name.clone(), *id);
@@ -219,6 +225,39 @@ impl Mappings {
             .or_insert_with(|| code.clone());
         self.warehouse_ids.insert(code, id);
         self
+    }
+
+    /// Sets the home country national phone numbers are read in: the canonical model's phones
+    /// (buyers', an order's buyer and recipient) are E.164 numbers read with it. Without it,
+    /// Ukraine; an engine built with mappings that set no region uses its config's
+    /// [`phone_region`](SyncConfig::phone_region).
+    ///
+    /// ```
+    /// use keycrm_sync::canonical::Mappings;
+    /// use keycrm_sync::phone::PhoneRegion;
+    /// let poland = PhoneRegion {
+    ///     country_code: "48".into(),
+    ///     trunk_prefix: String::new(),
+    ///     national_digits: 9,
+    /// };
+    /// let m = Mappings::new().with_phone_region(poland.clone());
+    /// assert_eq!(m.phone_region(), &poland);
+    /// assert_eq!(Mappings::new().phone_region(), &PhoneRegion::default());
+    /// ```
+    pub fn with_phone_region(mut self, region: PhoneRegion) -> Self {
+        self.phone_region = Some(region);
+        self
+    }
+
+    /// The home country national phone numbers are read in (Ukraine unless set).
+    pub fn phone_region(&self) -> &PhoneRegion {
+        self.phone_region.as_ref().unwrap_or(&HOME_REGION)
+    }
+
+    /// Whether a phone region was set (by [`Mappings::with_phone_region`] or
+    /// [`Mappings::from_config`]).
+    pub(crate) fn has_phone_region(&self) -> bool {
+        self.phone_region.is_some()
     }
 
     /// The KeyCRM order source for new orders.

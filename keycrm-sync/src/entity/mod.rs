@@ -14,13 +14,14 @@ use crate::store::{Mapping, Store};
 pub use mapping::{MappingError, Mappings};
 
 /// Implements [`Entity`], [`RemoteRecord`] and, when given, [`Bodies`] for a kind whose
-/// canonical record has `local_id` and `updated_at` and whose mapping functions need no
-/// [`Mappings`] (buyers, products, offers).
+/// canonical record has `local_id` and `updated_at` (buyers, products, offers). `local` and
+/// `remote` are functions of the record and the [`Mappings`] (buyers read phones in their
+/// region).
 macro_rules! plain_entity {
     (
         $ty:ident: $kind:ident,
-        local: $local:ty = $from_local:path,
-        remote: $remote:ty = $from_remote:path,
+        local: $local:ty = $from_local:expr,
+        remote: $remote:ty = $from_remote:expr,
         from_fields: $from_fields:path,
         fields: [$($field:expr),* $(,)?],
         natural_keys: $natural_keys:expr,
@@ -41,9 +42,9 @@ macro_rules! plain_entity {
 
             fn fields_from_local(
                 local: &$local,
-                _: &$crate::entity::Mappings,
+                mappings: &$crate::entity::Mappings,
             ) -> Result<$crate::model::Fields, $crate::entity::MappingError> {
-                Ok($from_local(local))
+                Ok(($from_local)(local, mappings))
             }
 
             fn from_fields(
@@ -66,8 +67,9 @@ macro_rules! plain_entity {
 
             fn fields_from_remote(
                 remote: &$remote,
+                mappings: &$crate::entity::Mappings,
             ) -> Result<$crate::model::Fields, $crate::entity::MappingError> {
-                Ok($from_remote(remote))
+                Ok(($from_remote)(remote, mappings))
             }
         }
 
@@ -161,9 +163,12 @@ pub trait RemoteRecord: Entity {
     /// KeyCRM's record as read.
     type Remote;
 
-    /// KeyCRM's record as fields; fails when KeyCRM's data does not fit (an order's line
-    /// quantities out of range).
-    fn fields_from_remote(remote: &Self::Remote) -> Result<Fields, MappingError>;
+    /// KeyCRM's record as fields, phones read in the `mappings`' region; fails when KeyCRM's
+    /// data does not fit (an order's line quantities out of range).
+    fn fields_from_remote(
+        remote: &Self::Remote,
+        mappings: &Mappings,
+    ) -> Result<Fields, MappingError>;
 }
 
 /// A kind KeyCRM creates and updates one record at a time (or in bulk from the same bodies).
@@ -189,8 +194,12 @@ fn text_of(fields: &Fields, path: &FieldPath) -> Option<String> {
 pub(crate) fn remote_snapshot<K: RemoteRecord>(
     remote: &K::Remote,
     updated_at: Option<Timestamp>,
+    mappings: &Mappings,
 ) -> Result<Snapshot, MappingError> {
-    Ok(snapshot(K::fields_from_remote(remote)?, updated_at))
+    Ok(snapshot(
+        K::fields_from_remote(remote, mappings)?,
+        updated_at,
+    ))
 }
 
 /// A snapshot of `fields` changed at `updated_at` (a [`Timestamp`] of either side).

@@ -131,8 +131,8 @@ pub const PURCHASED_PRICE: FieldPath = FieldPath::plain("purchased_price");
 
 plain_entity! {
     Offer: Offer,
-    local: CanonicalOffer = offer_fields_from_local,
-    remote: types::Offer = offer_fields_from_remote,
+    local: CanonicalOffer = |x, _| offer_fields_from_local(x),
+    remote: types::Offer = |x, _| offer_fields_from_remote(x),
     from_fields: offer_from_fields,
     fields: [SKU, PRICE, PURCHASED_PRICE],
     natural_keys: |fields| super::key_of(fields, SKU),
@@ -316,7 +316,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                         .unwrap_or_else(PoisonError::into_inner)
                         .insert(sku.clone());
                 }
-                Some((o.id?, remote_snapshot::<Offer>(o, None)))
+                Some((
+                    o.id?,
+                    remote_snapshot::<Offer>(o, None, &self.inner.mappings),
+                ))
             },
         )
         .await?;
@@ -338,6 +341,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let Some(o) = page.into_inner().data.into_iter().next() else {
             return Ok(None);
         };
-        Ok(Some(remote_snapshot::<Offer>(&o, None)?))
+        Ok(Some(remote_snapshot::<Offer>(
+            &o,
+            None,
+            &self.inner.mappings,
+        )?))
     }
 }

@@ -157,8 +157,8 @@ pub const CATEGORY_ID: FieldPath = FieldPath::plain("category_id");
 
 plain_entity! {
     Product: Product,
-    local: CanonicalProduct = product_fields_from_local,
-    remote: types::Product = product_fields_from_remote,
+    local: CanonicalProduct = |x, _| product_fields_from_local(x),
+    remote: types::Product = |x, _| product_fields_from_remote(x),
     from_fields: product_from_fields,
     fields: [SKU, NAME, DESCRIPTION, PRICE, CATEGORY_ID],
     natural_keys: |fields| super::key_of(fields, SKU),
@@ -474,7 +474,12 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             quarantine::product_list(),
             &mut state,
             report,
-            |p: &types::Product| Some((p.id?, remote_snapshot::<Product>(p, p.updated_at))),
+            |p: &types::Product| {
+                Some((
+                    p.id?,
+                    remote_snapshot::<Product>(p, p.updated_at, &self.inner.mappings),
+                ))
+            },
         )
         .await?;
         self.finish_pass(kind, state, true, None, report).await
@@ -489,7 +494,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let p = self
             .call(client.product_get().product_id(remote_id).send())
             .await?;
-        Ok(Some(remote_snapshot::<Product>(&p, p.updated_at)?))
+        Ok(Some(remote_snapshot::<Product>(
+            &p,
+            p.updated_at,
+            &self.inner.mappings,
+        )?))
     }
 }
 

@@ -67,9 +67,14 @@ impl Out {
         }
     }
 
-    pub(crate) fn phone(&mut self, key: impl Into<String>, value: Option<&str>) {
-        // requests: E.164 with the home country (Ukraine) for national numbers.
-        if let Some(v) = value.and_then(crate::phone::normalize) {
+    /// A phone in E.164, national numbers read in `region`.
+    pub(crate) fn phone(
+        &mut self,
+        key: impl Into<String>,
+        value: Option<&str>,
+        region: &crate::phone::PhoneRegion,
+    ) {
+        if let Some(v) = value.and_then(|p| region.normalize(p)) {
             self.0.insert(key.into(), Value::String(v));
         }
     }

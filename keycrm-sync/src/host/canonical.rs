@@ -15,6 +15,7 @@ use crate::canonical::{
     MappingError, Mappings,
 };
 use crate::model::{EntityKind, Fields, Snapshot};
+use crate::phone::PhoneRegion;
 
 use super::{Applied, Host, HostError, LocalChanges, RemoteChange};
 
@@ -58,8 +59,16 @@ pub trait Record: Clone + Send + Sync + 'static {
         mappings: &Mappings,
     ) -> Result<Option<Self>, MappingError>;
 
-    /// Whether this record is the one `key` names (the in-memory way to look one up).
+    /// Whether this record is the one `key` names (the in-memory way to look one up), with
+    /// Ukraine as the home country of national phone numbers.
     fn matches(&self, key: &NaturalKey) -> bool;
+
+    /// [`Record::matches`] with national phone numbers read in `region` (only buyers hold
+    /// phones; the default ignores the region).
+    fn matches_in(&self, key: &NaturalKey, region: &PhoneRegion) -> bool {
+        let _ = region;
+        self.matches(key)
+    }
 }
 
 /// Storage of one kind of canonical record. A host implements it once per kind it keeps
@@ -224,12 +233,17 @@ impl<R: Repositories> CanonicalHost<R> {
 }
 
 /// The natural key KeyCRM's `fields` of a `kind` record carry, if any.
-pub(crate) fn natural_key(kind: EntityKind, fields: &Fields) -> Option<NaturalKey> {
+/// National phone numbers are read in `region`.
+pub(crate) fn natural_key(
+    kind: EntityKind,
+    fields: &Fields,
+    region: &PhoneRegion,
+) -> Option<NaturalKey> {
     let text = |key: &str| fields.get(key).and_then(|v| v.as_str()).map(str::to_string);
     match kind {
         EntityKind::Order => text("source_uuid").map(NaturalKey::Number),
         EntityKind::Buyer => {
-            let phone = text("phone.0").and_then(|p| crate::phone::normalize(&p));
+            let phone = text("phone.0").and_then(|p| region.normalize(&p));
             let email = text("email.0").and_then(|e| canonical::normalize_email(&e));
             (phone.is_some() || email.is_some()).then_some(NaturalKey::Contact { phone, email })
         }
@@ -293,7 +307,7 @@ impl<R: Repositories> Host for CanonicalHost<R> {
         kind: EntityKind,
         fields: Fields,
     ) -> Result<Option<String>, HostError> {
-        let key = natural_key(kind, &fields);
+        let key = natural_key(kind, &fields, self.mappings.phone_region());
         match kind {
             EntityKind::Order => self.find_one::<CanonicalOrder>(key).await,
             EntityKind::Buyer => self.find_one::<CanonicalBuyer>(key).await,
@@ -348,9 +362,9 @@ impl Record for CanonicalBuyer {
         self.local_id.clone()
     }
 
-    fn snapshot(&self, _: &Mappings) -> Result<Snapshot, MappingError> {
+    fn snapshot(&self, mappings: &Mappings) -> Result<Snapshot, MappingError> {
         Ok(canonical::snapshot(
-            canonical::buyer_fields_from_local(self),
+            canonical::buyer_fields_from_local_in(self, mappings.phone_region()),
             self.updated_at,
         ))
     }
@@ -365,13 +379,17 @@ impl Record for CanonicalBuyer {
     }
 
     fn matches(&self, key: &NaturalKey) -> bool {
+        self.matches_in(key, &PhoneRegion::default())
+    }
+
+    fn matches_in(&self, key: &NaturalKey, region: &PhoneRegion) -> bool {
         let NaturalKey::Contact { phone, email } = key else {
             return false;
         };
         phone.as_ref().is_some_and(|p| {
             self.phones
                 .iter()
-                .any(|x| crate::phone::normalize(x).as_ref() == Some(p))
+                .any(|x| region.normalize(x).as_ref() == Some(p))
         }) || email.as_ref().is_some_and(|e| {
             self.emails
                 .iter()

@@ -7,6 +7,7 @@ use crate::canonical::{
     CanonicalBuyer, CanonicalOffer, CanonicalOrder, CanonicalProduct, CanonicalStock, Mappings,
 };
 use crate::model::{EntityKind, Fields, Snapshot};
+use crate::phone::PhoneRegion;
 
 use super::canonical::{CanonicalHost, ChangeLog, NaturalKey, Record, Repository};
 use super::{Applied, Host, HostError, LocalChanges, RemoteChange};
@@ -15,6 +16,8 @@ use super::{Applied, Host, HostError, LocalChanges, RemoteChange};
 #[derive(Clone, Debug, Default)]
 pub struct MemoryRepository {
     inner: Arc<Mutex<MemoryState>>,
+    /// The home country of national phone numbers, for finding buyers by phone.
+    region: PhoneRegion,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +66,15 @@ in_memory!(
 );
 
 impl MemoryRepository {
+    /// An empty repository that reads national phone numbers in `region` when it finds a
+    /// buyer by phone (the default reads them as Ukrainian).
+    pub fn in_region(region: PhoneRegion) -> Self {
+        Self {
+            region,
+            ..Self::default()
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, MemoryState> {
         self.inner.lock().expect("memory host lock poisoned")
     }
@@ -112,7 +124,7 @@ impl<T: InMemory> Repository<T> for MemoryRepository {
     async fn find(&self, key: &NaturalKey) -> Result<Option<String>, HostError> {
         Ok(T::table(&mut self.state())
             .values()
-            .find(|r| r.matches(key))
+            .find(|r| r.matches_in(key, &self.region))
             .map(Record::local_id))
     }
 }
@@ -151,7 +163,10 @@ impl MemoryHost {
     /// An empty host using `mappings` for status, payment method and warehouse names.
     pub fn new(mappings: Mappings) -> Self {
         Self {
-            host: CanonicalHost::new(MemoryRepository::default(), mappings),
+            host: CanonicalHost::new(
+                MemoryRepository::in_region(mappings.phone_region().clone()),
+                mappings,
+            ),
         }
     }
 

@@ -6,7 +6,10 @@ use keycrm_api::types;
 use keycrm_sync::canonical::{self, CanonicalBuyer};
 use keycrm_sync::model::EntityKind;
 
-use crate::support::{remote_buyer, remote_id, rig, settle, writes};
+use keycrm_sync::config::SyncConfig;
+use keycrm_sync::phone::PhoneRegion;
+
+use crate::support::{config, remote_buyer, remote_id, rig, rig_with, settle, writes};
 
 #[tokio::test]
 async fn buyers_are_matched_by_phone_before_creating() {
@@ -82,6 +85,51 @@ async fn buyers_converge_both_ways() {
             buyer.local_id
         );
     }
+
+    rig.mock.clear_log();
+    rig.engine.run_once().await.unwrap();
+    assert_eq!(
+        writes(&rig.mock),
+        0,
+        "nothing changed: {:?}",
+        rig.mock.requests()
+    );
+}
+
+#[tokio::test]
+async fn buyers_phones_are_sent_in_the_configured_region() {
+    let config = SyncConfig {
+        phone_region: PhoneRegion {
+            country_code: "48".into(),
+            trunk_prefix: String::new(),
+            national_digits: 9,
+        },
+        ..config()
+    };
+    let rig = rig_with(keycrm_api::mock::KeyCrmMock::builder(), config, |b| b).await;
+    rig.host.put_buyer(CanonicalBuyer {
+        local_id: "C-1".into(),
+        name: "Anna Nowak".into(),
+        phones: vec!["501 234 567".into()],
+        ..CanonicalBuyer::default()
+    });
+    let first = rig.engine.run_once().await.unwrap();
+    assert_eq!(first.failed, 0, "{first:?}");
+    assert_eq!(rig.mock.count("buyer_create"), 1);
+    let id = remote_id(rig.engine.store(), EntityKind::Buyer, "C-1").await;
+    let created = rig
+        .engine
+        .client()
+        .buyer_get()
+        .buyer_id(id)
+        .send()
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        serde_json::to_value(&created.phone).unwrap(),
+        serde_json::json!(["+48501234567"])
+    );
 
     rig.mock.clear_log();
     rig.engine.run_once().await.unwrap();

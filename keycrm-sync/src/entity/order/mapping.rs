@@ -18,6 +18,7 @@ use crate::entity::mapping::{MappingError, Mappings};
 use crate::entity::values::{Groups, Member, Out, Reader, body_error, clean, missing};
 use crate::field::{FieldPath, Group as KeyedGroup, LINE_NAME, LINE_PRICE, LINE_QUANTITY};
 use crate::model::{EntityKind, Fields};
+use crate::phone::PhoneRegion;
 
 // Orders: flattening
 
@@ -93,12 +94,17 @@ pub(crate) enum Overflow {
     Saturate,
 }
 
-pub(crate) fn flatten_order(o: &FlatOrder<'_>, overflow: Overflow) -> Result<Fields, MappingError> {
+/// The order's fields, phones in E.164 with national numbers read in `region`.
+pub(crate) fn flatten_order(
+    o: &FlatOrder<'_>,
+    overflow: Overflow,
+    region: &PhoneRegion,
+) -> Result<Fields, MappingError> {
     let mut out = Out::default();
     out.text(SOURCE_UUID, o.source_uuid);
     out.id(STATUS_ID, o.status_id);
     out.text(BUYER_FULL_NAME, o.buyer_name);
-    out.phone(BUYER_PHONE, o.buyer_phone);
+    out.phone(BUYER_PHONE, o.buyer_phone, region);
     out.email(BUYER_EMAIL, o.buyer_email);
 
     // Lines with the same key are one line: quantities add up, the first name and price stay.
@@ -149,13 +155,14 @@ pub(crate) fn flatten_order(o: &FlatOrder<'_>, overflow: Overflow) -> Result<Fie
     out.text(SHIPPING_CITY, o.city);
     out.text(SHIPPING_ADDRESS, o.address);
     out.text(SHIPPING_RECIPIENT_FULL_NAME, o.recipient_name);
-    out.phone(SHIPPING_RECIPIENT_PHONE, o.recipient_phone);
+    out.phone(SHIPPING_RECIPIENT_PHONE, o.recipient_phone, region);
     out.text(MANAGER_COMMENT, o.manager_comment);
     out.time(ORDERED_AT, o.ordered_at);
     Ok(out.0)
 }
 
-/// The host's order as fields in KeyCRM terms (status and payment methods mapped to ids).
+/// The host's order as fields in KeyCRM terms (status and payment methods mapped to ids,
+/// national phone numbers read in the [`Mappings::phone_region`]).
 pub fn order_fields_from_local(
     order: &CanonicalOrder,
     mappings: &Mappings,
@@ -202,7 +209,7 @@ pub fn order_fields_from_local(
         manager_comment: order.comment.as_deref(),
         ordered_at: order.ordered_at,
     };
-    flatten_order(&flat, Overflow::Fail)
+    flatten_order(&flat, Overflow::Fail, mappings.phone_region())
 }
 
 pub(crate) fn first_contact(values: Option<&types::BuyerContactValues>) -> Option<&str> {
@@ -220,23 +227,41 @@ pub(crate) fn all_contacts(values: Option<&types::BuyerContactValues>) -> Vec<&s
     }
 }
 
-/// KeyCRM's order as fields. Read it with `include=buyer,products.offer,payments,shipping`:
-/// a relation that was not included counts as empty.
+/// KeyCRM's order as fields, with Ukraine as the home country of national phone numbers
+/// ([`order_fields_from_remote_in`] takes the region). Read it with
+/// `include=buyer,products.offer,payments,shipping`: a relation that was not included counts
+/// as empty.
 pub fn order_fields_from_remote(order: &types::Order) -> Fields {
+    order_fields_from_remote_in(order, &PhoneRegion::default())
+}
+
+/// KeyCRM's order as fields, national phone numbers read in `region`.
+pub fn order_fields_from_remote_in(order: &types::Order, region: &PhoneRegion) -> Fields {
     // Saturating flattening has no error case.
-    remote_order_fields(order, Overflow::Saturate).unwrap_or_default()
+    remote_order_fields(order, Overflow::Saturate, region).unwrap_or_default()
 }
 
 /// [`order_fields_from_remote`], failing with a [`MappingError`] that names the line when the
 /// quantities of lines with one SKU add up beyond a decimal's range (KeyCRM data is not
-/// trusted; [`order_fields_from_remote`] keeps the largest decimal instead).
+/// trusted; [`order_fields_from_remote`] keeps the largest decimal instead). Ukraine is the
+/// home country of national phone numbers ([`try_order_fields_from_remote_in`] takes the
+/// region).
 pub fn try_order_fields_from_remote(order: &types::Order) -> Result<Fields, MappingError> {
-    remote_order_fields(order, Overflow::Fail)
+    try_order_fields_from_remote_in(order, &PhoneRegion::default())
+}
+
+/// [`try_order_fields_from_remote`] with national phone numbers read in `region`.
+pub fn try_order_fields_from_remote_in(
+    order: &types::Order,
+    region: &PhoneRegion,
+) -> Result<Fields, MappingError> {
+    remote_order_fields(order, Overflow::Fail, region)
 }
 
 pub(crate) fn remote_order_fields(
     order: &types::Order,
     overflow: Overflow,
+    region: &PhoneRegion,
 ) -> Result<Fields, MappingError> {
     let buyer = order.buyer.as_ref();
     let shipping = order.shipping.as_ref();
@@ -282,7 +307,7 @@ pub(crate) fn remote_order_fields(
         manager_comment: order.manager_comment.as_deref(),
         ordered_at: order.ordered_at,
     };
-    flatten_order(&flat, overflow)
+    flatten_order(&flat, overflow, region)
 }
 
 // ------------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ pub(crate) use mapping::all_contacts;
 #[cfg(test)]
 pub(crate) use mapping::payment_keys;
 pub use mapping::{
-    order_create_body, order_fields_from_local, order_fields_from_remote, order_from_fields,
-    order_update_body, try_order_fields_from_remote,
+    order_create_body, order_fields_from_local, order_fields_from_remote,
+    order_fields_from_remote_in, order_from_fields, order_update_body,
+    try_order_fields_from_remote, try_order_fields_from_remote_in,
 };
 pub(crate) use pull::{ORDER_INCLUDE, source_uuid_key};
 
@@ -247,8 +248,11 @@ impl super::RemoteRecord for Order {
     type Remote = types::Order;
 
     /// Fails when the quantities of lines with one SKU add up beyond a decimal's range.
-    fn fields_from_remote(remote: &types::Order) -> Result<Fields, MappingError> {
-        try_order_fields_from_remote(remote)
+    fn fields_from_remote(
+        remote: &types::Order,
+        mappings: &Mappings,
+    ) -> Result<Fields, MappingError> {
+        try_order_fields_from_remote_in(remote, mappings.phone_region())
     }
 }
 

@@ -35,7 +35,10 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 list = list.param(filter, w.clone());
             }
             self.apply_all(kind, pass, list, &mut state, report, |o: &types::Order| {
-                Some((o.id?, remote_snapshot::<Order>(o, o.updated_at)))
+                Some((
+                    o.id?,
+                    remote_snapshot::<Order>(o, o.updated_at, &self.inner.mappings),
+                ))
             })
             .await?;
         }
@@ -55,7 +58,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                     .send(),
             )
             .await?;
-        Ok(Some(remote_snapshot::<Order>(&o, o.updated_at)?))
+        Ok(Some(remote_snapshot::<Order>(
+            &o,
+            o.updated_at,
+            &self.inner.mappings,
+        )?))
     }
 
     /// The mapping of an order the host created: the engine noted its number (the

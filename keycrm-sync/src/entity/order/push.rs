@@ -221,7 +221,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             operation: "GET /order",
             problem: "an order without id",
         })?;
-        let remote = canonical::order_fields_from_remote(order);
+        let remote =
+            canonical::order_fields_from_remote_in(order, self.inner.mappings.phone_region());
         let mut work = Work {
             item: w.item.clone(),
             local: w.local.clone(),
@@ -284,7 +285,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 });
             }
         }
-        let remote = canonical::order_fields_from_remote(&order);
+        let remote =
+            canonical::order_fields_from_remote_in(&order, self.inner.mappings.phone_region());
         self.update_order_with(w, &order, remote, report).await
     }
 
