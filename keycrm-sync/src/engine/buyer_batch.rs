@@ -215,8 +215,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             let asked: Vec<&str> = list.split(',').collect();
             let buyers = self.call(request.collect_all()).await?;
             for b in buyers {
-                let fields =
-                    canonical::buyer_fields_from_remote_in(&b, self.inner.mappings.phone_region());
+                let fields = self.remote_fields(&b);
                 let (phones, emails) = self.match_keys(&fields);
                 let theirs = if by == By::Phone { phones } else { emails };
                 for key in attribute(&asked, &theirs, by) {
@@ -441,6 +440,11 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         Ok(())
     }
 
+    /// KeyCRM's buyer as fields, its phones read in the configured region.
+    fn remote_fields(&self, b: &types::Buyer) -> crate::model::Fields {
+        canonical::buyer_fields_from_remote_in(b, self.inner.mappings.phone_region())
+    }
+
     /// Links a buyer KeyCRM already has. One this engine created before it could note the
     /// answer has the body it sent as base (see `note_create`); any other is met for the
     /// first time and its fields are the base.
@@ -453,12 +457,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         let id = buyer_id(b)?;
         let base = Self::noted_create(w)
             .map(|noted| Snapshot::new(noted.fields, None))
-            .unwrap_or_else(|| {
-                Snapshot::new(
-                    canonical::buyer_fields_from_remote_in(b, self.inner.mappings.phone_region()),
-                    None,
-                )
-            });
+            .unwrap_or_else(|| Snapshot::new(self.remote_fields(b), None));
         self.update_buyer(w, id, Some(base), report).await
     }
 
@@ -470,13 +469,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         report: &mut RunReport,
     ) -> Result<(), SyncError> {
         let id = buyer_id(b)?;
-        self.done(
-            w,
-            Some(id),
-            canonical::buyer_fields_from_remote_in(b, self.inner.mappings.phone_region()),
-            report,
-        )
-        .await
+        self.done(w, Some(id), self.remote_fields(b), report).await
     }
 
     /// A buyer with neither phone nor e-mail: created alone, never twice. A create that
@@ -498,8 +491,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                 )
                 .await?;
             let same = candidates.iter().find(|b| {
-                let fields =
-                    canonical::buyer_fields_from_remote_in(b, self.inner.mappings.phone_region());
+                let fields = self.remote_fields(b);
                 let (phones, emails) = self.match_keys(&fields);
                 phones.is_empty()
                     && emails.is_empty()
@@ -535,13 +527,8 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             operation: "POST /buyer",
             problem: "a created buyer without id",
         })?;
-        self.done(
-            w,
-            Some(id),
-            canonical::buyer_fields_from_remote_in(&created, self.inner.mappings.phone_region()),
-            report,
-        )
-        .await
+        self.done(w, Some(id), self.remote_fields(&created), report)
+            .await
     }
 
     /// A linked buyer: the local change planned against the base, then the whole agreed

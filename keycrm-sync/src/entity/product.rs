@@ -337,17 +337,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
                         mapping: Some(mapping),
                     });
                 } else {
-                    // A KeyCRM product another host record is linked to already fails this
-                    // record only (see `item_result`).
-                    let linked = self
-                        .done(
-                            &w,
-                            Some(id),
-                            canonical::product_fields_from_remote(p),
-                            report,
-                        )
-                        .await;
-                    self.item_result(&w.item, linked, report).await?;
+                    self.link_product(&w, id, p, report).await?;
                 }
                 continue;
             }
@@ -411,17 +401,7 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
         for w in imported {
             match back.get(&sku_of(&w)).and_then(|o| o.product.as_ref()) {
                 Some(p) => match p.id {
-                    Some(id) => {
-                        let linked = self
-                            .done(
-                                &w,
-                                Some(id),
-                                canonical::product_fields_from_remote(p),
-                                report,
-                            )
-                            .await;
-                        self.item_result(&w.item, linked, report).await?
-                    }
+                    Some(id) => self.link_product(&w, id, p, report).await?,
                     None => {
                         self.fail(&w.item, &product_without_id().to_string(), report)
                             .await?
@@ -434,6 +414,26 @@ impl<S: Store, H: Host> SyncEngine<S, H> {
             }
         }
         Ok(())
+    }
+
+    /// Links a host product to KeyCRM's product `p` (id `id`) with KeyCRM's fields as base; a
+    /// KeyCRM product another host record is linked to already fails this record only.
+    async fn link_product(
+        &self,
+        w: &Work,
+        id: i64,
+        p: &types::Product,
+        report: &mut RunReport,
+    ) -> Result<(), SyncError> {
+        let linked = self
+            .done(
+                w,
+                Some(id),
+                canonical::product_fields_from_remote(p),
+                report,
+            )
+            .await;
+        self.item_result(&w.item, linked, report).await
     }
 
     /// KeyCRM's offers with these SKUs, each with its product
